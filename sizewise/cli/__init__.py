@@ -1,0 +1,1 @@
+"""Command-line layer (Typer + rich). Imports the API; nothing imports it."""

@@ -1,0 +1,67 @@
+"""``sizewise measure MODEL``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sizewise.cli.common import console, err_console, handles_errors
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    from sizewise.core.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--input-shape must be integers like 3,32,32, got '{text}'") from None
+    if not shape or any(d < 1 for d in shape):
+        raise ConfigError(f"--input-shape must be positive integers like 3,32,32, got '{text}'")
+    return shape
+
+
+@handles_errors
+def measure(
+    model: str = typer.Argument(..., help="Model reference: minilm, zoo:NAME, HF dir, run dir, FILE.onnx, "
+                                          "package.module:factory, or weights with --arch."),
+    data: str | None = typer.Option(None, "--data", help="Held-out data for metrics: digits, a .npz, a CIFAR-10/"
+                                                         "SST-2/STS-B folder."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Batch size for FLOPs and latency."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per example for text models (default 128)."),
+    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: torch's setting)."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch or onnxruntime."),
+    arch: str | None = typer.Option(None, "--arch", help="Architecture for a weights-only file, e.g. zoo:lenet5."),
+    input_shape: str | None = typer.Option(None, "--input-shape", help="Per-example input shape, e.g. 3,32,32."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow loading a whole-model pickle (runs "
+                                                                   "code from the file: only for files you trust)."),
+    eval_limit: int | None = typer.Option(None, "--eval-limit", help="Evaluate on the first N held-out examples."),
+    no_memory: bool = typer.Option(False, "--no-memory", help="Skip the child-process peak-memory measurement."),
+    region: str = typer.Option("world", "--region", help="Grid region for CO2e (see sizewise/core/constants)."),
+    grid_intensity: float | None = typer.Option(None, "--grid-intensity", help="gCO2e per kWh (overrides --region)."),
+    pue: float | None = typer.Option(None, "--pue", help="Power usage effectiveness of the facility (>= 1)."),
+    watts_per_core: float | None = typer.Option(None, "--watts-per-core", help="Power model: watts per busy core."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the card as JSON here."),
+) -> None:
+    """What does this model cost? Parameters, bytes, FLOPs, latency, memory, energy, CO2e (and metrics with --data)."""
+    import sizewise
+    from sizewise.measure import EnergySettings, MeasureConfig
+    from sizewise.report.card_view import print_card
+
+    config = MeasureConfig(batch_size=batch_size, seq_len=seq_len, threads=threads, runtime=runtime,
+                           measure_memory=not no_memory, eval_limit=eval_limit,
+                           energy=EnergySettings(watts_per_core=watts_per_core, pue=pue, region=region,
+                                                 grid_gco2_per_kwh=grid_intensity))
+    with err_console.status("loading model") as status:
+        loaded = sizewise.load(model, arch=arch, trust_pickle=trust_pickle, input_shape=parse_shape(input_shape))
+        dataset = None
+        if data:
+            status.update(f"loading data {data}")
+            dataset = sizewise.load_dataset(data)
+        card = sizewise.measure(loaded, config, dataset=dataset, progress=status.update)
+    print_card(card, console)
+    if json_path:
+        card.to_json(json_path)
+        console.print(f"card written to {json_path}")

@@ -1,0 +1,11 @@
+"""Measure what a model costs: params, bytes, FLOPs, latency, memory, energy, CO2e -> :class:`ModelCard`."""
+
+from sizewise.measure.api import MeasureConfig, measure
+from sizewise.measure.card import ModelCard
+from sizewise.measure.energy import EnergySettings
+
+__all__ = ["EnergySettings", "MeasureConfig", "ModelCard", "measure"]
+
+from sizewise.core.callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, measure)

@@ -1,0 +1,153 @@
+"""``sizewise.measure``: one call that produces a :class:`ModelCard`, each part measured the same way every time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from sizewise.core.errors import ConfigError, InputShapeError
+from sizewise.measure.card import FlopStats, LayerParams, ModelCard
+from sizewise.measure.energy import EnergySettings, carbon_for, measure_energy
+from sizewise.measure.environment import describe_environment
+from sizewise.measure.flops import count_flops
+from sizewise.measure.latency import measure_latency
+from sizewise.measure.memory import measure_peak_memory
+from sizewise.measure.params import count_params
+from sizewise.measure.size import measure_size
+from sizewise.models.loaded import LoadedModel
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    batch_size: int = 1
+    seq_len: int | None = None  # text models; None = the model's default (128, or its maximum if smaller)
+    threads: int | None = None  # None = torch's current setting (usually the physical core count)
+    runtime: str = "torch"
+    latency_seconds: float = 1.0  # minimum time spent in timed calls at the main batch size
+    throughput_sweep: tuple[int, ...] = (1, 8, 32)
+    measure_memory: bool = True
+    eval_limit: int | None = None  # evaluate on the first N held-out examples only
+    energy: EnergySettings = EnergySettings()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.seq_len is not None and (not isinstance(self.seq_len, int) or self.seq_len < 1):
+            raise ConfigError(f"sequence length must be a positive integer, got {self.seq_len!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime '{self.runtime}'", hint=f"choose one of: {', '.join(RUNTIMES)}")
+        if self.latency_seconds <= 0:
+            raise ConfigError(f"latency_seconds must be > 0, got {self.latency_seconds}")
+
+
+def _check_seq_len(loaded: LoadedModel, seq_len: int | None) -> None:
+    limit = loaded.metadata.get("max_seq_len")
+    if seq_len and limit and seq_len > limit:
+        raise ConfigError(f"--seq-len {seq_len} is longer than model '{loaded.reference}' accepts ({limit} tokens)",
+                          hint=f"use --seq-len {limit} or less")
+
+
+def _probe(loaded: LoadedModel, inputs: dict[str, torch.Tensor]) -> None:
+    """One forward pass, so a model that rejects the inputs fails with a clear line, not deep in a timer."""
+    if loaded.inputs.kind == "tensor" and not loaded.inputs.shape:
+        raise InputShapeError(f"sizewise does not know the input shape of '{loaded.reference}'",
+                              hint="pass --input-shape C,H,W (per example, without the batch), or give the module "
+                                   "an `input_shape` attribute")
+    try:
+        with torch.inference_mode():
+            loaded.module(**inputs)
+    except Exception as exc:  # user models raise anything on a bad shape: RuntimeError, ValueError, IndexError...
+        shapes = {k: tuple(v.shape) for k, v in inputs.items()}
+        raise InputShapeError(f"model '{loaded.reference}' rejected inputs {shapes}: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                              hint="pass --input-shape matching what the model expects") from exc
+
+
+def _runtime_module(loaded: LoadedModel, runtime: str, seq_len: int | None, workdir: str):
+    if runtime == "torch" or loaded.is_onnx:
+        if runtime == "torch" and loaded.is_onnx:
+            raise ConfigError(f"'{loaded.reference}' is an ONNX file: it runs on onnxruntime only",
+                              hint="use --runtime onnxruntime")
+        return loaded.module
+    from sizewise.models.convert import to_onnx
+    from sizewise.models.onnx_module import OnnxModule
+
+    return OnnxModule(to_onnx(loaded, f"{workdir}/model.onnx", seq_len=seq_len))
+
+
+def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=None,
+            progress=None) -> ModelCard:
+    """Measure ``loaded``. ``dataset`` (a :class:`~sizewise.data.Dataset`) adds metrics on its held-out split.
+
+    ``progress`` is an optional callable taking a short description of the step about to run.
+    """
+    import tempfile
+
+    config = config or MeasureConfig()
+    step = progress or (lambda _msg: None)
+    threads = config.threads or torch.get_num_threads()
+    _check_seq_len(loaded, config.seq_len)
+    runtime = "onnxruntime" if loaded.is_onnx else config.runtime
+    warnings: list[str] = []
+
+    def make_inputs(batch: int) -> dict[str, torch.Tensor]:
+        return loaded.example_inputs(batch, config.seq_len)
+
+    inputs = make_inputs(config.batch_size)
+    step("checking the inputs")
+    _probe(loaded, inputs)
+    if dataset is not None:
+        from sizewise.tasks import check_compatible
+
+        check_compatible(loaded, dataset)
+
+    step("counting parameters and bytes")
+    params = count_params(loaded.module)
+    size = measure_size(loaded)
+    if params.nonfinite:
+        warnings.append(f"{params.nonfinite:,} weights are NaN or Inf: the model is broken, whatever it measures")
+
+    step("counting FLOPs")
+    flops: FlopStats | None = None
+    if loaded.is_onnx:
+        from sizewise.measure.onnx_flops import count_onnx_flops
+
+        flops = count_onnx_flops(loaded.module.path, inputs)
+    else:
+        flops, by_layer = count_flops(loaded.module, inputs)
+        params = replace(params, per_layer=[LayerParams(r.name, r.kind, r.params, r.nonzero, by_layer.get(r.name))
+                                            for r in params.per_layer])
+    if flops.coverage < 0.95:
+        warnings.append(f"only {flops.coverage:.1%} of the arithmetic has a FLOP formula; "
+                        f"see flops.uncounted for the rest")
+
+    with tempfile.TemporaryDirectory() as workdir:
+        module = _runtime_module(loaded, runtime, config.seq_len, workdir)
+        step(f"timing on {runtime} with {threads} thread(s)")
+        latency = measure_latency(module, make_inputs, batch_size=config.batch_size, threads=threads,
+                                  runtime=runtime, sweep=config.throughput_sweep, min_seconds=config.latency_seconds)
+        if latency.noisy:
+            warnings.append(f"latency is noisy: p90 is {latency.spread:.0%} above the median; close other work "
+                            f"or pass --threads to leave a core free")
+        step("estimating energy")
+        energy = measure_energy(lambda: module(**inputs), latency, config.energy)
+        carbon = carbon_for(energy, config.energy)
+        memory = None
+        if config.measure_memory:
+            step("measuring peak memory in a child process")
+            memory = measure_peak_memory(module, inputs, threads)
+
+    metrics: dict[str, float] = {}
+    if dataset is not None:
+        from sizewise.tasks import evaluate
+
+        step(f"evaluating on {dataset.name} ({dataset.heldout} split)")
+        metrics = evaluate(loaded, dataset, limit=config.eval_limit)
+    return ModelCard(model=loaded.reference, params=params, size=size, flops=flops, latency=latency, memory=memory,
+                     energy=energy, carbon=carbon, metrics=metrics, environment=describe_environment(threads),
+                     warnings=warnings)

@@ -1,0 +1,94 @@
+"""Latency that people can trust: warm-up, every call timed, percentiles, a confidence interval, fixed threads.
+
+Each call is timed on its own (``perf_counter_ns``) rather than averaging a loop, so percentiles and the spread are
+real. The 95% interval of the median is distribution-free (order statistics, normal approximation to the binomial),
+because latency distributions are skewed and a mean ± 2 sd would mislead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from sizewise.measure.card import LatencyStats, ThroughputPoint
+
+NOISY_SPREAD = 0.25  # (p90 - p50) / p50 above this: the machine was busy or frequency-scaling
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_calls(fn: Callable[[], object], warmup: int = 3, min_runs: int = 20, max_runs: int = 2000,
+               min_seconds: float = 1.0, max_seconds: float = 15.0) -> np.ndarray:
+    """Call ``fn`` ``warmup`` times untimed, then time each call until enough runs and enough time have passed."""
+    for _ in range(warmup):
+        fn()
+    samples: list[int] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t0)
+        elapsed = time.perf_counter() - start
+        if len(samples) >= max_runs or elapsed >= max_seconds:
+            break
+        if len(samples) >= min_runs and elapsed >= min_seconds:
+            break
+    return np.asarray(samples, dtype=np.float64) / 1e6  # ms
+
+
+def median_ci95(samples_ms: np.ndarray) -> tuple[float, float]:
+    s = np.sort(samples_ms)
+    n = len(s)
+    half_width = 1.96 * math.sqrt(n) / 2
+    lo = max(0, int(math.floor(n / 2 - half_width)))
+    hi = min(n - 1, int(math.ceil(n / 2 + half_width)))
+    return float(s[lo]), float(s[hi])
+
+
+def summarize(samples_ms: np.ndarray, runtime: str, batch_size: int, threads: int, warmup: int,
+              throughput: list[ThroughputPoint] | None = None) -> LatencyStats:
+    p50, p90, p99 = (float(np.percentile(samples_ms, q)) for q in (50, 90, 99))
+    spread = (p90 - p50) / p50 if p50 > 0 else 0.0
+    return LatencyStats(
+        runtime=runtime, batch_size=batch_size, threads=threads, runs=int(len(samples_ms)), warmup=warmup,
+        p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(samples_ms.mean()),
+        sd_ms=float(samples_ms.std(ddof=1)) if len(samples_ms) > 1 else 0.0, min_ms=float(samples_ms.min()),
+        ci95_median_ms=median_ci95(samples_ms), spread=spread, noisy=spread > NOISY_SPREAD,
+        throughput=throughput or [],
+    )
+
+
+def measure_latency(module: torch.nn.Module, make_inputs: Callable[[int], dict[str, torch.Tensor]], *,
+                    batch_size: int, threads: int, runtime: str, sweep: tuple[int, ...] = (1, 8, 32),
+                    min_seconds: float = 1.0, warmup: int = 3) -> LatencyStats:
+    """Time ``module`` at ``batch_size``; then a shorter run per sweep batch size for throughput (items/s)."""
+    from sizewise.models.onnx_module import OnnxModule
+
+    if isinstance(module, OnnxModule):
+        module.set_threads(threads)
+    with torch_threads(threads), torch.inference_mode():
+        inputs = make_inputs(batch_size)
+        samples = time_calls(lambda: module(**inputs), warmup=warmup, min_seconds=min_seconds)
+        points = []
+        for b in sorted(set(sweep) | {batch_size}):
+            if b == batch_size:
+                p50 = float(np.percentile(samples, 50))
+            else:
+                batch = make_inputs(b)
+                p50 = float(np.percentile(time_calls(lambda: module(**batch), warmup=2, min_runs=5,
+                                                     min_seconds=min_seconds / 4, max_seconds=5.0), 50))
+            points.append(ThroughputPoint(batch_size=b, items_per_s=b / (p50 / 1e3), p50_ms=p50))
+    return summarize(samples, runtime, batch_size, threads, warmup, points)

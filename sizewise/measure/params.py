@@ -1,0 +1,66 @@
+"""Parameter counts: total (tied weights once), trainable, non-zero, buffers apart, and per layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from sizewise.measure.card import LayerParams, ParamStats
+
+
+def count_params(module: nn.Module) -> ParamStats:
+    from sizewise.models.onnx_module import OnnxModule
+
+    if isinstance(module, OnnxModule):
+        return _count_onnx(module)
+    unique: dict[int, tuple[str, nn.Parameter]] = {}
+    tied = 0
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in unique:
+            tied += p.numel()  # e.g. BERT/GPT input embedding shared with the output projection
+        else:
+            unique[id(p)] = (name, p)
+    params = [p for _, p in unique.values()]
+    with torch.no_grad():
+        nonzero = sum(int(torch.count_nonzero(p)) for p in params)
+        nonfinite = sum(int((~torch.isfinite(p)).sum()) for p in params if p.is_floating_point())
+    buffers = sum(b.numel() for b in {id(b): b for b in module.buffers()}.values())
+    return ParamStats(
+        total=sum(p.numel() for p in params),
+        trainable=sum(p.numel() for p in params if p.requires_grad),
+        nonzero=nonzero,
+        buffers=buffers,
+        tied=tied,
+        nonfinite=nonfinite,
+        per_layer=_per_layer(module),
+    )
+
+
+def _per_layer(module: nn.Module) -> list[LayerParams]:
+    rows, seen = [], set()
+    for name, sub in module.named_modules():
+        own = [p for p in sub.parameters(recurse=False) if id(p) not in seen]
+        if not own:
+            continue
+        seen.update(id(p) for p in own)
+        with torch.no_grad():
+            rows.append(LayerParams(name=name or "(root)", kind=type(sub).__name__,
+                                    params=sum(p.numel() for p in own),
+                                    nonzero=sum(int(torch.count_nonzero(p)) for p in own)))
+    return rows
+
+
+def _count_onnx(module) -> ParamStats:
+    from sizewise.models.onnx_module import onnx_initializers
+
+    arrays = onnx_initializers(module.path)
+    # Integer initializers in an exported graph are shapes and indices, not learned weights.
+    weights = {n: a for n, a in arrays.items() if np.issubdtype(a.dtype, np.floating) or a.dtype == np.int8}
+    total = sum(a.size for a in weights.values())
+    nonzero = sum(int(np.count_nonzero(a)) for a in weights.values())
+    nonfinite = sum(int((~np.isfinite(a)).sum()) for a in weights.values() if np.issubdtype(a.dtype, np.floating))
+    rows = [LayerParams(name=n, kind=f"initializer:{a.dtype}", params=int(a.size), nonzero=int(np.count_nonzero(a)))
+            for n, a in weights.items()]
+    return ParamStats(total=total, trainable=0, nonzero=nonzero, buffers=0, tied=0, nonfinite=nonfinite,
+                      per_layer=rows)

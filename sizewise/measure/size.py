@@ -1,0 +1,59 @@
+"""Bytes: in memory by dtype, on disk as sizewise saves the artifact, and that artifact zip-compressed."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+from torch import nn
+
+from sizewise.measure.card import SizeStats
+from sizewise.models.loaded import LoadedModel
+
+
+def memory_bytes_by_dtype(module: nn.Module) -> dict[str, int]:
+    by_dtype: dict[str, int] = defaultdict(int)
+    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    for t in tensors.values():
+        by_dtype[str(t.dtype).removeprefix("torch.")] += t.numel() * t.element_size()
+    return dict(by_dtype)
+
+
+def artifact_bytes(files: list[Path]) -> tuple[int, int]:
+    """(raw bytes, zip-deflated bytes) of ``files``."""
+    raw = sum(f.stat().st_size for f in files)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "artifact.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            for f in files:
+                zf.write(f, arcname=f.name)
+        return raw, archive.stat().st_size
+
+
+def measure_size(loaded: LoadedModel) -> SizeStats:
+    from sizewise.models.artifact import save_model, weight_files
+    from sizewise.models.onnx_module import OnnxModule, onnx_initializers
+
+    if isinstance(loaded.module, OnnxModule):
+        arrays = onnx_initializers(loaded.module.path)
+        by_dtype: dict[str, int] = defaultdict(int)
+        for a in arrays.values():
+            by_dtype[str(a.dtype)] += a.nbytes
+        files = [Path(loaded.module.path), *Path(loaded.module.path).parent.glob(Path(loaded.module.path).name + ".data")]
+        raw, zipped = artifact_bytes(files)
+        return SizeStats(memory_bytes=sum(by_dtype.values()), memory_by_dtype=dict(by_dtype), disk_bytes=raw,
+                         zip_bytes=zipped, artifact=" + ".join(f.name for f in files))
+    by_dtype = memory_bytes_by_dtype(loaded.module)
+    with tempfile.TemporaryDirectory() as tmp:
+        if loaded.arch or loaded.inputs.kind == "tokens":
+            files = weight_files(save_model(loaded, Path(tmp) / "model"))
+        else:  # e.g. a trusted pickle: no architecture reference to record, but the weights are still the artifact
+            from safetensors.torch import save_model as save_safetensors
+
+            files = [Path(tmp) / "model.safetensors"]
+            save_safetensors(loaded.module, str(files[0]))
+        raw, zipped = artifact_bytes(files)
+    return SizeStats(memory_bytes=sum(by_dtype.values()), memory_by_dtype=by_dtype, disk_bytes=raw, zip_bytes=zipped,
+                     artifact=" + ".join(f.name for f in files))

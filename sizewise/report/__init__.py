@@ -1,0 +1,1 @@
+"""Renderers: terminal (rich), Markdown and HTML views of cards and runs."""

@@ -1,0 +1,99 @@
+"""Metrics on held-out data: accuracy for classification, Spearman x 100 for sentence similarity.
+
+Sentence embeddings are mean-pooled over non-padding tokens and compared by cosine, which is how all-MiniLM-L6-v2 was
+trained and how its published STS-B figure (82.03 on this data) is obtained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from sizewise.core.errors import DataError
+from sizewise.data.dataset import Dataset, Split
+from sizewise.models.loaded import LoadedModel
+
+_MODEL_TASKS_FOR = {
+    "image-classification": {"image-classification", "unknown"},
+    "text-classification": {"text-classification"},
+    "sentence-similarity": {"sentence-embedding", "feature-extraction"},
+}
+
+
+def check_compatible(loaded: LoadedModel, dataset: Dataset) -> None:
+    """Raise a :class:`DataError` naming the mismatch before any time is spent."""
+    allowed = _MODEL_TASKS_FOR.get(dataset.task, set())
+    if loaded.task not in allowed:
+        hint = "fine-tune a classification head first (sizewise finetune)" if dataset.task == "text-classification" \
+            else f"use a dataset for a {loaded.task} model"
+        raise DataError(f"dataset '{dataset.name}' is for {dataset.task} but model '{loaded.reference}' is a "
+                        f"{loaded.task} model", hint=hint)
+    if dataset.task == "image-classification" and loaded.inputs.kind == "tensor" and loaded.inputs.shape:
+        if tuple(loaded.inputs.shape) != tuple(dataset.input_shape or ()):
+            raise DataError(f"dataset '{dataset.name}' has inputs of shape {tuple(dataset.input_shape or ())} but "
+                            f"model '{loaded.reference}' takes {tuple(loaded.inputs.shape)}",
+                            hint="pick the zoo model made for this dataset (sizewise measure --help lists them)")
+    if loaded.num_classes and dataset.num_classes and loaded.num_classes < dataset.num_classes:
+        raise DataError(f"model '{loaded.reference}' predicts {loaded.num_classes} classes but dataset "
+                        f"'{dataset.name}' has {dataset.num_classes}")
+
+
+def _batches(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(n, start + batch_size))
+
+
+def _tokenize(loaded: LoadedModel, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    tokenizer = loaded.inputs.tokenizer
+    if tokenizer is None:
+        raise DataError(f"model '{loaded.reference}' has no tokenizer, so it cannot read text",
+                        hint="measure the Hugging Face directory or run directory instead of a bare .onnx file")
+    return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+
+
+def _first(output) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if hasattr(output, "last_hidden_state"):
+        return output.last_hidden_state
+    return output[0]
+
+
+def model_outputs(loaded: LoadedModel, split: Split, batch_size: int = 64, max_length: int = 128) -> np.ndarray:
+    """Logits (classification) or L2-normalised sentence embeddings, as one array."""
+    chunks = []
+    with torch.inference_mode():
+        for s in _batches(len(split), batch_size):
+            if isinstance(split.inputs, np.ndarray):
+                out = _first(loaded.module(**{loaded.inputs.name: torch.from_numpy(split.inputs[s])}))
+            else:
+                enc = _tokenize(loaded, list(split.inputs[s]), max_length)
+                out = _first(loaded.module(**enc))
+                if out.dim() == 3:  # token states -> mean over real tokens
+                    mask = enc["attention_mask"].unsqueeze(-1).to(out.dtype)
+                    out = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                    out = torch.nn.functional.normalize(out, dim=-1)
+            chunks.append(out.float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.empty((0,))
+
+
+def evaluate(loaded: LoadedModel, dataset: Dataset, split: str | None = None, limit: int | None = None,
+             batch_size: int = 64) -> dict[str, float]:
+    check_compatible(loaded, dataset)
+    data = dataset.split(split).head(limit)
+    if dataset.task in ("image-classification", "text-classification"):
+        logits = model_outputs(loaded, data, batch_size)
+        accuracy = float((logits.argmax(-1) == data.labels).mean())
+        return {"accuracy": accuracy, "examples": float(len(data))}
+    if dataset.task == "sentence-similarity":
+        from scipy.stats import spearmanr
+
+        left = model_outputs(loaded, Split([a for a, _ in data.inputs], data.labels), batch_size)
+        right = model_outputs(loaded, Split([b for _, b in data.inputs], data.labels), batch_size)
+        cosine = (left * right).sum(-1)
+        return {"spearman": float(spearmanr(cosine, data.labels).statistic * 100), "examples": float(len(data))}
+    raise DataError(f"no evaluator for task '{dataset.task}'")

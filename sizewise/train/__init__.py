@@ -1,0 +1,9 @@
+"""The one training loop (image classification for now); later techniques reuse it for recovery fine-tuning."""
+
+from sizewise.train.loop import TrainConfig, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+from sizewise.core.callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, train)
