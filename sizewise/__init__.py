@@ -21,6 +21,7 @@ _API = {
     "EnergySettings": "sizewise.measure",
     "ModelCard": "sizewise.measure",
     "train": "sizewise.train",
+    "estimate": "sizewise.estimate",
     "TrainConfig": "sizewise.train",
 }
 

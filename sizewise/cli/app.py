@@ -1,0 +1,35 @@
+"""The ``sizewise`` command line: parse, call one API function, render. No logic lives here."""
+
+from __future__ import annotations
+
+import typer
+
+from sizewise.cli import demo_cmd, estimate_cmd, measure_cmd, report_cmd
+from sizewise.cli.common import state
+
+app = typer.Typer(
+    name="sizewise",
+    help="How big and costly is a model, and how to make it smaller, faster and greener.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+    state.debug = debug
+
+
+app.command("measure")(measure_cmd.measure)
+app.command("demo")(demo_cmd.demo)
+app.command("estimate")(estimate_cmd.estimate)
+app.command("report")(report_cmd.report)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

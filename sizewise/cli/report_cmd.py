@@ -1,0 +1,77 @@
+"""``sizewise report FILE``: render a run's JSON in the terminal and as report.md + a self-contained report.html.
+
+Dispatches on the JSON's ``"kind"`` key, so each kind of run (today: ``estimate``) registers one renderer below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sizewise.cli.common import console, handles_errors
+from sizewise.core.errors import SizewiseError
+
+
+def _write_text(path: Path, text: str) -> None:
+    # through a temporary file and a rename, so an interrupted run never leaves half a report
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _report_estimate(path: Path, data: dict[str, Any]) -> list[Path]:
+    from sizewise.estimate.api import SCHEMA
+    from sizewise.estimate.render import print_view, to_html, to_markdown
+
+    if data.get("schema") != SCHEMA:
+        raise SizewiseError(f"'{path}' has schema {data.get('schema')!r}; this sizewise reads {SCHEMA!r}",
+                            hint="re-run `sizewise estimate ... --json FILE` with this version")
+    try:
+        print_view(data, console)
+        markdown, page = to_markdown(data), to_html(data)
+    except (KeyError, TypeError) as exc:
+        raise SizewiseError(f"'{path}' is an incomplete estimate: missing or malformed {exc}",
+                            hint="re-run `sizewise estimate ... --json FILE`") from exc
+    written = [path.parent / "report.md", path.parent / "report.html"]
+    _write_text(written[0], markdown)
+    _write_text(written[1], page)
+    return written
+
+
+_RENDERERS: dict[str, Callable[[Path, dict[str, Any]], list[Path]]] = {"estimate": _report_estimate}
+
+
+@handles_errors
+def report(
+    path: Path = typer.Argument(..., help="A run's JSON, e.g. the file `sizewise estimate MODEL --json FILE` wrote."),
+) -> None:
+    """Show a run's results and write report.md and a self-contained report.html next to its JSON."""
+    if path.is_dir():
+        raise SizewiseError(f"'{path}' is a directory; pass the run's JSON file",
+                            hint="e.g. `sizewise report g.json` after `sizewise estimate gpt3-175b --json g.json`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SizewiseError(f"no such file '{path}'", hint="write one with `sizewise estimate MODEL --json FILE`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SizewiseError(f"cannot read '{path}' as JSON: {exc}",
+                            hint="pass a file written by `sizewise estimate ... --json FILE`") from None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    renderer = _RENDERERS.get(kind) if isinstance(kind, str) else None
+    if renderer is None:
+        raise SizewiseError(f"'{path}' is not a sizewise run sizewise can report on (kind {kind!r})",
+                            hint=f"known kinds: {', '.join(sorted(_RENDERERS))}; "
+                                 "write one with `sizewise estimate MODEL --json FILE`")
+    for written in renderer(path, data):
+        console.print(f"wrote {written}", highlight=False)
