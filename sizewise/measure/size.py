@@ -50,10 +50,10 @@ def measure_size(loaded: LoadedModel) -> SizeStats:
         if loaded.arch or loaded.inputs.kind == "tokens":
             files = weight_files(save_model(loaded, Path(tmp) / "model"))
         else:  # e.g. a trusted pickle: no architecture reference to record, but the weights are still the artifact
-            from safetensors.torch import save_model as save_safetensors
+            from sizewise.models.sparse_format import save_sparse
 
             files = [Path(tmp) / "model.safetensors"]
-            save_safetensors(loaded.module, str(files[0]))
+            save_sparse(loaded.module.state_dict(), files[0])
         raw, zipped = artifact_bytes(files)
     return SizeStats(memory_bytes=sum(by_dtype.values()), memory_by_dtype=by_dtype, disk_bytes=raw, zip_bytes=zipped,
                      artifact=" + ".join(f.name for f in files))

@@ -2,7 +2,8 @@
 
 A model directory holds ``sizewise-model.json`` (how to rebuild the architecture, the task, the input spec) and the
 weights in safetensors: Hugging Face models through ``save_pretrained`` (config + tokenizer travel along), everything
-else through ``safetensors.torch.save_model``, which stores tied weights once instead of refusing them.
+else through :mod:`sizewise.models.sparse_format`, which stores pruned weights as bitmask + values (so disk bytes
+really drop), tied weights once, and layer shapes that let a structurally pruned model be rebuilt.
 A run directory is ``OUT/`` with the model in ``OUT/model/`` and ``OUT/card.json`` beside it.
 """
 
@@ -31,7 +32,8 @@ def find_model_dir(path: Path) -> Path | None:
 
 def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
     """Write ``loaded`` to ``directory`` atomically (a temporary sibling renamed into place)."""
-    from safetensors.torch import save_model as save_safetensors
+    from sizewise.models.sparse_format import FORMAT as SPARSE_FORMAT
+    from sizewise.models.sparse_format import save_sparse
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +49,8 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
             if not loaded.arch:
                 raise ModelReferenceError(f"cannot save '{loaded.reference}': its architecture has no reference",
                                           hint="load it from zoo:NAME or package.module:factory")
-            save_safetensors(loaded.module, str(tmp / WEIGHTS))
-            manifest.update(arch=loaded.arch, weights=WEIGHTS,
+            save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
+            manifest.update(arch=loaded.arch, weights=WEIGHTS, weights_format=SPARSE_FORMAT,
                             input={"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name})
         else:  # ONNX: the file is the artifact
             shutil.copy2(loaded.module.path, tmp / "model.onnx")
@@ -70,9 +72,9 @@ def weight_files(directory: Path) -> list[Path]:
 
 
 def load_model_dir(directory: Path, reference: str) -> LoadedModel:
-    from safetensors.torch import load_model as load_safetensors
-
     from sizewise.models import loader  # the factory/zoo resolvers live there
+    from sizewise.models.reshape import fit_shapes
+    from sizewise.models.sparse_format import load_sparse
 
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
@@ -92,7 +94,11 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
     else:
         loaded = loader.build_architecture(arch, reference=reference)
         try:
-            load_safetensors(loaded.module, str(directory / manifest["weights"]))
+            state = load_sparse(directory / manifest["weights"])
+            fit_shapes(loaded.module, state)  # a structurally pruned model: same architecture, fewer channels
+            loaded.module.load_state_dict(state, strict=True)
+        except ModelReferenceError:
+            raise
         except Exception as exc:  # safetensors raises SafetensorError / RuntimeError on corrupt or mismatched files
             raise ModelReferenceError(f"cannot load weights from {directory / manifest['weights']}: {exc}",
                                       hint="the file may be truncated, or belong to another architecture") from exc

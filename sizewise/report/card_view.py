@@ -72,27 +72,42 @@ def print_card(card: ModelCard, console: Console, title: str | None = None) -> N
 
 
 def compare_table(before: ModelCard, after: ModelCard) -> Table:
-    """Before/after side by side, with the ratio a user cares about."""
-    t = Table(title="before → after (measured the same way, same machine)", title_justify="left")
-    for col in ("", "before", "after", "change"):
+    """Before/after side by side. Ratios are before/after, so > 1 means smaller or faster."""
+    t = Table(title="before → after (measured the same way, same machine, same run)", title_justify="left")
+    for col in ("", "before", "after", "ratio"):
         t.add_column(col, justify="right" if col else "left")
 
-    def row(name: str, a: float | None, b: float | None, fmt, better_lower: bool = True) -> None:
-        if a is None or b is None:
-            return
-        ratio = (a / b if better_lower else b / a) if a and b else float("nan")
-        t.add_row(name, fmt(a), fmt(b), f"{ratio:.2f}× {'smaller' if better_lower else 'higher'}"
-                  if better_lower else f"{b - a:+.4g}")
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}×" if b else "∞"
 
-    row("parameters", before.params.total, after.params.total, lambda v: f"{v:,.0f}")
-    row("non-zero params", before.params.nonzero, after.params.nonzero, lambda v: f"{v:,.0f}")
-    row("disk bytes", before.size.disk_bytes, after.size.disk_bytes, format_bytes)
+    t.add_row("parameters", f"{before.params.total:,}", f"{after.params.total:,}",
+              ratio(before.params.total, after.params.total))
+    t.add_row("non-zero parameters", f"{before.params.nonzero:,}", f"{after.params.nonzero:,}",
+              ratio(before.params.nonzero, after.params.nonzero))
+    t.add_row("disk bytes", format_bytes(before.size.disk_bytes), format_bytes(after.size.disk_bytes),
+              ratio(before.size.disk_bytes, after.size.disk_bytes))
     if before.flops and after.flops:
-        row("FLOPs", before.flops.total, after.flops.total, format_flops)
+        t.add_row("FLOPs", format_flops(before.flops.total), format_flops(after.flops.total),
+                  ratio(before.flops.total, after.flops.total))
+        t.add_row("effective FLOPs (zeros skipped)", format_flops(before.flops.effective),
+                  format_flops(after.flops.effective), ratio(before.flops.effective, after.flops.effective))
     if before.latency and after.latency:
-        speed = before.latency.p50_ms / after.latency.p50_ms
-        t.add_row("latency p50", f"{before.latency.p50_ms:.3f} ms", f"{after.latency.p50_ms:.3f} ms",
-                  f"{speed:.2f}× faster (measured)")
-    for name in before.metrics.keys() & after.metrics.keys() - {"examples"}:
-        row(name, before.metrics[name], after.metrics[name], lambda v: f"{v:.4g}", better_lower=False)
+        t.add_row(f"latency p50 ({after.latency.runtime}, batch {after.latency.batch_size})",
+                  f"{before.latency.p50_ms:.3f} ms", f"{after.latency.p50_ms:.3f} ms",
+                  ratio(before.latency.p50_ms, after.latency.p50_ms))
+    for name in sorted(before.metrics.keys() & after.metrics.keys() - {"examples"}):
+        a, b = before.metrics[name], after.metrics[name]
+        shown = (lambda v: f"{v:.2%}") if name == "accuracy" else (lambda v: f"{v:.2f}")
+        delta = f"{(b - a) * 100:+.2f} pp" if name == "accuracy" else f"{b - a:+.2f}"
+        t.add_row(name, shown(a), shown(b), delta)
     return t
+
+
+def savings_line(before: ModelCard, after: ModelCard) -> str:
+    """The one line that says whether the savings are real: FLOP reduction next to the measured speedup."""
+    flops = before.flops.total / max(1, after.flops.total) if before.flops and after.flops else float("nan")
+    speed = before.latency.p50_ms / after.latency.p50_ms if before.latency and after.latency else float("nan")
+    verdict = "the savings are real" if speed >= 0.8 * flops and speed > 1.05 else (
+        "faster, but less than the FLOPs promise" if speed > 1.05 else "not faster on this runtime")
+    return (f"{flops:.2f}× fewer FLOPs → measured {speed:.2f}× speed ({after.latency.runtime}, "
+            f"{after.latency.threads} threads): {verdict}")

@@ -1,0 +1,106 @@
+"""Pruning methods as frozen, self-validating configs (one per method, registered with its handler)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sizewise.core.errors import ConfigError
+
+SCOPES = ("global", "layer")
+IMPORTANCES = ("l1", "l2", "bn", "taylor")
+
+
+def _check_sparsity(value: float, what: str = "sparsity") -> None:
+    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{what} must be in [0, 1), got {value!r}",
+                          hint="it is the fraction removed: 0.9 keeps 10%")
+
+
+def _check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise ConfigError(f"unknown scope '{scope}'", hint=f"choose one of: {', '.join(SCOPES)}")
+
+
+@dataclass(frozen=True)
+class MagnitudePrune:
+    """One-shot magnitude pruning of Linear/Conv weights (Han et al. 2015)."""
+
+    sparsity: float
+    scope: str = "global"
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity)
+        _check_scope(self.scope)
+
+
+@dataclass(frozen=True)
+class GradualPrune:
+    """Zhu & Gupta 2017: s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n dt))^3 while fine-tuning, then recovery."""
+
+    sparsity: float
+    scope: str = "global"
+    initial_sparsity: float = 0.0
+    pruning_steps: int = 10  # n: how many times masks are updated
+    ramp_fraction: float = 0.75  # the ramp ends at this fraction of fine-tuning; the rest recovers at s_f
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity)
+        _check_sparsity(self.initial_sparsity, "initial_sparsity")
+        _check_scope(self.scope)
+        if self.initial_sparsity > self.sparsity:
+            raise ConfigError(f"initial_sparsity {self.initial_sparsity} is above the final sparsity {self.sparsity}")
+        if not isinstance(self.pruning_steps, int) or self.pruning_steps < 1:
+            raise ConfigError(f"pruning_steps must be a positive integer, got {self.pruning_steps!r}")
+        if not 0 < self.ramp_fraction <= 1:
+            raise ConfigError(f"ramp_fraction must be in (0, 1], got {self.ramp_fraction!r}")
+
+
+@dataclass(frozen=True)
+class LotteryPrune:
+    """Iterative magnitude pruning with weight rewinding (Frankle & Carbin 2019; Frankle et al. 2020)."""
+
+    sparsity: float
+    scope: str = "global"
+    rounds: int = 3
+    rewind_epoch: int = 0  # rewind survivors to their values after this many epochs of the first round (0 = input)
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity)
+        _check_scope(self.scope)
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ConfigError(f"rounds must be a positive integer, got {self.rounds!r}")
+        if not isinstance(self.rewind_epoch, int) or self.rewind_epoch < 0:
+            raise ConfigError(f"rewind_epoch must be >= 0, got {self.rewind_epoch!r}")
+
+
+@dataclass(frozen=True)
+class ChannelPrune:
+    """Remove whole channels/neurons (a physically smaller model) through Torch-Pruning's dependency graph."""
+
+    sparsity: float  # fraction of channels removed from each prunable layer
+    importance: str = "l1"
+    scope: str = "layer"
+    skip_unprunable: bool = False  # leave layers the dependency graph cannot handle unpruned instead of stopping
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity)
+        _check_scope(self.scope)
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(f"unknown importance '{self.importance}'",
+                              hint=f"choose one of: {', '.join(IMPORTANCES)}")
+
+
+@dataclass(frozen=True)
+class NMPrune:
+    """Semi-structured N:M sparsity: in every group of M consecutive input weights keep the N largest."""
+
+    n: int = 2
+    m: int = 4
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n, int) and isinstance(self.m, int) and 0 < self.n < self.m):
+            raise ConfigError(f"N:M needs 0 < N < M, got {self.n}:{self.m}")
+
+    @property
+    def sparsity(self) -> float:
+        return 1 - self.n / self.m

@@ -1,0 +1,98 @@
+"""Unstructured pruning: one-shot magnitude, gradual (Zhu & Gupta), lottery ticket with rewinding, and N:M."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from sizewise.compress.prune.config import GradualPrune, LotteryPrune, MagnitudePrune, NMPrune
+from sizewise.compress.prune.masks import MaskKeeper, magnitude_masks, prunable_weights
+from sizewise.core.errors import ConfigError
+from sizewise.train import TrainConfig, train
+
+
+def magnitude(loaded, config: MagnitudePrune, dataset, finetune: TrainConfig | None) -> dict:
+    weights = prunable_weights(loaded.module)
+    keeper = MaskKeeper(weights, magnitude_masks(weights, config.sparsity, config.scope))
+    if finetune:
+        train(loaded, dataset, finetune, after_step=keeper.apply, progress=True)
+    return {"weight_sparsity": keeper.sparsity(), "layers": len(weights)}
+
+
+def cubic_schedule(step: int, config: GradualPrune, total_steps: int) -> float:
+    """Zhu & Gupta's s_t with t0 = 0 and n dt = ramp_fraction x total steps, held at s_f afterwards."""
+    ramp = max(1, int(total_steps * config.ramp_fraction))
+    dt = max(1, ramp // config.pruning_steps)
+    t = min(ramp, (step // dt) * dt)  # masks change only every dt steps
+    return config.sparsity + (config.initial_sparsity - config.sparsity) * (1 - t / ramp) ** 3
+
+
+def gradual(loaded, config: GradualPrune, dataset, finetune: TrainConfig | None) -> dict:
+    if not finetune:
+        raise ConfigError("gradual pruning prunes while fine-tuning", hint="pass --finetune-epochs 1 or more")
+    from sizewise.train.loop import split_validation
+
+    weights = prunable_weights(loaded.module)
+    n_train = len(split_validation(dataset.split("train"), finetune.val_fraction, finetune.seed)[0])
+    total = finetune.epochs * -(-n_train // finetune.batch_size)
+    keeper = MaskKeeper(weights, magnitude_masks(weights, config.initial_sparsity, config.scope))
+    schedule = []
+
+    def step(global_step: int) -> None:
+        target = cubic_schedule(global_step, config, total)
+        if not schedule or target != schedule[-1][1]:
+            keeper.masks = magnitude_masks(weights, target, config.scope)
+            schedule.append((global_step, target))
+        keeper.apply()
+
+    train(loaded, dataset, finetune, after_step=step, progress=True)
+    return {"weight_sparsity": keeper.sparsity(), "schedule": schedule, "total_steps": total}
+
+
+def lottery(loaded, config: LotteryPrune, dataset, finetune: TrainConfig | None) -> dict:
+    if not finetune:
+        raise ConfigError("lottery-ticket pruning retrains after every round", hint="pass --finetune-epochs 1 or more")
+    weights = prunable_weights(loaded.module)
+    rewind_state = copy.deepcopy(loaded.module.state_dict())
+    keeper = MaskKeeper(weights, magnitude_masks(weights, 0.0, config.scope))
+    rounds = []
+    for r in range(1, config.rounds + 1):
+        def capture(stats, r=r) -> None:
+            if r == 1 and stats.epoch == config.rewind_epoch:
+                rewind_state.update(copy.deepcopy(loaded.module.state_dict()))
+
+        train(loaded, dataset, finetune, after_step=keeper.apply, on_epoch=capture, progress=True)
+        target = 1 - (1 - config.sparsity) ** (r / config.rounds)  # prune the same fraction of survivors each round
+        keeper.masks = magnitude_masks(weights, target, config.scope)
+        loaded.module.load_state_dict(rewind_state)  # rewind the survivors...
+        keeper.apply()  # ...and keep the pruned ones at zero
+        rounds.append({"round": r, "sparsity": keeper.sparsity()})
+    train(loaded, dataset, finetune, after_step=keeper.apply, progress=True)
+    return {"weight_sparsity": keeper.sparsity(), "rounds": rounds}
+
+
+def nm_masks(weights: dict[str, torch.nn.Parameter], n: int, m: int) -> dict[str, torch.Tensor]:
+    masks = {}
+    with torch.no_grad():
+        for name, w in weights.items():
+            flat = w.reshape(w.shape[0], -1)
+            if flat.shape[1] % m:
+                continue  # a row that does not split into groups of M stays dense (and is reported)
+            groups = flat.abs().reshape(flat.shape[0], -1, m)
+            keep = torch.zeros_like(groups, dtype=torch.bool)
+            keep.scatter_(-1, groups.topk(n, dim=-1).indices, True)
+            masks[name] = keep.reshape(w.shape)
+    return masks
+
+
+def n_m(loaded, config: NMPrune, dataset, finetune: TrainConfig | None) -> dict:
+    weights = prunable_weights(loaded.module)
+    masks = nm_masks(weights, config.n, config.m)
+    keeper = MaskKeeper({k: weights[k] for k in masks}, masks)
+    if finetune:
+        train(loaded, dataset, finetune, after_step=keeper.apply, progress=True)
+    skipped = sorted(set(weights) - set(masks))
+    return {"pattern": f"{config.n}:{config.m}", "weight_sparsity": keeper.sparsity(), "dense_layers": skipped,
+            "kernel": "none on CPU: PyTorch's semi-structured (2:4) kernels need CUDA (cuSPARSELt/CUTLASS), so the "
+                      "speed below is that of a dense model holding zeros"}
