@@ -21,3 +21,21 @@ def fast_measure():
     from sizewise.measure import MeasureConfig
 
     return MeasureConfig(latency_seconds=0.05, throughput_sweep=(1, 2), measure_memory=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A 2-layer BERT with a 40-token WordPiece vocabulary, saved as a Hugging Face directory (no download)."""
+    transformers = pytest.importorskip("transformers")
+    path = tmp_path_factory.mktemp("tiny-bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
+        "large", "models", "cost", "money", "energy", "and", "carbon", ",", ".", "most", "teams", "cannot",
+        "deploy", "them", "pruning", "quantization", "make", "smaller", "faster", "the", "a", "model", "is",
+        "measuring", "honestly", "tells", "by", "how", "much", "distillation"]
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    config = transformers.BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    transformers.BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

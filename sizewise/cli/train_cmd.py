@@ -38,7 +38,8 @@ def train(
 
     def report(s) -> None:
         val = f" · val {s.val_accuracy:.2%}" if s.val_accuracy is not None else ""
-        err_console.print(f"  epoch {s.epoch:>3}: loss {s.train_loss:.4f} · train {s.train_accuracy:.2%}{val} · "
+        train_acc = f" · train {s.train_accuracy:.2%}" if s.train_accuracy is not None else ""
+        err_console.print(f"  epoch {s.epoch:>3}: loss {s.train_loss:.4f}{train_acc}{val} · "
                           f"{s.seconds:.1f} s", highlight=False)
 
     result = sizewise.train(loaded, dataset, config, out=out, resume=resume, on_epoch=report, progress=True)

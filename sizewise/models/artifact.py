@@ -44,7 +44,8 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
         if loaded.inputs.kind == "tokens":
             loaded.module.save_pretrained(tmp, safe_serialization=True)
             loaded.inputs.tokenizer.save_pretrained(tmp)
-            manifest.update(arch="huggingface", input={"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len})
+            manifest.update(arch="huggingface", input={"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len},
+                            pruned_shapes=_differs_from_config(loaded.module))
         elif loaded.inputs.kind == "tensor":
             if not loaded.arch:
                 raise ModelReferenceError(f"cannot save '{loaded.reference}': its architecture has no reference",
@@ -63,6 +64,45 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _differs_from_config(module) -> bool:
+    """True when some layer is smaller than the config says (heads or neurons pruned): reloading must then resize."""
+    import torch
+
+    with torch.device("meta"):
+        fresh = type(module)(module.config)
+    shapes = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    return any(shapes.get(k) != tuple(v.shape) for k, v in module.state_dict().items())
+
+
+def _load_pruned_hf(directory: Path, reference: str) -> LoadedModel:
+    """Build the model from its config, resize layers to the saved shapes, then load the weights."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from sizewise.models.hf import load_hf_directory
+    from sizewise.models.reshape import fit_shapes
+
+    config = transformers.AutoConfig.from_pretrained(str(directory))
+    arch = (config.architectures or ["AutoModel"])[0]
+    model_class = getattr(transformers, arch, None) or transformers.AutoModel
+    module = model_class(config) if model_class is not transformers.AutoModel else transformers.AutoModel.from_config(config)
+    state = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    fit_shapes(module, state)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    tied = {k for k in missing if any(k.endswith(s) for s in ("decoder.weight", "lm_head.weight"))}
+    if set(missing) - tied or unexpected:
+        raise ModelReferenceError(f"the weights in {directory} do not fit the pruned model: missing "
+                                  f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    for sub in module.modules():
+        if all(hasattr(sub, a) for a in ("query", "attention_head_size", "num_attention_heads")):
+            sub.num_attention_heads = sub.query.out_features // sub.attention_head_size
+            sub.all_head_size = sub.query.out_features
+    loaded = load_hf_directory(directory, reference=reference, source="run-dir", module=module.eval())
+    return loaded
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -84,7 +124,9 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
         raise ModelReferenceError(f"{directory} was written by an unknown sizewise format {manifest.get('format')!r}",
                                   hint=f"this version reads {FORMAT}")
     arch = manifest.get("arch")
-    if arch == "huggingface":
+    if arch == "huggingface" and manifest.get("pruned_shapes"):
+        loaded = _load_pruned_hf(directory, reference)
+    elif arch == "huggingface":
         from sizewise.models.hf import load_hf_directory
 
         loaded = load_hf_directory(directory, reference=reference, source="run-dir")

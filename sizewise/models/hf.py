@@ -20,7 +20,9 @@ def _task_of(model_dir: Path, config: dict) -> tuple[str, int | None]:
     return "feature-extraction", None
 
 
-def load_hf_directory(path: str | os.PathLike, reference: str | None = None, source: str = "huggingface") -> LoadedModel:
+def load_hf_directory(path: str | os.PathLike, reference: str | None = None, source: str = "huggingface",
+                      module=None) -> LoadedModel:
+    """Load model and tokenizer from ``path``; ``module``, when given, is an already built model (pruned shapes)."""
     model_dir = Path(path)
     config_path = model_dir / "config.json"
     try:
@@ -34,7 +36,7 @@ def load_hf_directory(path: str | os.PathLike, reference: str | None = None, sou
     task, num_classes = _task_of(model_dir, config)
     auto = transformers.AutoModelForSequenceClassification if task == "text-classification" else transformers.AutoModel
     try:
-        module = auto.from_pretrained(str(model_dir))
+        module = module if module is not None else auto.from_pretrained(str(model_dir))
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     except Exception as exc:  # transformers raises many types (OSError, ValueError, SafetensorError, ...)
         raise ModelReferenceError(

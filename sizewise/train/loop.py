@@ -1,5 +1,5 @@
-"""The one training loop: supervised classification on in-memory data, reused by pruning recovery and later QAT,
-distillation and transfer learning.
+"""The one training loop (images, text classification, sentence similarity: see ``objectives``), reused by pruning
+recovery and later QAT, distillation and transfer learning.
 
 Deliberately plain PyTorch: the data fits in memory and the models are small enough for a CPU, so a framework
 (Lightning, Accelerate) would add start-up time and dependencies without adding what users need here, which is:
@@ -25,6 +25,7 @@ import torch
 from sizewise.core.errors import ConfigError, DataError
 from sizewise.data.dataset import Dataset, Split
 from sizewise.models.loaded import LoadedModel
+from sizewise.train.objectives import objective_for, take
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
@@ -68,8 +69,8 @@ class TrainConfig:
 class EpochStats:
     epoch: int
     train_loss: float
-    train_accuracy: float
-    val_accuracy: float | None
+    train_accuracy: float | None
+    val_accuracy: float | None  # the objective's validation metric (accuracy, or Spearman for similarity)
     lr: float
     seconds: float
 
@@ -89,7 +90,8 @@ def split_validation(split: Split, fraction: float, seed: int) -> tuple[Split, S
     order = np.random.default_rng(seed).permutation(len(split))
     n_val = max(1, int(round(len(split) * fraction)))
     val, train = order[:n_val], order[n_val:]
-    return Split(split.inputs[train], split.labels[train]), Split(split.inputs[val], split.labels[val])
+    return (Split(take(split.inputs, train), split.labels[train]),
+            Split(take(split.inputs, val), split.labels[val]))
 
 
 def _make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -106,16 +108,6 @@ def _make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_
     if config.schedule == "step":  # x0.1 at 50% and 75% of training, as in He et al. 2016
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(total_steps * 0.5), int(total_steps * 0.75)], 0.1)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-def _accuracy(loaded: LoadedModel, split: Split, batch_size: int = 256) -> float:
-    correct = 0
-    with torch.inference_mode():
-        for start in range(0, len(split), batch_size):
-            x = torch.from_numpy(split.inputs[start:start + batch_size])
-            correct += int((loaded.module(**{loaded.inputs.name: x}).argmax(-1)
-                            == torch.from_numpy(split.labels[start:start + batch_size])).sum())
-    return correct / max(1, len(split))
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -172,16 +164,13 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
     zero and to follow its sparsity schedule).
     """
     config = config or TrainConfig()
-    if dataset.task != "image-classification":
-        raise DataError(f"train supports image classification; '{dataset.name}' is {dataset.task}",
-                        hint="text models are fine-tuned by sizewise finetune")
     if "train" not in dataset.splits:
         raise DataError(f"dataset '{dataset.name}' has no train split")
     from sizewise.tasks import check_compatible
 
     check_compatible(loaded, dataset)
+    objective = objective_for(loaded, dataset)
     train_split, val_split = split_validation(dataset.split("train"), config.val_fraction, config.seed)
-    x_all, y_all = torch.from_numpy(train_split.inputs), torch.from_numpy(train_split.labels)
     module = loaded.module
     steps_per_epoch = max(1, -(-len(train_split) // config.batch_size))
     optimizer = _make_optimizer(module, config)
@@ -209,12 +198,10 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
         for epoch in range(start_epoch + 1, config.epochs + 1):
             module.train()
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-            order = torch.from_numpy(np.random.default_rng(config.seed + epoch).permutation(len(train_split)))
+            order = np.random.default_rng(config.seed + epoch).permutation(len(train_split))
             for i in range(steps_per_epoch):
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-                x, y = x_all[idx], y_all[idx]
-                logits = module(**{loaded.inputs.name: x})
-                loss = torch.nn.functional.cross_entropy(logits, y)
+                loss, right = objective.loss(train_split, idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -222,14 +209,14 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
                 step += 1
                 if after_step:
                     after_step(step)
-                seen += len(y)
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(-1) == y).sum())
+                seen += len(idx)
+                loss_sum += loss.item() * len(idx)
+                correct = None if right is None or correct is None else correct + right
                 if bar:
                     bar.advance(f"epoch {epoch}/{config.epochs} · loss {loss_sum / seen:.3f}")
             module.eval()
-            val_acc = _accuracy(loaded, val_split) if val_split is not None else None
-            stats = EpochStats(epoch, loss_sum / seen, correct / seen, val_acc, scheduler.get_last_lr()[0],
+            val_acc = objective.validate(val_split) if val_split is not None else None
+            stats = EpochStats(epoch, loss_sum / seen, None if correct is None else correct / seen, val_acc, scheduler.get_last_lr()[0],
                                time.perf_counter() - t0)
             history.append(stats)
             if val_acc is not None and val_acc > best[0]:

@@ -104,3 +104,21 @@ class NMPrune:
     @property
     def sparsity(self) -> float:
         return 1 - self.n / self.m
+
+
+@dataclass(frozen=True)
+class HeadPrune:
+    """Remove attention heads and FFN neurons of a BERT-family encoder; the residual width is kept, so every layer
+    keeps its shape contract and the model still loads from its config (plus the saved, smaller shapes)."""
+
+    sparsity: float  # fraction of heads and of FFN neurons removed from every layer
+    importance: str = "l1"
+    heads: bool = True
+    ffn: bool = True
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity)
+        if self.importance not in ("l1", "l2", "taylor"):
+            raise ConfigError(f"unknown importance '{self.importance}' for heads", hint="choose l1, l2 or taylor")
+        if not (self.heads or self.ffn):
+            raise ConfigError("nothing to prune: enable heads, ffn or both")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sizewise.compress.prune.config import ChannelPrune
-from sizewise.core.errors import SizewiseError
+from sizewise.core.errors import ConfigError, SizewiseError
 from sizewise.core.optional import require
 from sizewise.train import TrainConfig, train
 
@@ -78,6 +78,9 @@ def channel(loaded, config: ChannelPrune, dataset, finetune: TrainConfig | None)
             f"it: {', '.join(broken)} (a parameter-free op changes their channel count)",
             hint="pass --skip-unprunable to leave them unpruned and prune the rest")
     modules = dict(model.named_modules())
+    if config.importance == "bn" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ConfigError(f"--importance bn ranks channels by BatchNorm scale, but '{loaded.reference}' has no "
+                          f"BatchNorm layers", hint="use --importance l1, l2 or taylor")
     if config.importance == "taylor":
         if dataset is None or "train" not in dataset.splits:
             raise UnprunableLayerError("Taylor importance needs gradients from training data", hint="pass --data")

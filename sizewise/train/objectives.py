@@ -1,0 +1,84 @@
+"""What the training loop optimises, per task: a batch -> loss, and a validation metric (higher is better).
+
+Sentence similarity uses sentence-transformers' CosineSimilarityLoss (MSE between the cosine of mean-pooled
+embeddings and the gold score scaled to [0, 1]), the loss all-MiniLM-L6-v2 users fine-tune STS-B with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sizewise.core.errors import DataError
+from sizewise.data.dataset import Dataset, Split
+from sizewise.models.loaded import LoadedModel
+
+
+def take(inputs, idx: np.ndarray):
+    return inputs[idx] if isinstance(inputs, np.ndarray) else [inputs[i] for i in idx]
+
+
+class Objective:
+    metric = "accuracy"
+
+    def __init__(self, loaded: LoadedModel, dataset: Dataset, max_length: int = 128):
+        self.loaded, self.dataset, self.max_length = loaded, dataset, max_length
+
+    def loss(self, split: Split, idx: np.ndarray) -> tuple[torch.Tensor, int | None]:
+        """Loss of the batch ``idx`` and how many examples it got right (None where that means nothing)."""
+        raise NotImplementedError  # abstract: each task below implements it
+
+    def validate(self, split: Split) -> float:
+        from sizewise.tasks import evaluate
+
+        holder = Dataset(self.dataset.name, self.dataset.task, {"val": split}, "val", self.dataset.num_classes,
+                         self.dataset.input_shape)
+        return evaluate(self.loaded, holder)[self.metric]
+
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(self.loaded.inputs.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                                 return_tensors="pt"))
+
+
+class ImageClassification(Objective):
+    def loss(self, split, idx):
+        logits = self.loaded.module(**{self.loaded.inputs.name: torch.from_numpy(split.inputs[idx])})
+        y = torch.from_numpy(split.labels[idx])
+        return torch.nn.functional.cross_entropy(logits, y), int((logits.argmax(-1) == y).sum())
+
+
+class TextClassification(Objective):
+    def loss(self, split, idx):
+        out = self.loaded.module(**self._tokens(take(split.inputs, idx)))
+        logits = out.logits if hasattr(out, "logits") else out
+        y = torch.from_numpy(split.labels[idx])
+        return torch.nn.functional.cross_entropy(logits, y), int((logits.argmax(-1) == y).sum())
+
+
+class SentenceSimilarity(Objective):
+    metric = "spearman"
+
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        enc = self._tokens(texts)
+        states = self.loaded.module(**enc)
+        states = getattr(states, "last_hidden_state", states)
+        mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def loss(self, split, idx):
+        pairs = take(split.inputs, idx)
+        a = self._embed([p[0] for p in pairs])
+        b = self._embed([p[1] for p in pairs])
+        cosine = torch.nn.functional.cosine_similarity(a, b)
+        target = torch.from_numpy(split.labels[idx]).float() / 5.0  # STS-B scores are 0..5
+        return torch.nn.functional.mse_loss(cosine, target), None
+
+
+OBJECTIVES = {"image-classification": ImageClassification, "text-classification": TextClassification,
+              "sentence-similarity": SentenceSimilarity}
+
+
+def objective_for(loaded: LoadedModel, dataset: Dataset) -> Objective:
+    if dataset.task not in OBJECTIVES:
+        raise DataError(f"no training objective for task '{dataset.task}'", hint=f"known: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[dataset.task](loaded, dataset)
