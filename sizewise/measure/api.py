@@ -11,7 +11,7 @@ from sizewise.measure.card import FlopStats, LayerParams, ModelCard
 from sizewise.measure.energy import EnergySettings, carbon_for, measure_energy
 from sizewise.measure.environment import describe_environment
 from sizewise.measure.flops import count_flops
-from sizewise.measure.latency import measure_latency
+from sizewise.measure.latency import BUSY_CORES, measure_latency
 from sizewise.measure.memory import measure_peak_memory
 from sizewise.measure.params import count_params
 from sizewise.measure.size import measure_size
@@ -131,7 +131,11 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
         step(f"timing on {runtime} with {threads} thread(s)")
         latency = measure_latency(module, make_inputs, batch_size=config.batch_size, threads=threads,
                                   runtime=runtime, sweep=config.throughput_sweep, min_seconds=config.latency_seconds)
-        if latency.noisy:
+        if (latency.other_load_cores or 0.0) > BUSY_CORES:
+            warnings.append(f"the machine was busy: other processes used {latency.other_load_cores:.1f} cores while "
+                            f"timing, so latency is inflated; rerun on an idle machine, or pass --threads to leave "
+                            f"their cores free")
+        elif latency.noisy:
             warnings.append(f"latency is noisy: p90 is {latency.spread:.0%} above the median; close other work "
                             f"or pass --threads to leave a core free")
         step("estimating energy")

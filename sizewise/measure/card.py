@@ -90,6 +90,7 @@ class LatencyStats:
     spread: float  # (p90 - p50) / p50: how noisy the machine was
     noisy: bool
     throughput: list[ThroughputPoint] = field(default_factory=list)
+    other_load_cores: float | None = None  # CPU used by other processes while timing, in cores
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,39 @@ import torch
 from sizewise.measure.card import LatencyStats, ThroughputPoint
 
 NOISY_SPREAD = 0.25  # (p90 - p50) / p50 above this: the machine was busy or frequency-scaling
+BUSY_CORES = 0.3  # other processes using more CPU than this while timing: latency is inflated
+
+
+class OtherLoad:
+    """CPU time other processes used during a block, in cores (machine busy time minus this process's own).
+
+    The p90/p50 spread misses a steady competitor: with one of two cores taken, every parallel region of a
+    2-thread pool waits for the descheduled thread, so all calls slow down alike and the spread stays small.
+    """
+
+    def __enter__(self) -> OtherLoad:
+        import psutil
+
+        self._proc = psutil.Process()
+        self._t0 = time.perf_counter()
+        self._sys0 = self._busy(psutil.cpu_times())
+        self._own0 = self._own()
+        return self
+
+    @staticmethod
+    def _busy(t) -> float:
+        return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+    def _own(self) -> float:
+        t = self._proc.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __exit__(self, *exc: object) -> None:
+        import psutil
+
+        wall = time.perf_counter() - self._t0
+        other = (self._busy(psutil.cpu_times()) - self._sys0) - (self._own() - self._own0)
+        self.cores = max(0.0, other / wall) if wall > 0 else 0.0
 
 
 @contextlib.contextmanager
@@ -59,15 +92,16 @@ def median_ci95(samples_ms: np.ndarray) -> tuple[float, float]:
 
 
 def summarize(samples_ms: np.ndarray, runtime: str, batch_size: int, threads: int, warmup: int,
-              throughput: list[ThroughputPoint] | None = None) -> LatencyStats:
+              throughput: list[ThroughputPoint] | None = None, other_load_cores: float | None = None) -> LatencyStats:
     p50, p90, p99 = (float(np.percentile(samples_ms, q)) for q in (50, 90, 99))
     spread = (p90 - p50) / p50 if p50 > 0 else 0.0
     return LatencyStats(
         runtime=runtime, batch_size=batch_size, threads=threads, runs=int(len(samples_ms)), warmup=warmup,
         p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(samples_ms.mean()),
         sd_ms=float(samples_ms.std(ddof=1)) if len(samples_ms) > 1 else 0.0, min_ms=float(samples_ms.min()),
-        ci95_median_ms=median_ci95(samples_ms), spread=spread, noisy=spread > NOISY_SPREAD,
-        throughput=throughput or [],
+        ci95_median_ms=median_ci95(samples_ms), spread=spread,
+        noisy=spread > NOISY_SPREAD or (other_load_cores or 0.0) > BUSY_CORES,
+        throughput=throughput or [], other_load_cores=other_load_cores,
     )
 
 
@@ -81,7 +115,8 @@ def measure_latency(module: torch.nn.Module, make_inputs: Callable[[int], dict[s
         module.set_threads(threads)
     with torch_threads(threads), torch.inference_mode():
         inputs = make_inputs(batch_size)
-        samples = time_calls(lambda: module(**inputs), warmup=warmup, min_seconds=min_seconds)
+        with OtherLoad() as load:
+            samples = time_calls(lambda: module(**inputs), warmup=warmup, min_seconds=min_seconds)
         points = []
         for b in sorted(set(sweep) | {batch_size}):
             if b == batch_size:
@@ -91,4 +126,4 @@ def measure_latency(module: torch.nn.Module, make_inputs: Callable[[int], dict[s
                 p50 = float(np.percentile(time_calls(lambda: module(**batch), warmup=2, min_runs=5,
                                                      min_seconds=min_seconds / 4, max_seconds=5.0), 50))
             points.append(ThroughputPoint(batch_size=b, items_per_s=b / (p50 / 1e3), p50_ms=p50))
-    return summarize(samples, runtime, batch_size, threads, warmup, points)
+    return summarize(samples, runtime, batch_size, threads, warmup, points, other_load_cores=load.cores)

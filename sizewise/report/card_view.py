@@ -36,7 +36,8 @@ def card_table(card: ModelCard, title: str | None = None) -> Table:
         t.add_row("latency", Text(f"p50 {lat.p50_ms:.3f} ms (95% CI {lo:.3f}–{hi:.3f}) · p90 {lat.p90_ms:.3f} · "
                                   f"p99 {lat.p99_ms:.3f} · mean {lat.mean_ms:.3f} ± {lat.sd_ms:.3f} ms · "
                                   f"{lat.runs} runs · batch {lat.batch_size} · {lat.threads} thread(s) · "
-                                  f"{lat.runtime}", style=style))
+                                  f"{lat.runtime}" + (f" · other processes used {lat.other_load_cores:.1f} cores"
+                                                      if (lat.other_load_cores or 0) > 0.3 else ""), style=style))
         if lat.throughput:
             t.add_row("throughput", " · ".join(f"b{p.batch_size}: {p.items_per_s:,.0f}/s" for p in lat.throughput))
     if card.memory and card.memory.peak_rss_delta_bytes is not None:

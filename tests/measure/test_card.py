@@ -135,3 +135,26 @@ def test_minilm_params_match_the_published_count():
     from sizewise.measure.params import count_params
 
     assert count_params(sizewise.load("minilm").module).total == 22_713_216
+
+
+def test_other_processes_load_is_measured_and_flagged():
+    import subprocess
+    import sys
+
+    from sizewise.measure.latency import OtherLoad
+
+    with OtherLoad() as idle:
+        sum(range(200_000))
+    hog = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        with OtherLoad() as busy:
+            time.sleep(1.0)
+    finally:
+        hog.kill()
+    assert busy.cores > 0.5  # the spinning child held about one core
+    flagged = summarize(np.full(30, 5.0), "torch", 1, 1, 3, other_load_cores=busy.cores)
+    assert flagged.noisy and flagged.other_load_cores == busy.cores
+    assert idle.cores >= 0
