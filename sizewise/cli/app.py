@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sizewise.cli import demo_cmd, estimate_cmd, measure_cmd, prune_cmd, report_cmd, train_cmd
+from sizewise.cli import demo_cmd, estimate_cmd, measure_cmd, prune_cmd, quantize_cmd, report_cmd, train_cmd
 from sizewise.cli.common import state
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 app.command("measure")(measure_cmd.measure)
 app.command("train")(train_cmd.train)
 app.command("prune")(prune_cmd.prune)
+app.command("quantize")(quantize_cmd.quantize)
 app.command("demo")(demo_cmd.demo)
 app.command("estimate")(estimate_cmd.estimate)
 app.command("report")(report_cmd.report)

@@ -21,7 +21,8 @@ from sizewise.measure.card import FlopStats, OpFlops
 _NO_ARITHMETIC = {"Shape", "Reshape", "Transpose", "Gather", "Unsqueeze", "Squeeze", "Concat", "Constant", "Cast",
                   "Slice", "Identity", "Flatten", "Expand", "ConstantOfShape", "Range", "Equal", "Where", "Split",
                   "Not", "And", "Or", "Less", "Greater", "Pad", "MaxPool", "ArgMax", "GatherElements", "Tile",
-                  "NonZero", "QuantizeLinear", "DequantizeLinear", "Size", "DynamicQuantizeLinear"}
+                  "NonZero", "QuantizeLinear", "DequantizeLinear", "Size", "DynamicQuantizeLinear",
+                  "GatherBlockQuantized"}
 
 
 def count_onnx_flops(path: str, inputs: dict[str, torch.Tensor]) -> FlopStats:
@@ -43,8 +44,12 @@ def count_onnx_flops(path: str, inputs: dict[str, torch.Tensor]) -> FlopStats:
         if flops is not None:
             counted[node.op_type][0] += 1
             counted[node.op_type][1] += flops
-            weight = next((weights[i] for i in node.input[1:2] if i in weights), None)
-            density = float(np.count_nonzero(weight)) / weight.size if weight is not None and weight.size else 1.0
+            position = _WEIGHT_INPUT[node.op_type]
+            weight = next((weights[i] for i in node.input[position:position + 1] if i in weights), None)
+            # Quantized weights store zero points, not zeros, at pruned positions: density only means something for
+            # float weights.
+            floating = weight is not None and weight.size and np.issubdtype(weight.dtype, np.floating)
+            density = float(np.count_nonzero(weight)) / weight.size if floating else 1.0
             effective += int(round(flops * density))
         elif node.op_type not in _NO_ARITHMETIC:
             key = node.op_type if out is not None else f"{node.op_type} (shape unknown)"
@@ -63,14 +68,14 @@ def count_onnx_flops(path: str, inputs: dict[str, torch.Tensor]) -> FlopStats:
 
 def _node_flops(node, shapes, out) -> int | None:
     op = node.op_type
-    if op not in ("MatMul", "Gemm", "Conv") or out is None:
+    if op not in _WEIGHT_INPUT or out is None:
         return None
     a = shapes.get(node.input[0])
-    b = shapes.get(node.input[1])
+    b = shapes.get(node.input[_WEIGHT_INPUT[op]])
     if a is None or b is None:
         return None
-    if op == "MatMul":
-        return 2 * prod(out) * a[-1]
+    if op in ("MatMul", "MatMulInteger", "QLinearMatMul", "MatMulNBits"):
+        return 2 * prod(out) * a[-1]  # every output element is a dot product over A's last dimension
     if op == "Gemm":
         trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
         return 2 * prod(out) * (a[0] if trans_a else a[-1])
@@ -103,3 +108,8 @@ def _runtime_shapes(model, inputs: dict[str, torch.Tensor]) -> dict[str, tuple[i
     shapes = {name: tuple(np.shape(v)) for name, v in zip(names, values, strict=True)}
     shapes.update({name: tuple(v.shape) for name, v in inputs.items()})
     return shapes
+
+
+# Quantized ops: the weight (or packed weight) sits at another input position, the arithmetic is the same.
+_WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Conv": 1, "MatMulInteger": 1, "ConvInteger": 1, "QLinearMatMul": 3,
+                 "QLinearConv": 3, "MatMulNBits": 1}

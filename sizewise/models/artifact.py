@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from sizewise.core.errors import ModelReferenceError
 from sizewise.models.loaded import InputSpec, LoadedModel
 
@@ -41,7 +43,15 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
     try:
         manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task,
                     "num_classes": loaded.num_classes, "reference": loaded.reference}
-        if loaded.inputs.kind == "tokens":
+        if loaded.is_onnx:  # the file is the artifact (plus the tokenizer of a text model, which is not counted as weights)
+            shutil.copy2(loaded.module.path, tmp / "model.onnx")
+            manifest.update(arch="onnx", weights="model.onnx")
+            if loaded.inputs.tokenizer is not None:
+                loaded.inputs.tokenizer.save_pretrained(tmp)
+                manifest["input"] = {"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len}
+            elif loaded.inputs.kind == "tensor":
+                manifest["input"] = {"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name}
+        elif loaded.inputs.kind == "tokens":
             loaded.module.save_pretrained(tmp, safe_serialization=True)
             loaded.inputs.tokenizer.save_pretrained(tmp)
             manifest.update(arch="huggingface", input={"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len},
@@ -50,12 +60,16 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
             if not loaded.arch:
                 raise ModelReferenceError(f"cannot save '{loaded.reference}': its architecture has no reference",
                                           hint="load it from zoo:NAME or package.module:factory")
-            save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
+            from sizewise.models.torch_quant import QUANTIZED_LINEAR, dynamic_linear_modules, quantized_state
+
+            if dynamic_linear_modules(loaded.module):
+                save_sparse(quantized_state(loaded.module), tmp / WEIGHTS)
+                manifest["torch_quantization"] = QUANTIZED_LINEAR
+            else:
+                save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
+            manifest["dtype"] = loaded.inputs.dtype
             manifest.update(arch=loaded.arch, weights=WEIGHTS, weights_format=SPARSE_FORMAT,
                             input={"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name})
-        else:  # ONNX: the file is the artifact
-            shutil.copy2(loaded.module.path, tmp / "model.onnx")
-            manifest.update(arch="onnx", weights="model.onnx")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if directory.exists():
             shutil.rmtree(directory)
@@ -133,12 +147,29 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
     elif arch == "onnx":
         loaded = loader.load_onnx(directory / manifest["weights"], reference)
         loaded.source = "run-dir"
+        spec = manifest.get("input") or {}
+        if spec.get("kind") == "tokens":
+            from sizewise.core.optional import require
+
+            tokenizer = require("transformers", "hf", "text models").AutoTokenizer.from_pretrained(str(directory))
+            loaded.inputs = InputSpec(kind="tokens", tokenizer=tokenizer,
+                                      default_seq_len=spec.get("default_seq_len", 128))
+        elif spec.get("kind") == "tensor":
+            loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"))
     else:
         loaded = loader.build_architecture(arch, reference=reference)
         try:
             state = load_sparse(directory / manifest["weights"])
-            fit_shapes(loaded.module, state)  # a structurally pruned model: same architecture, fewer channels
-            loaded.module.load_state_dict(state, strict=True)
+            dtype = manifest.get("dtype", "float32")
+            if manifest.get("torch_quantization"):
+                from sizewise.models.torch_quant import load_quantized_state
+
+                loaded.module = load_quantized_state(loaded.module, state)
+            else:
+                fit_shapes(loaded.module, state)  # a structurally pruned model: same architecture, fewer channels
+                loaded.module.to(getattr(torch, dtype))  # fp16/bf16 weights stay in their dtype
+                loaded.module.load_state_dict(state, strict=True)
+            loaded.inputs.dtype = dtype  # (the input spec read below keeps it)
         except ModelReferenceError:
             raise
         except Exception as exc:  # safetensors raises SafetensorError / RuntimeError on corrupt or mismatched files
@@ -147,7 +178,8 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
         loaded.source = "run-dir"
         spec = manifest.get("input") or {}
         if spec.get("kind") == "tensor":
-            loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"))
+            loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"),
+                                      dtype=manifest.get("dtype", "float32"))
     loaded.task = manifest.get("task") or loaded.task
     loaded.num_classes = manifest.get("num_classes", loaded.num_classes)
     loaded.metadata["model_dir"] = str(directory)

@@ -79,7 +79,9 @@ class LoadedModel:
 
     @property
     def is_onnx(self) -> bool:
-        return self.source == "onnx"
+        from sizewise.models.onnx_module import OnnxModule
+
+        return isinstance(self.module, OnnxModule)
 
     def example_inputs(self, batch_size: int = 1, seq_len: int | None = None) -> dict[str, torch.Tensor]:
         return self.inputs.make(batch_size, seq_len)

@@ -73,7 +73,8 @@ def model_outputs(loaded: LoadedModel, split: Split, batch_size: int = 64, max_l
     with torch.inference_mode():
         for s in _batches(len(split), batch_size):
             if isinstance(split.inputs, np.ndarray):
-                out = _first(loaded.module(**{loaded.inputs.name: torch.from_numpy(split.inputs[s])}))
+                x = torch.from_numpy(split.inputs[s]).to(getattr(torch, loaded.inputs.dtype))  # fp16/bf16 models
+                out = _first(loaded.module(**{loaded.inputs.name: x}))
             else:
                 enc = _tokenize(loaded, list(split.inputs[s]), max_length)
                 out = _first(loaded.module(**enc))

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import sizewise
+from sizewise.compress.quantize import HalfPrecision, Int8Dynamic, Int8Static, WeightOnly, quantize
+from sizewise.compress.quantize.api import _verdict
+from sizewise.compress.quantize.sensitivity import fallback_steps
+from sizewise.core.budget import Budget
+from sizewise.core.errors import ConfigError, DataError
+
+BUDGET = Budget.parse("0.5pp")
+
+
+@pytest.mark.parametrize("config, max_fraction", [
+    (Int8Dynamic(), 0.35),
+    (Int8Static(calibration_samples=64), 0.35),
+    (Int8Static(calibration="percentile", calibration_samples=64, format="qoperator"), 0.35),
+    (HalfPrecision("fp16", "onnxruntime"), 0.55),
+    (Int8Dynamic(runtime="torch"), 0.40),  # convolutions stay float on torch dynamic int8
+    (HalfPrecision("fp16"), 0.55),
+    (HalfPrecision("bf16"), 0.55),
+])
+def test_method_runtime_pairs_shrink_keep_accuracy_and_reload(config, max_fraction, trained_digits_dir, digits,
+                                                              quick, tmp_path):
+    result = quantize(sizewise.load(trained_digits_dir), config, tmp_path, dataset=digits, max_drop=BUDGET,
+                      measure_config=quick)
+    assert result.after.size.disk_bytes <= max_fraction * result.before.size.disk_bytes
+    assert result.verdict.meets_budget is True
+    assert result.after.latency.runtime == config.runtime
+    reloaded = sizewise.load(tmp_path)  # the artifact reloads and is the model that was evaluated
+    assert sizewise.evaluate(reloaded, digits)["accuracy"] == result.after.metrics["accuracy"]
+
+
+def test_torch_int8_artifact_round_trips_exactly(trained_digits_dir, quick, tmp_path):
+    from sizewise.compress.quantize.torch_backend import quantize_torch
+
+    quantized, _ = quantize_torch(sizewise.load(trained_digits_dir), Int8Dynamic(runtime="torch"))
+    sizewise.save_model(quantized, tmp_path / "model")
+    reloaded = sizewise.load(tmp_path)
+    x = quantized.example_inputs(4)
+    assert torch.equal(reloaded.module(**x), quantized.module(**x))
+
+
+@pytest.fixture(scope="module")
+def outlier_mlp(tmp_path_factory, digits):
+    """An MLP whose fc1 has one huge weight on an input pixel that is 0 in every digit image: the float model is
+    unaffected, but a per-tensor int8 scale stretched to 1000 rounds every other fc1 weight to zero."""
+    assert float(np.abs(digits.split("train").inputs[:, 0, 0, 0]).max()) == 0.0
+    loaded = sizewise.load("tiny_models:tiny_mlp")
+    sizewise.train(loaded, digits, sizewise.TrainConfig(epochs=8, seed=0))
+    with torch.no_grad():
+        loaded.module.fc1.weight[0, 0] = 1000.0
+    path = tmp_path_factory.mktemp("outlier")
+    sizewise.save_model(loaded, path / "model")
+    return path
+
+
+def test_fallback_keeps_the_sensitive_layer_in_float(outlier_mlp, digits, quick, tmp_path):
+    result = quantize(sizewise.load(outlier_mlp), Int8Dynamic(), tmp_path, dataset=digits, max_drop=BUDGET,
+                      measure_config=quick)
+    assert result.tried[0]["kept_in_float"] == 0 and result.tried[0]["metric"] < 0.5  # all-int8 collapses
+    assert result.sensitivity[0].node == result.kept_in_float[0]
+    assert "fc1" in result.sensitivity[0].node.lower() or "gemm" in result.sensitivity[0].op_type.lower()
+    assert result.sensitivity[0].output_error > 10 * result.sensitivity[-1].output_error
+    assert result.verdict.meets_budget and result.kept_in_float == [result.sensitivity[0].node]
+    assert result.after.size.memory_by_dtype.get("int8", 0) >= 16 * 10  # fc2 is int8 (tiny: no bytes saved overall)
+
+
+def test_fallback_steps_double():
+    assert fallback_steps(0) == [0]
+    assert fallback_steps(5) == [0, 1, 2, 4, 5]
+    assert fallback_steps(8) == [0, 1, 2, 4, 8]
+
+
+def test_verdict_says_when_the_budget_is_missed():
+    verdict = _verdict("spearman", 82.03, 80.5, Budget.parse("0.01"))
+    assert verdict.meets_budget is False and "does NOT meet" in verdict.message
+    assert verdict.drop_points == pytest.approx(1.53) and verdict.allowed_points == pytest.approx(0.8203)
+
+
+def test_weight_only_on_a_cnn_says_what_stays_float(trained_digits_dir, quick, tmp_path):
+    with pytest.raises(ConfigError, match="finds no layer it can quantize") as info:
+        quantize(sizewise.load(trained_digits_dir), WeightOnly(4), tmp_path, measure_config=quick)
+    assert "Conv" in info.value.message and "int8-static" in info.value.hint
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Int8Static(runtime="torch"), "int8-static is not available on torch"),
+    (lambda: WeightOnly(bits=3), "supports 4 or 8 bits"),
+    (lambda: HalfPrecision("bf16", "onnxruntime"), "bf16 is not available on onnxruntime"),
+    (lambda: Int8Dynamic(runtime="tflite"), "unknown runtime 'tflite'"),
+    (lambda: Int8Static(calibration="kmeans"), "unknown calibration 'kmeans'"),
+])
+def test_unsupported_method_runtime_pairs(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_calibration_data_that_does_not_match(quick, tmp_path, digits):
+    with pytest.raises(DataError, match="models made for digits"):
+        quantize(sizewise.load("zoo:lenet5"), Int8Static(), tmp_path, dataset=digits, measure_config=quick)
+
+
+def test_static_needs_data(trained_digits_dir, quick, tmp_path):
+    with pytest.raises(DataError, match="pass --data"):
+        quantize(sizewise.load(trained_digits_dir), Int8Static(), tmp_path, measure_config=quick)
+
+
+def test_cli_quantize(trained_digits_dir, tmp_path):
+    from sizewise.cli.app import app
+
+    result = CliRunner().invoke(app, ["quantize", str(trained_digits_dir), "--data", "digits", "--method",
+                                      "int8-static", "--max-drop", "0.5pp", "--out", str(tmp_path), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "meets the budget" in result.output and "int8 dot-product instructions" in result.output
+    bad = CliRunner().invoke(app, ["quantize", str(trained_digits_dir), "--max-drop", "1%", "--out", str(tmp_path)])
+    assert bad.exit_code == 1 and "--max-drop needs --data" in bad.output
