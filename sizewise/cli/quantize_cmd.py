@@ -8,10 +8,11 @@ import typer
 
 from sizewise.cli.common import console, err_console, handles_errors
 
-METHODS = "int8-dynamic | int8-static | int8-weight | int4-weight | fp16 | bf16"
+METHODS = "int8-dynamic | int8-static | int8-weight | int4-weight | fp16 | bf16 | qat"
 
 
-def _config(method: str, runtime: str, calibration: str, samples: int, group_size: int, per_channel: bool):
+def _config(method: str, runtime: str, calibration: str, samples: int, group_size: int, per_channel: bool,
+            qat_epochs: int):
     from sizewise.compress import quantize as q
     from sizewise.core.errors import ConfigError
 
@@ -24,8 +25,8 @@ def _config(method: str, runtime: str, calibration: str, samples: int, group_siz
     if method in ("fp16", "bf16"):
         return q.HalfPrecision(dtype=method, runtime=runtime)
     if method == "qat":
-        raise ConfigError("quantization-aware training is not available yet",
-                          hint="use int8-static with calibration, which needs no training")
+        return q.QuantizationAwareTraining(epochs=qat_epochs, calibration=calibration, calibration_samples=samples,
+                                           runtime=runtime)
     raise ConfigError(f"unknown quantization method '{method}'", hint=f"choose one of: {METHODS}")
 
 
@@ -45,6 +46,7 @@ def quantize(
     calibration_samples: int = typer.Option(128, "--calibration-samples"),
     group_size: int = typer.Option(32, "--group-size", help="Weight-only: weights per scale."),
     per_channel: bool = typer.Option(False, "--per-channel", help="int8-dynamic: one scale per output channel."),
+    qat_epochs: int = typer.Option(2, "--qat-epochs", help="qat: fine-tuning epochs with fake-quantized weights."),
     eval_limit: int | None = typer.Option(None, "--eval-limit", help="Check accuracy on the first N examples."),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch size for latency."),
     seq_len: int | None = typer.Option(None, "--seq-len"),
@@ -58,7 +60,7 @@ def quantize(
     from sizewise.measure import MeasureConfig
     from sizewise.report.card_view import compare_table, savings_line
 
-    config = _config(method, runtime, calibration, calibration_samples, group_size, per_channel)
+    config = _config(method, runtime, calibration, calibration_samples, group_size, per_channel, qat_epochs)
     budget = Budget.parse(max_drop) if max_drop else None
     if budget and not data:
         raise ConfigError("--max-drop needs --data to check the accuracy against")

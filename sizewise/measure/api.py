@@ -11,7 +11,7 @@ from sizewise.measure.card import FlopStats, LayerParams, ModelCard
 from sizewise.measure.energy import EnergySettings, carbon_for, measure_energy
 from sizewise.measure.environment import describe_environment
 from sizewise.measure.flops import count_flops
-from sizewise.measure.latency import BUSY_CORES, measure_latency
+from sizewise.measure.latency import machine_busy, measure_latency
 from sizewise.measure.memory import measure_peak_memory
 from sizewise.measure.params import count_params
 from sizewise.measure.size import measure_size
@@ -108,7 +108,8 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
 
     step("counting parameters and bytes")
     params = count_params(loaded.module)
-    size = measure_size(loaded)
+    exported = runtime == "onnxruntime" and not loaded.is_onnx
+    size = None if exported else measure_size(loaded)
     if params.nonfinite:
         warnings.append(f"{params.nonfinite:,} weights are NaN or Inf: the model is broken, whatever it measures")
 
@@ -128,10 +129,16 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
 
     with tempfile.TemporaryDirectory() as workdir:
         module = _runtime_module(loaded, runtime, config.seq_len, workdir)
+        if exported:  # what is deployed on onnxruntime is the exported graph: its bytes and its FLOPs
+            from sizewise.measure.onnx_flops import count_onnx_flops
+            from sizewise.measure.size import onnx_size
+
+            size = onnx_size(module.path)
+            flops = count_onnx_flops(module.path, inputs)
         step(f"timing on {runtime} with {threads} thread(s)")
         latency = measure_latency(module, make_inputs, batch_size=config.batch_size, threads=threads,
                                   runtime=runtime, sweep=config.throughput_sweep, min_seconds=config.latency_seconds)
-        if (latency.other_load_cores or 0.0) > BUSY_CORES:
+        if machine_busy(latency.other_load_cores, threads):
             warnings.append(f"the machine was busy: other processes used {latency.other_load_cores:.1f} cores while "
                             f"timing, so latency is inflated; rerun on an idle machine, or pass --threads to leave "
                             f"their cores free")

@@ -91,6 +91,7 @@ class LatencyStats:
     noisy: bool
     throughput: list[ThroughputPoint] = field(default_factory=list)
     other_load_cores: float | None = None  # CPU used by other processes while timing, in cores
+    cpu_ms_per_call: float | None = None  # CPU time this process used per call, all threads together
 
 
 @dataclass(frozen=True)

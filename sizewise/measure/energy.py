@@ -2,7 +2,9 @@
 
 Measured where a counter exists: RAPL package energy on Linux (Intel, and AMD Zen through the same powercap files)
 or NVML on NVIDIA GPUs. Otherwise estimated from a stated power model, ``threads x watts per busy core``, times the
-measured latency: the card names the method and every constant, and each can be overridden.
+CPU time: the card names the method and every constant, and each can be overridden. CPU time (all threads of this
+process while timing), not threads x wall time, because a thread waiting for a core taken by another process burns
+no energy on our behalf.
 """
 
 from __future__ import annotations
@@ -73,14 +75,19 @@ def measure_energy(run_batch: Callable[[], object], latency: LatencyStats, setti
     source = "--watts-per-core"
     if watts_per_core is None:
         watts_per_core, source = power["cpu_watts_per_core"]["value"], power["cpu_watts_per_core"]["source"]
-    power_w = watts_per_core * latency.threads
+    if latency.cpu_ms_per_call is not None:
+        cpu_s_per_item = latency.cpu_ms_per_call / 1e3 / latency.batch_size
+        model = "CPU-seconds of this process x watts per busy core"
+    else:  # no CPU-time reading: assume every thread was busy for the whole mean latency
+        cpu_s_per_item = per_item_s * latency.threads
+        model = "threads x mean latency x watts per busy core"
     return EnergyStats(
-        joules_per_1k=power_w * per_item_s * 1000 * pue,
+        joules_per_1k=watts_per_core * cpu_s_per_item * 1000 * pue,
         method="estimated:cpu-power-model",
-        power_w=power_w,
+        power_w=watts_per_core * cpu_s_per_item / per_item_s if per_item_s else 0.0,
         pue=pue,
-        assumptions={"model": "threads x watts per busy core x mean latency", "watts_per_core": watts_per_core,
-                     "watts_per_core_source": source, "threads": latency.threads,
+        assumptions={"model": model, "watts_per_core": watts_per_core, "watts_per_core_source": source,
+                     "threads": latency.threads, "cpu_seconds_per_1k": cpu_s_per_item * 1000,
                      "why": "no readable RAPL/NVML energy counter on this machine"},
     )
 

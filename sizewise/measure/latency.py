@@ -18,7 +18,15 @@ import torch
 from sizewise.measure.card import LatencyStats, ThroughputPoint
 
 NOISY_SPREAD = 0.25  # (p90 - p50) / p50 above this: the machine was busy or frequency-scaling
-BUSY_CORES = 0.3  # other processes using more CPU than this while timing: latency is inflated
+BUSY_MARGIN = 0.3  # other processes using this much more than the cores our threads leave free: latency inflated
+
+
+def machine_busy(other_load_cores: float | None, threads: int) -> bool:
+    """True when other processes needed the cores our threads run on (not merely the ones they leave free)."""
+    import psutil
+
+    free = max(0, (psutil.cpu_count(logical=True) or 1) - threads)
+    return (other_load_cores or 0.0) > free + BUSY_MARGIN
 
 
 class OtherLoad:
@@ -37,6 +45,10 @@ class OtherLoad:
         self._own0 = self._own()
         return self
 
+    @property
+    def own_cpu_seconds(self) -> float:
+        return self._own1 - self._own0
+
     @staticmethod
     def _busy(t) -> float:
         return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
@@ -49,7 +61,8 @@ class OtherLoad:
         import psutil
 
         wall = time.perf_counter() - self._t0
-        other = (self._busy(psutil.cpu_times()) - self._sys0) - (self._own() - self._own0)
+        self._own1 = self._own()
+        other = (self._busy(psutil.cpu_times()) - self._sys0) - (self._own1 - self._own0)
         self.cores = max(0.0, other / wall) if wall > 0 else 0.0
 
 
@@ -92,7 +105,8 @@ def median_ci95(samples_ms: np.ndarray) -> tuple[float, float]:
 
 
 def summarize(samples_ms: np.ndarray, runtime: str, batch_size: int, threads: int, warmup: int,
-              throughput: list[ThroughputPoint] | None = None, other_load_cores: float | None = None) -> LatencyStats:
+              throughput: list[ThroughputPoint] | None = None, other_load_cores: float | None = None,
+              cpu_ms_per_call: float | None = None) -> LatencyStats:
     p50, p90, p99 = (float(np.percentile(samples_ms, q)) for q in (50, 90, 99))
     spread = (p90 - p50) / p50 if p50 > 0 else 0.0
     return LatencyStats(
@@ -100,8 +114,8 @@ def summarize(samples_ms: np.ndarray, runtime: str, batch_size: int, threads: in
         p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(samples_ms.mean()),
         sd_ms=float(samples_ms.std(ddof=1)) if len(samples_ms) > 1 else 0.0, min_ms=float(samples_ms.min()),
         ci95_median_ms=median_ci95(samples_ms), spread=spread,
-        noisy=spread > NOISY_SPREAD or (other_load_cores or 0.0) > BUSY_CORES,
-        throughput=throughput or [], other_load_cores=other_load_cores,
+        noisy=spread > NOISY_SPREAD or machine_busy(other_load_cores, threads),
+        throughput=throughput or [], other_load_cores=other_load_cores, cpu_ms_per_call=cpu_ms_per_call,
     )
 
 
@@ -126,4 +140,6 @@ def measure_latency(module: torch.nn.Module, make_inputs: Callable[[int], dict[s
                 p50 = float(np.percentile(time_calls(lambda: module(**batch), warmup=2, min_runs=5,
                                                      min_seconds=min_seconds / 4, max_seconds=5.0), 50))
             points.append(ThroughputPoint(batch_size=b, items_per_s=b / (p50 / 1e3), p50_ms=p50))
-    return summarize(samples, runtime, batch_size, threads, warmup, points, other_load_cores=load.cores)
+    cpu_ms = load.own_cpu_seconds * 1e3 / (len(samples) + warmup)
+    return summarize(samples, runtime, batch_size, threads, warmup, points, other_load_cores=load.cores,
+                     cpu_ms_per_call=cpu_ms)

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import psutil
 import torch
@@ -78,6 +79,16 @@ def measure_peak_memory(module: torch.nn.Module, inputs: dict, threads: int, cal
     try:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             delta, method, cuda_peak = pool.submit(_child, module, inputs, threads, calls).result(timeout=600)
+    except BrokenProcessPool:
+        # A script without `if __name__ == "__main__":` cannot spawn children (they re-run the script). Measure here
+        # instead, and say that this process's own allocations may blur it.
+        before = torch.get_num_threads()
+        try:
+            delta, method, cuda_peak = _child(module, inputs, threads, calls)
+        finally:
+            torch.set_num_threads(before)
+        method = method.replace("child-process", "in-process (no child: guard your script with "
+                                                 "if __name__ == '__main__')")
     finally:
         if env_threads is None:
             os.environ.pop("OMP_NUM_THREADS", None)

@@ -32,19 +32,26 @@ def artifact_bytes(files: list[Path]) -> tuple[int, int]:
         return raw, archive.stat().st_size
 
 
+def onnx_size(path: str | Path) -> SizeStats:
+    """An ONNX file (plus external data): its weights by dtype, and its bytes as shipped."""
+    from sizewise.models.onnx_module import onnx_initializers
+
+    by_dtype: dict[str, int] = defaultdict(int)
+    for a in onnx_initializers(path).values():
+        by_dtype[str(a.dtype)] += a.nbytes
+    path = Path(path)
+    files = [path, *path.parent.glob(path.name + ".data")]
+    raw, zipped = artifact_bytes(files)
+    return SizeStats(memory_bytes=sum(by_dtype.values()), memory_by_dtype=dict(by_dtype), disk_bytes=raw,
+                     zip_bytes=zipped, artifact=" + ".join(f.name for f in files))
+
+
 def measure_size(loaded: LoadedModel) -> SizeStats:
     from sizewise.models.artifact import save_model, weight_files
-    from sizewise.models.onnx_module import OnnxModule, onnx_initializers
+    from sizewise.models.onnx_module import OnnxModule
 
     if isinstance(loaded.module, OnnxModule):
-        arrays = onnx_initializers(loaded.module.path)
-        by_dtype: dict[str, int] = defaultdict(int)
-        for a in arrays.values():
-            by_dtype[str(a.dtype)] += a.nbytes
-        files = [Path(loaded.module.path), *Path(loaded.module.path).parent.glob(Path(loaded.module.path).name + ".data")]
-        raw, zipped = artifact_bytes(files)
-        return SizeStats(memory_bytes=sum(by_dtype.values()), memory_by_dtype=dict(by_dtype), disk_bytes=raw,
-                         zip_bytes=zipped, artifact=" + ".join(f.name for f in files))
+        return onnx_size(loaded.module.path)
     by_dtype = memory_bytes_by_dtype(loaded.module)
     with tempfile.TemporaryDirectory() as tmp:
         if loaded.arch or loaded.inputs.kind == "tokens":

@@ -158,3 +158,51 @@ def test_other_processes_load_is_measured_and_flagged():
     flagged = summarize(np.full(30, 5.0), "torch", 1, 1, 3, other_load_cores=busy.cores)
     assert flagged.noisy and flagged.other_load_cores == busy.cores
     assert idle.cores >= 0
+
+
+def test_busy_means_other_processes_needed_our_cores(monkeypatch):
+    import psutil
+
+    from sizewise.measure.latency import machine_busy
+
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2)
+    assert machine_busy(1.0, threads=2)  # one of our two cores was taken
+    assert not machine_busy(1.0, threads=1)  # the other process had the core we left free
+    assert machine_busy(1.5, threads=1)
+
+
+def test_energy_estimate_counts_cpu_time_not_waiting(monkeypatch):
+    monkeypatch.setattr(energy_module, "rapl_energy_files", lambda: [])
+    # 10 ms per call at 2 threads, but only 5 ms of CPU used: the threads mostly waited for a core
+    latency = summarize(np.full(30, 10.0), "torch", batch_size=1, threads=2, warmup=3, cpu_ms_per_call=5.0)
+    energy = energy_module.measure_energy(lambda: None, latency, EnergySettings(watts_per_core=10.0))
+    assert energy.joules_per_1k == pytest.approx(10.0 * 0.005 * 1000)
+    assert energy.assumptions["model"].startswith("CPU-seconds")
+
+
+def test_onnxruntime_card_counts_the_exported_file(fast_measure, tmp_path):
+    from dataclasses import replace
+
+    loaded = sizewise.load("zoo:lenet5")
+    card = sizewise.measure(loaded, replace(fast_measure, runtime="onnxruntime"))
+    assert card.size.artifact.endswith(".onnx") and card.flops.method.startswith("ONNX graph")
+
+
+def test_memory_falls_back_in_process_when_no_child_can_start(monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from sizewise.measure import memory
+
+    class Broken:
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            raise BrokenProcessPool("child re-ran the script")
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(memory, "ProcessPoolExecutor", Broken)
+    stats = memory.measure_peak_memory(torch.nn.Linear(8, 8), {"input": torch.ones(2, 8)}, threads=1)
+    assert "in-process" in stats.method and "__main__" in stats.method

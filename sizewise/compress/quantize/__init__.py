@@ -2,6 +2,13 @@
 sensitivity and automatic fallback to float for the layers that break the accuracy budget."""
 
 from sizewise.compress.quantize.api import QuantizeResult, quantize
-from sizewise.compress.quantize.config import HalfPrecision, Int8Dynamic, Int8Static, WeightOnly
+from sizewise.compress.quantize.config import (
+    HalfPrecision,
+    Int8Dynamic,
+    Int8Static,
+    QuantizationAwareTraining,
+    WeightOnly,
+)
 
-__all__ = ["HalfPrecision", "Int8Dynamic", "Int8Static", "QuantizeResult", "WeightOnly", "quantize"]
+__all__ = ["HalfPrecision", "Int8Dynamic", "Int8Static", "QuantizationAwareTraining", "QuantizeResult", "WeightOnly",
+           "quantize"]

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from sizewise.compress.quantize.calibration import calibration_batches
-from sizewise.compress.quantize.config import HalfPrecision, Int8Dynamic, Int8Static, WeightOnly
+from sizewise.compress.quantize.config import (
+    HalfPrecision,
+    Int8Dynamic,
+    Int8Static,
+    QuantizationAwareTraining,
+    WeightOnly,
+)
 from sizewise.compress.quantize.sensitivity import LayerSensitivity, fallback_steps, layer_sensitivity
 from sizewise.core.budget import Budget, points
 from sizewise.core.errors import ConfigError
@@ -59,7 +65,7 @@ class QuantizeResult:
                 "tried": self.tried, "details": to_dict(self.details), "model_dir": str(self.model_dir)}
 
 
-METHOD_NAMES = {Int8Dynamic: "int8-dynamic", Int8Static: "int8-static", HalfPrecision: "half"}
+METHOD_NAMES = {Int8Dynamic: "int8-dynamic", Int8Static: "int8-static", QuantizationAwareTraining: "qat"}
 
 
 def method_name(config) -> str:
@@ -112,6 +118,18 @@ def quantize(loaded: LoadedModel, config, out: str | Path, dataset=None, max_dro
 
     def metric_of(candidate: LoadedModel) -> float:
         return evaluate(candidate, dataset, limit=eval_limit)[metric]
+
+    qat_details = {}
+    if isinstance(config, QuantizationAwareTraining):
+        from sizewise.compress.quantize.qat import train_quantization_aware
+
+        step("quantization-aware training")
+        loaded = copy.copy(loaded)
+        loaded.module = copy.deepcopy(loaded.module)
+        qat_details = train_quantization_aware(loaded, config, dataset)
+        config_used, config = config, config.static()
+    else:
+        config_used = config
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -175,7 +193,7 @@ def quantize(loaded: LoadedModel, config, out: str | Path, dataset=None, max_dro
     after = measure(load(str(out)), mc if runtime == "onnxruntime" else replace(mc, runtime="torch"), dataset=dataset)
     base_value = before.metrics.get(metric) if metric else None
     verdict = _verdict(metric, base_value, after.metrics.get(metric) if metric else None, max_drop)
-    result = QuantizeResult(method_name(config), config, torch_fp32, before, after, verdict, rows, kept, tried,
-                            details, model_dir)
+    result = QuantizeResult(method_name(config_used), config_used, torch_fp32, before, after, verdict, rows, kept,
+                            tried, details | qat_details, model_dir)
     write_json_atomic(out / "card.json", result.to_dict())
     return result

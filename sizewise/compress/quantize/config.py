@@ -80,3 +80,30 @@ class HalfPrecision:
             raise ConfigError(f"unknown half-precision dtype '{self.dtype}'", hint="choose fp16 or bf16")
         _check_runtime(self.runtime, ("torch", "onnxruntime") if self.dtype == "fp16" else ("torch",),
                        self.dtype)
+
+
+@dataclass(frozen=True)
+class QuantizationAwareTraining:
+    """Fine-tune with weights fake-quantized to int8 (per output channel, symmetric, straight-through gradients),
+    then export int8-static on onnxruntime: the weights are already on the grid ORT uses, so rounding costs nothing
+    and training has adapted the model to it."""
+
+    epochs: int = 2
+    lr: float = 5e-4
+    calibration: str = "minmax"
+    calibration_samples: int = 128
+    runtime: str = "onnxruntime"
+
+    def __post_init__(self) -> None:
+        _check_runtime(self.runtime, ("onnxruntime",), "qat")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"QAT needs at least one epoch, got {self.epochs!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"unknown calibration '{self.calibration}'",
+                              hint=f"choose one of: {', '.join(CALIBRATIONS)}")
+
+    def static(self) -> Int8Static:
+        return Int8Static(runtime=self.runtime, calibration=self.calibration,
+                          calibration_samples=self.calibration_samples, per_channel=True)
