@@ -78,6 +78,8 @@ def prune(
                           measure_config=MeasureConfig(runtime=runtime, threads=threads), progress=status.update)
     console.print(compare_table(result.before, result.after))
     console.print(savings_line(result.before, result.after))
+    for warning in dict.fromkeys([*result.before.warnings, *result.after.warnings]):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for key, value in result.details.items():
         if key not in ("schedule",):
             console.print(f"  {key}: {value}", highlight=False)

@@ -74,6 +74,8 @@ def quantize(
         console.print(compare_table(result.torch_fp32, result.after))
     console.print(compare_table(result.before, result.after))
     console.print(savings_line(result.before, result.after))
+    for warning in dict.fromkeys([*result.before.warnings, *result.after.warnings]):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     env = result.after.environment.get("cpu_flags", {})
     int8 = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if env.get(f)]
     console.print(f"int8 dot-product instructions on this CPU: {', '.join(int8) or 'none (no VNNI/AMX)'}")

@@ -51,14 +51,29 @@ def _per_layer(module: nn.Module) -> list[LayerParams]:
     return rows
 
 
+def _packed_weights(path: str) -> dict[str, int]:
+    """Initializers holding packed sub-byte weights (MatMulNBits, GatherBlockQuantized): name -> weights per byte."""
+    import onnx
+
+    packed = {}
+    for node in onnx.load(path, load_external_data=False).graph.node:
+        if node.op_type in ("MatMulNBits", "GatherBlockQuantized"):
+            bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+            packed[node.input[1 if node.op_type == "MatMulNBits" else 0]] = 8 // bits
+    return packed
+
+
 def _count_onnx(module) -> ParamStats:
     from sizewise.models.onnx_module import onnx_initializers
 
     arrays = onnx_initializers(module.path)
-    # Integer initializers in an exported graph are shapes and indices, not learned weights.
-    weights = {n: a for n, a in arrays.items() if np.issubdtype(a.dtype, np.floating) or a.dtype == np.int8}
-    total = sum(a.size for a in weights.values())
-    nonzero = sum(int(np.count_nonzero(a)) for a in weights.values())
+    # int64/int32 initializers in an exported graph are shapes and indices, not learned weights; int8/uint8 ones are
+    # quantized weights (and zero points), and packed 4-bit ones hold two weights per byte.
+    weights = {n: a for n, a in arrays.items()
+               if np.issubdtype(a.dtype, np.floating) or a.dtype in (np.int8, np.uint8)}
+    per_byte = _packed_weights(module.path)
+    total = sum(a.size * per_byte.get(n, 1) for n, a in weights.items())
+    nonzero = sum(int(np.count_nonzero(a)) * per_byte.get(n, 1) for n, a in weights.items())
     nonfinite = sum(int((~np.isfinite(a)).sum()) for a in weights.values() if np.issubdtype(a.dtype, np.floating))
     rows = [LayerParams(name=n, kind=f"initializer:{a.dtype}", params=int(a.size), nonzero=int(np.count_nonzero(a)))
             for n, a in weights.items()]
