@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from sizewise.cli import demo_cmd, estimate_cmd, measure_cmd, prune_cmd, quantize_cmd, report_cmd, train_cmd
+from sizewise.cli import (
+    demo_cmd,
+    estimate_cmd,
+    measure_cmd,
+    prune_cmd,
+    quantize_cmd,
+    report_cmd,
+    shrink_cmd,
+    train_cmd,
+)
 from sizewise.cli.common import state
 
 app = typer.Typer(
@@ -25,6 +34,7 @@ app.command("measure")(measure_cmd.measure)
 app.command("train")(train_cmd.train)
 app.command("prune")(prune_cmd.prune)
 app.command("quantize")(quantize_cmd.quantize)
+app.command("shrink")(shrink_cmd.shrink)
 app.command("demo")(demo_cmd.demo)
 app.command("estimate")(estimate_cmd.estimate)
 app.command("report")(report_cmd.report)

@@ -6,8 +6,6 @@ Dispatches on the JSON's ``"kind"`` key, so each kind of run (today: ``estimate`
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,18 +14,7 @@ import typer
 
 from sizewise.cli.common import console, handles_errors
 from sizewise.core.errors import SizewiseError
-
-
-def _write_text(path: Path, text: str) -> None:
-    # through a temporary file and a rename, so an interrupted run never leaves half a report
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from sizewise.core.serialize import write_text_atomic as _write_text
 
 
 def _report_estimate(path: Path, data: dict[str, Any]) -> list[Path]:
@@ -49,16 +36,27 @@ def _report_estimate(path: Path, data: dict[str, Any]) -> list[Path]:
     return written
 
 
-_RENDERERS: dict[str, Callable[[Path, dict[str, Any]], list[Path]]] = {"estimate": _report_estimate}
+def _report_shrink(path: Path, data: dict[str, Any]) -> list[Path]:
+    from sizewise.report.shrink_report import render_reports
+
+    console.print(f"{data.get('verdict', '')}", highlight=False)
+    return list(render_reports(path.parent, data))
+
+
+_RENDERERS: dict[str, Callable[[Path, dict[str, Any]], list[Path]]] = {"estimate": _report_estimate,
+                                                                        "shrink": _report_shrink}
 
 
 @handles_errors
 def report(
-    path: Path = typer.Argument(..., help="A run's JSON, e.g. the file `sizewise estimate MODEL --json FILE` wrote."),
+    path: Path = typer.Argument(..., help="A shrink directory (with results.json), or a run's JSON such as the file "
+                                          "`sizewise estimate MODEL --json FILE` wrote."),
 ) -> None:
     """Show a run's results and write report.md and a self-contained report.html next to its JSON."""
-    if path.is_dir():
-        raise SizewiseError(f"'{path}' is a directory; pass the run's JSON file",
+    if path.is_dir() and (path / "results.json").is_file():
+        path = path / "results.json"  # a shrink (or demo) directory
+    elif path.is_dir():
+        raise SizewiseError(f"'{path}' is a directory without results.json; pass the run's JSON file",
                             hint="e.g. `sizewise report g.json` after `sizewise estimate gpt3-175b --json g.json`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

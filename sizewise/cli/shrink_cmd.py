@@ -1,0 +1,105 @@
+"""``sizewise shrink MODEL --data D --max-drop B --objective O --out DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sizewise.cli.common import console, err_console, handles_errors
+
+
+def trial_table(rows: list):
+    from rich.table import Table
+
+    table = Table(title="trials", title_justify="left")
+    for col in ("#", "what it did", "state", "metric", "objective", "s"):
+        table.add_column(col, justify="left" if col in ("what it did", "state") else "right")
+    for o in rows[-15:]:
+        table.add_row(str(o.number), o.plan.describe(), o.state,
+                      "" if o.metric is None else f"{o.metric:.4g}",
+                      "" if not o.objectives else " ".join(f"{k}={v:.4g}" for k, v in o.objectives.items()
+                                                           if k in ("latency", "size")),
+                      f"{o.seconds:.1f}")
+    return table
+
+
+def run_shrink(model: str, data: str, out: Path, config, command: str | None = None):
+    """Run the search with a live table of trials; returns the results."""
+    from rich.live import Live
+
+    import sizewise.pipeline as pipeline
+
+    rows: list = []
+    with Live(trial_table(rows), console=err_console, refresh_per_second=4, transient=False) as live:
+        def progress(msg: str) -> None:
+            live.update(trial_table(rows))
+            live.console.print(f"[dim]{msg}[/]", highlight=False)
+
+        def on_trial(outcome) -> None:
+            rows.append(outcome)
+            live.update(trial_table(rows))
+
+        results = pipeline.shrink(model, data, out, config, progress=progress, on_trial=on_trial, command=command)
+    if results.interrupted:
+        console.print(f"[yellow]interrupted[/]: {len(results.trials)} trial(s) kept in {out}; run the same command "
+                      f"again to resume")
+    return results
+
+
+def print_outcome(results, out: Path) -> None:
+    chosen = results.chosen
+    style = "green" if chosen and chosen["meets_budget"] else "red"
+    console.print(f"[{style}]{results.verdict}[/]")
+    if chosen:
+        card, base = chosen["card"], results.baseline
+        t0 = base["torch_fp32"]["latency"]["p50_ms"]
+        r0 = base["runtime_fp32"]["latency"]["p50_ms"]
+        console.print(f"chosen: trial {chosen['trial']} ({chosen['description']}) · {results.metric} "
+                      f"{chosen['metric']:.4g} · {card['size']['disk_bytes']:,} bytes "
+                      f"({card['size']['disk_bytes'] / base['torch_fp32']['size']['disk_bytes']:.1%} of fp32) · "
+                      f"{t0 / card['latency']['p50_ms']:.2f}× torch fp32 eager · "
+                      f"{r0 / card['latency']['p50_ms']:.2f}× fp32 on {results.config['runtime']}", highlight=False)
+        console.print(f"model: {chosen['artifact']}")
+        cards = [results.baseline["torch_fp32"], results.baseline["runtime_fp32"], card]
+        for warning in dict.fromkeys(w for c in cards for w in c.get("warnings", [])):
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"Pareto front: {len(results.pareto)} point(s) · report: {out / 'report.html'} · "
+                  f"results: {out / 'results.json'}")
+
+
+@handles_errors
+def shrink(
+    model: str = typer.Argument(..., help="Model reference (usually a run directory from sizewise train)."),
+    data: str = typer.Option(..., "--data", help="Data: fine-tuning, calibration, and held-out evaluation."),
+    out: Path = typer.Option(..., "--out", help="Search directory; re-running with the same one resumes."),
+    max_drop: str = typer.Option("0.01", "--max-drop", help="Budget: 0.01 = 1% of the baseline metric; 0.5pp."),
+    objective: str = typer.Option("latency", "--objective", help="latency, size, energy or flops."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime or torch: where it will run."),
+    methods: str | None = typer.Option(None, "--methods", help="Comma-separated subset of: channel, magnitude, "
+                                                               "head, int8-dynamic, int8-static, fp16."),
+    trials: int = typer.Option(12, "--trials", help="Finished trials to reach (complete or stopped early)."),
+    time_budget: str | None = typer.Option(None, "--time-budget", help="Stop after this long, e.g. 30m."),
+    executor: str = typer.Option("local", "--executor", help="local or ray."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
+    parallel: int = typer.Option(1, "--parallel", help="Trials at once (keep 1 when timing on a small machine)."),
+    storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL to share a study between machines."),
+    finetune_epochs: int = typer.Option(2, "--finetune-epochs", help="Recovery epochs after pruning."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads"),
+    batch_size: int = typer.Option(1, "--batch-size", help="Batch size the objective is measured at."),
+) -> None:
+    """Search pruning and quantization for the fastest/smallest model within an accuracy budget."""
+    from sizewise.core.budget import Budget
+    from sizewise.pipeline import ShrinkConfig, parse_duration
+    from sizewise.pipeline.config import ALL_METHODS
+
+    config = ShrinkConfig(
+        max_drop=Budget.parse(max_drop), objective=objective, runtime=runtime,
+        methods=tuple(m.strip() for m in methods.split(",")) if methods else ALL_METHODS, trials=trials,
+        time_budget_s=parse_duration(time_budget), executor=executor, ray_address=ray_address, parallel=parallel,
+        storage=storage, finetune_epochs=finetune_epochs, seed=seed, threads=threads, batch_size=batch_size)
+    results = run_shrink(model, data, out, config)
+    print_outcome(results, out)
+    if results.interrupted:
+        raise typer.Exit(code=130)

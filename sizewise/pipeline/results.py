@@ -1,0 +1,67 @@
+"""The search's results: every trial, the Pareto front (metric up, objective down), and the chosen model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sizewise.core.budget import Budget, points
+
+SCHEMA = "sizewise.shrink/1"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    trial: int | str
+    description: str
+    metric: float
+    objective: float
+    drop_points: float
+    meets_budget: bool
+    artifact: str | None
+    card: dict[str, Any] | None = None
+
+
+def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates no other beats on both the metric (higher) and the objective (lower)."""
+    front = [c for c in candidates
+             if not any((o.metric >= c.metric and o.objective <= c.objective)
+                        and (o.metric > c.metric or o.objective < c.objective) for o in candidates)]
+    return sorted(front, key=lambda c: c.objective)
+
+
+def choose(candidates: list[Candidate]) -> tuple[Candidate | None, str]:
+    """The best objective among those meeting the budget; otherwise the one closest to the budget, said plainly."""
+    passing = [c for c in candidates if c.meets_budget]
+    if passing:
+        best = min(passing, key=lambda c: (c.objective, -c.metric))
+        return best, f"trial {best.trial} meets the budget with the best objective"
+    if not candidates:
+        return None, "no trial finished: nothing to choose"
+    closest = min(candidates, key=lambda c: (c.drop_points, c.objective))
+    return closest, (f"NO trial met the budget; the closest is trial {closest.trial}, which loses "
+                     f"{closest.drop_points:.2f} points")
+
+
+def candidate_from(outcome, metric: str, baseline: float, budget: Budget, objective: str) -> Candidate:
+    drop = points(metric, baseline) - points(metric, outcome.metric)
+    return Candidate(outcome.number, outcome.plan.describe(), outcome.metric, outcome.objectives[objective], drop,
+                     budget.allows(metric, baseline, outcome.metric), outcome.artifact, outcome.card)
+
+
+@dataclass
+class ShrinkResults:
+    command: str
+    config: dict[str, Any]
+    metric: str
+    objective: str
+    baseline: dict[str, Any]  # cards: fp32 on torch eager and on the runtime
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    pareto: list[Candidate] = field(default_factory=list)
+    chosen: dict[str, Any] | None = None
+    verdict: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    schema: str = SCHEMA
+    kind: str = "shrink"

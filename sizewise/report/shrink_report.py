@@ -1,0 +1,170 @@
+"""The shrink report: OUT/report.html (one self-contained file) and OUT/report.md, from OUT/results.json."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from sizewise.core.budget import points
+from sizewise.core.units import format_bytes, format_flops
+from sizewise.report.svg import Point, scatter_svg
+
+_OBJECTIVE = {"latency": ("latency p50 (ms)", lambda c: c["latency"]["p50_ms"]),
+              "size": ("bytes on disk", lambda c: c["size"]["disk_bytes"]),
+              "energy": ("energy (J per 1,000 inferences)", lambda c: c["energy"]["joules_per_1k"]),
+              "flops": ("FLOPs per forward", lambda c: c["flops"]["total"])}
+
+
+def _get(results: Any, key: str) -> Any:
+    return results[key] if isinstance(results, dict) else getattr(results, key)
+
+
+def _as_dict(results: Any) -> dict:
+    from sizewise.core.serialize import to_dict
+
+    return results if isinstance(results, dict) else to_dict(results)
+
+
+def comparison_rows(r: dict) -> list[tuple[str, dict | None]]:
+    chosen = r.get("chosen") or {}
+    return [("fp32, torch eager", r["baseline"]["torch_fp32"]),
+            (f"fp32, {r['config']['runtime']}", r["baseline"]["runtime_fp32"]),
+            (f"chosen: trial {chosen.get('trial')} ({chosen.get('description', '')})", chosen.get("card"))]
+
+
+def _cells(metric: str, card: dict | None, base: dict) -> list[str]:
+    if not card:
+        return ["–"] * 6
+    speed = base["latency"]["p50_ms"] / card["latency"]["p50_ms"]
+    return [f"{points(metric, card['metrics'][metric]):.2f}", format_bytes(card["size"]["disk_bytes"]),
+            format_flops(card["flops"]["total"]), f"{card['latency']['p50_ms']:.3f} ms", f"{speed:.2f}×",
+            f"{card['energy']['joules_per_1k']:.3g} J"]
+
+
+def _plot(r: dict) -> str:
+    label, of = _OBJECTIVE[r["objective"]]
+    metric = r["metric"]
+    pareto = {c["trial"] for c in r["pareto"]}
+    chosen = (r.get("chosen") or {}).get("trial")
+    pts = []
+    for t in r["trials"]:
+        if t["state"] != "complete":
+            continue
+        kind = "chosen" if t["number"] == chosen else ("pareto" if t["number"] in pareto else "trial")
+        desc = t["plan"]
+        pts.append(Point(t["objectives"][r["objective"]], points(metric, t["metric"]),
+                         f"trial {t['number']}: {_describe(desc)}", kind))
+    base = r["baseline"]["runtime_fp32"]
+    pts.append(Point(of(base), points(metric, base["metrics"][metric]), "baseline (fp32)", "baseline"))
+    budget_line = points(metric, base["metrics"][metric]) - _allowed(r)
+    return scatter_svg(pts, label, f"{metric} (points)", hline=budget_line, hline_label="budget")
+
+
+def _describe(plan: dict) -> str:
+    steps = []
+    if plan.get("prune"):
+        steps.append(f"{plan['prune']} pruning {plan['sparsity']:.0%}")
+    if plan.get("quantize"):
+        steps.append(plan["quantize"])
+    return " → ".join(steps) or "no compression"
+
+
+def _allowed(r: dict) -> float:
+    from sizewise.core.budget import Budget
+
+    b = r["config"]["max_drop"]
+    base = r["baseline"]["runtime_fp32"]["metrics"][r["metric"]]
+    return Budget(b["value"], b["absolute"]).allowed_drop(r["metric"], base)
+
+
+def _trial_row(t: dict, metric: str, objective: str) -> str:
+    value = "" if t.get("metric") is None else f"{points(metric, t['metric']):.2f}"
+    cost = f"{t['objectives'][objective]:.4g}" if t.get("objectives") else ""
+    return (f"<tr><td>{t['number']}</td><td>{escape(_describe(t['plan']))}</td><td>{t['state']}</td>"
+            f"<td>{value}</td><td>{cost}</td><td>{t['seconds']:.1f}</td><td>{escape(t.get('message', ''))}</td></tr>")
+
+
+def render_html(r: dict) -> str:
+    metric = r["metric"]
+    chosen = r.get("chosen") or {}
+    ok = chosen.get("meets_budget")
+    banner = ("ok", "✔ ") if ok else ("bad", "✘ ")
+    base = r["baseline"]["torch_fp32"]
+    rows = "".join(f"<tr><th>{escape(name)}</th>{''.join(f'<td>{c}</td>' for c in _cells(metric, card, base))}</tr>"
+                   for name, card in comparison_rows(r))
+    trials = "".join(_trial_row(t, metric, r["objective"]) for t in r["trials"])
+    sens = "".join(f"<tr><td>{escape(s['node'])}</td><td>{escape(s['op_type'])}</td>"
+                   f"<td>{s['output_error']:.3g}</td></tr>" for s in r.get("sensitivity", []))
+    env = r.get("environment", {})
+    flags = " ".join(k for k, v in env.get("cpu_flags", {}).items() if v)
+    libs = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>sizewise shrink report</title>
+<style>
+body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:980px;color:#24292f;
+padding:0 1rem}} h1{{font-size:1.6rem}} h2{{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de}}
+table{{border-collapse:collapse;width:100%;font-size:.9rem}} th,td{{border-bottom:1px solid #eaeef2;padding:.35rem .5rem;
+text-align:right}} th:first-child,td:nth-child(2){{text-align:left}} .verdict{{padding:.8rem 1rem;border-radius:6px}}
+.ok{{background:#dafbe1}} .bad{{background:#ffebe9}} code{{background:#f6f8fa;padding:.1rem .3rem;border-radius:4px}}
+.muted{{color:#57606a;font-size:.85rem}}
+</style></head><body>
+<h1>sizewise shrink report</h1>
+<p class="verdict {banner[0]}"><strong>{banner[1]}{escape(r['verdict'])}</strong>
+{'<br>The search was interrupted; re-run the same command to resume.' if r.get('interrupted') else ''}</p>
+<p>Objective: <strong>{escape(r['objective'])}</strong> on <strong>{escape(r['config']['runtime'])}</strong>,
+accuracy budget: at most {_allowed(r):.2f} points of {escape(metric)} lost.</p>
+<h2>Before and after</h2>
+<table><tr><th></th><th>{escape(metric)}</th><th>disk</th><th>FLOPs</th><th>latency p50</th>
+<th>speed vs torch fp32</th><th>energy / 1k</th></tr>{rows}</table>
+<p class="muted">All measured on this machine in this run; speed is the ratio of measured medians. FLOP = 2 × multiply-accumulate.
+Energy is {escape((r['baseline']['torch_fp32'].get('energy') or {}).get('method', 'n/a'))}.</p>
+<h2>Pareto front</h2>
+<figure id="pareto">{_plot(r)}<figcaption class="muted">Grey: trials; blue: the Pareto front ({len(r['pareto'])} points);
+red star: chosen; black square: the fp32 baseline; dashed: the budget.</figcaption></figure>
+<h2>Per-layer sensitivity to int8</h2>
+{'<table><tr><th>layer</th><th>op</th><th>relative output error</th></tr>' + sens + '</table>' if sens else
+ '<p class="muted">Not computed for this runtime.</p>'}
+<h2>Trials</h2>
+<table><tr><th>#</th><th>what it did</th><th>state</th><th>{escape(metric)}</th><th>{escape(r['objective'])}</th>
+<th>seconds</th><th>note</th></tr>{trials}</table>
+<h2>Environment</h2>
+<p>{escape(str(env.get('cpu')))} · {env.get('logical_cores')} logical cores · threads {env.get('threads')} ·
+{'VM · ' if env.get('virtual_machine') else ''}{escape(flags)}<br>{escape(libs)}</p>
+<p>Command: <code>{escape(r['command'])}</code></p>
+</body></html>
+"""
+
+
+def render_markdown(r: dict) -> str:
+    metric = r["metric"]
+    base = r["baseline"]["torch_fp32"]
+    lines = ["# sizewise shrink report", "", f"**{r['verdict']}**", "",
+             f"Objective: {r['objective']} on {r['config']['runtime']}; budget: at most {_allowed(r):.2f} points of "
+             f"{metric} lost.", "", f"| | {metric} | disk | FLOPs | latency p50 | speed vs torch fp32 | energy / 1k |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, card in comparison_rows(r):
+        lines.append(f"| {name} | " + " | ".join(_cells(metric, card, base)) + " |")
+    lines += ["", "## Pareto front", "", f"| trial | what it did | {metric} | {r['objective']} |", "|---:|---|---:|---:|"]
+    lines += [f"| {c['trial']} | {c['description']} | {points(metric, c['metric']):.2f} | {c['objective']:.4g} |"
+              for c in r["pareto"]]
+    lines += ["", "## Trials", "", f"| # | what it did | state | {metric} | seconds | note |", "|---:|---|---|---:|---:|---|"]
+    for t in r["trials"]:
+        value = "" if t.get("metric") is None else f"{points(metric, t['metric']):.2f}"
+        lines.append(f"| {t['number']} | {_describe(t['plan'])} | {t['state']} | {value} | {t['seconds']:.1f} | "
+                     f"{t.get('message', '')} |")
+    lines += ["", f"Command: `{r['command']}`", ""]
+    return "\n".join(lines)
+
+
+def render_reports(out: Path, results: Any) -> tuple[Path, Path]:
+    r = _as_dict(results)
+    from sizewise.core.serialize import write_text_atomic
+
+    return (write_text_atomic(Path(out) / "report.html", render_html(r)),
+            write_text_atomic(Path(out) / "report.md", render_markdown(r)))
+
+
+def rerender(out: Path) -> tuple[Path, Path]:
+    return render_reports(out, json.loads((Path(out) / "results.json").read_text(encoding="utf-8")))

@@ -1,0 +1,148 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import sizewise
+from sizewise.core.budget import Budget
+from sizewise.core.errors import ConfigError, DataError
+from sizewise.pipeline import ShrinkConfig, shrink
+from sizewise.pipeline.results import Candidate, choose, pareto_front
+
+FAST = dict(trials=3, finetune_epochs=1, latency_seconds=0.05, threads=1, methods=("channel", "int8-dynamic"))
+
+
+@pytest.fixture(scope="module")
+def search(trained_digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shrink")
+    results = shrink(str(trained_digits_dir), "digits", out, ShrinkConfig(**FAST), command="test")
+    return out, results
+
+
+def test_search_end_to_end_writes_results_and_reports(search):
+    out, results = search
+    data = json.loads((out / "results.json").read_text())
+    assert data["schema"] == "sizewise.shrink/1" and len(data["trials"]) == 3
+    assert data["chosen"] is not None and "meets_budget" in data["chosen"]
+    assert data["pareto"] and all("trial" in p for p in data["pareto"])
+    assert data["baseline"]["torch_fp32"]["metrics"]["accuracy"] > 0.8
+    assert data["sensitivity"] and data["sensitivity"][0]["output_error"] >= data["sensitivity"][-1]["output_error"]
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "<script" not in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "Pareto front" in (out / "report.md").read_text()
+    chosen = sizewise.load(data["chosen"]["artifact"])  # the chosen artifact loads and is the evaluated model
+    assert sizewise.evaluate(chosen, sizewise.load_dataset("digits"))["accuracy"] == data["chosen"]["metric"]
+
+
+def test_rerunning_a_finished_search_adds_nothing(search, trained_digits_dir):
+    out, first = search
+    again = shrink(str(trained_digits_dir), "digits", out, ShrinkConfig(**FAST), command="test")
+    assert [t["number"] for t in again.trials] == [t["number"] for t in first.trials]
+
+
+def test_report_command_rerenders(search):
+    from typer.testing import CliRunner
+
+    from sizewise.cli.app import app
+
+    out, _ = search
+    (out / "report.html").unlink()
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").exists()
+
+
+def test_report_renders_in_headless_chromium(search, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("chromium is not installed (CI installs Debian's chromium)")
+    out, _ = search
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", "--dump-dom",
+         (out / "report.html").resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "<svg" in proc.stdout and 'class="point chosen"' in proc.stdout
+    console_errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and "rror" in line]
+    assert console_errors == []
+
+
+def test_pareto_and_choice_rules():
+    a = Candidate(1, "a", metric=0.97, objective=1.0, drop_points=0.5, meets_budget=True, artifact=None)
+    b = Candidate(2, "b", metric=0.98, objective=2.0, drop_points=-0.5, meets_budget=True, artifact=None)
+    c = Candidate(3, "c", metric=0.96, objective=3.0, drop_points=1.5, meets_budget=False, artifact=None)
+    assert [x.trial for x in pareto_front([a, b, c])] == [1, 2]
+    assert choose([a, b, c])[0].trial == 1
+    closest, verdict = choose([c, Candidate(4, "d", 0.90, 0.5, 7.0, False, None)])
+    assert closest.trial == 3 and "NO trial met the budget" in verdict
+
+
+def test_a_budget_nothing_meets_returns_the_closest_with_a_verdict(trained_digits_dir, tmp_path):
+    config = ShrinkConfig(**{**FAST, "methods": ("channel",), "trials": 2}, max_drop=Budget(0.0, absolute=True))
+    results = shrink(str(trained_digits_dir), "digits", tmp_path, config, command="test")
+    if results.chosen["meets_budget"]:  # a lossless candidate is possible on this tiny task; then the rule holds
+        assert results.chosen["drop_points"] <= 0
+    else:
+        assert "NO trial met the budget" in results.verdict and results.chosen["artifact"]
+
+
+def test_bad_inputs(trained_digits_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown objective 'speed'"):
+        ShrinkConfig(objective="speed")
+    with pytest.raises(ConfigError, match="unknown method"):
+        ShrinkConfig(methods=("distill",))
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with pytest.raises(ConfigError, match="cannot write to --out"):
+        shrink(str(trained_digits_dir), "digits", blocked / "out", ShrinkConfig(**FAST))
+    with pytest.raises(DataError, match="models made for digits"):
+        shrink("zoo:lenet5", "digits", tmp_path / "x", ShrinkConfig(**FAST))
+
+
+def test_killed_search_resumes_without_losing_finished_trials(trained_digits_dir, tmp_path):
+    out = tmp_path / "resume"
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from sizewise.pipeline import ShrinkConfig, shrink\n"
+            "shrink(%r, 'digits', %r, ShrinkConfig(trials=4, finetune_epochs=1, latency_seconds=0.05, threads=1,"
+            " methods=('channel', 'int8-dynamic')), command='test')\n") % (
+        str(Path(__file__).parents[1] / "helpers"), str(trained_digits_dir), str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.time() + 240
+    finished = []
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "results.json").exists():
+            finished = [t for t in json.loads((out / "results.json").read_text())["trials"]
+                        if t["state"] == "complete"]
+            if finished:
+                break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert finished, "no trial finished before the kill"
+    results = shrink(str(trained_digits_dir), "digits", out, ShrinkConfig(**{**FAST, "trials": 4}), command="test")
+    done = [t for t in results.trials if t["state"] in ("complete", "pruned")]
+    assert len(done) == 4
+    kept = {t["number"]: t for t in results.trials}
+    for t in finished:  # the trials finished before the kill are still there, unchanged
+        assert kept[t["number"]]["metric"] == t["metric"] and Path(t["artifact"]).exists()
+
+
+@pytest.mark.timeout(600)
+def test_ray_executor_equals_local(trained_digits_dir, tmp_path):
+    pytest.importorskip("ray")
+    config = dict(FAST, objective="size")
+    local = shrink(str(trained_digits_dir), "digits", tmp_path / "local", ShrinkConfig(**config), command="test")
+    remote = shrink(str(trained_digits_dir), "digits", tmp_path / "ray", ShrinkConfig(**config, executor="ray"),
+                    command="test")
+
+    def essence(results):
+        return [(t["plan"], t["state"], t["metric"], t["objectives"].get("size")) for t in results.trials]
+
+    assert essence(local) == essence(remote)
