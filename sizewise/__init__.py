@@ -22,6 +22,10 @@ _API = {
     "ModelCard": "sizewise.measure",
     "train": "sizewise.train",
     "estimate": "sizewise.estimate",
+    "shrink": "sizewise.report.shrink_report",
+    "ShrinkConfig": "sizewise.pipeline",
+    "quantize": "sizewise.compress.quantize",
+    "compress": "sizewise.compress",
     "TrainConfig": "sizewise.train",
 }
 

@@ -28,7 +28,7 @@ def run_shrink(model: str, data: str, out: Path, config, command: str | None = N
     """Run the search with a live table of trials; returns the results."""
     from rich.live import Live
 
-    import sizewise.pipeline as pipeline
+    from sizewise.report.shrink_report import shrink as shrink_and_report
 
     rows: list = []
     with Live(trial_table(rows), console=err_console, refresh_per_second=4, transient=False) as live:
@@ -40,10 +40,10 @@ def run_shrink(model: str, data: str, out: Path, config, command: str | None = N
             rows.append(outcome)
             live.update(trial_table(rows))
 
-        results = pipeline.shrink(model, data, out, config, progress=progress, on_trial=on_trial, command=command)
+        results = shrink_and_report(model, data, out, config, progress=progress, on_trial=on_trial, command=command)
     if results.interrupted:
         console.print(f"[yellow]interrupted[/]: {len(results.trials)} trial(s) kept in {out}; run the same command "
-                      f"again to resume")
+                      f"again to resume", soft_wrap=True)
     return results
 
 
@@ -60,12 +60,13 @@ def print_outcome(results, out: Path) -> None:
                       f"({card['size']['disk_bytes'] / base['torch_fp32']['size']['disk_bytes']:.1%} of fp32) · "
                       f"{t0 / card['latency']['p50_ms']:.2f}× torch fp32 eager · "
                       f"{r0 / card['latency']['p50_ms']:.2f}× fp32 on {results.config['runtime']}", highlight=False)
-        console.print(f"model: {chosen['artifact']}")
+        console.print(f"model: {chosen['artifact']}", soft_wrap=True)
         cards = [results.baseline["torch_fp32"], results.baseline["runtime_fp32"], card]
         for warning in dict.fromkeys(w for c in cards for w in c.get("warnings", [])):
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"Pareto front: {len(results.pareto)} point(s) · report: {out / 'report.html'} · "
-                  f"results: {out / 'results.json'}")
+    console.print(f"Pareto front: {len(results.pareto)} point(s)")
+    console.print(f"report: {out / 'report.html'}", soft_wrap=True)
+    console.print(f"results: {out / 'results.json'}", soft_wrap=True)
 
 
 @handles_errors

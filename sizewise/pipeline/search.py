@@ -141,8 +141,12 @@ def write_results(out: Path, study, config: ShrinkConfig, ctx: TrialContext, car
 
 
 def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None = None, progress=None,
-           on_trial=None, command: str | None = None) -> ShrinkResults:
-    """Search for the best model within ``config.max_drop``. Re-running with the same ``out`` resumes."""
+           on_trial=None, command: str | None = None, finalize=None) -> ShrinkResults:
+    """Search for the best model within ``config.max_drop``. Re-running with the same ``out`` resumes.
+
+    ``finalize(out, results)`` runs once the search stops, also when interrupted (the report layer renders the report
+    there: ``sizewise.shrink`` wires it in; this layer does not import the one above it).
+    """
     optuna = require("optuna", "search", "the shrink search")
     from optuna.trial import TrialState
 
@@ -210,9 +214,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     finally:
         executor.close()
     results = write_results(out, study, config, ctx, cards, command, sensitivity, interrupted=interrupted)
-    from sizewise.report.shrink_report import render_reports
-
-    render_reports(out, results)
+    if finalize:
+        finalize(out, results)
     if results.chosen is None and not interrupted:
         raise SizewiseError("no trial finished, so there is no model to hand back",
                             hint="see results.json for each trial's error; try --trials more or other --methods")

@@ -168,3 +168,10 @@ def render_reports(out: Path, results: Any) -> tuple[Path, Path]:
 
 def rerender(out: Path) -> tuple[Path, Path]:
     return render_reports(out, json.loads((Path(out) / "results.json").read_text(encoding="utf-8")))
+
+
+def shrink(model: str, data: str, out: str | Path, config=None, **kwargs):
+    """``sizewise.shrink``: the search (:func:`sizewise.pipeline.shrink`) plus OUT/report.html and OUT/report.md."""
+    from sizewise.pipeline import shrink as search
+
+    return search(model, data, out, config, finalize=render_reports, **kwargs)

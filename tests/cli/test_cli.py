@@ -75,10 +75,11 @@ def test_debug_shows_the_traceback():
     assert result.exception is not None and "unknown zoo model" in str(result.exception)
 
 
-def test_demo_trains_and_prints_a_card(tmp_path):
-    result = invoke("demo", "--out", tmp_path / "d", "--epochs", "2")
+def test_demo_trains_then_shrinks(tmp_path):
+    result = invoke("demo", "--out", tmp_path / "d", "--epochs", "3", "--trials", "2")
     assert result.exit_code == 0, result.output
-    saved = json.loads((tmp_path / "d" / "card.json").read_text())
-    assert saved["card"]["params"]["total"] == 38_282
-    assert len(saved["training"]["epochs"]) == 2
-    assert (tmp_path / "d" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "d" / "trained" / "model" / "model.safetensors").is_file()
+    saved = json.loads((tmp_path / "d" / "shrink" / "results.json").read_text())
+    assert saved["baseline"]["torch_fp32"]["params"]["total"] == 38_282
+    assert len(saved["trials"]) == 2 and saved["chosen"] is not None
+    assert (tmp_path / "d" / "shrink" / "report.html").is_file() and "report.html" in result.output

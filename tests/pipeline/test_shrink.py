@@ -12,7 +12,8 @@ import pytest
 import sizewise
 from sizewise.core.budget import Budget
 from sizewise.core.errors import ConfigError, DataError
-from sizewise.pipeline import ShrinkConfig, shrink
+from sizewise.pipeline import ShrinkConfig
+from sizewise.report.shrink_report import shrink
 from sizewise.pipeline.results import Candidate, choose, pareto_front
 
 FAST = dict(trials=3, finetune_epochs=1, latency_seconds=0.05, threads=1, methods=("channel", "int8-dynamic"))
@@ -146,3 +147,25 @@ def test_ray_executor_equals_local(trained_digits_dir, tmp_path):
         return [(t["plan"], t["state"], t["metric"], t["objectives"].get("size")) for t in results.trials]
 
     assert essence(local) == essence(remote)
+
+
+def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(trained_digits_dir, tmp_path):
+    out = tmp_path / "interrupted"
+    exe = Path(sys.executable).with_name("sizewise")
+    proc = subprocess.Popen([str(exe), "shrink", str(trained_digits_dir), "--data", "digits", "--out", str(out),
+                             "--trials", "8", "--finetune-epochs", "1", "--threads", "1",
+                             "--methods", "channel,int8-dynamic"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # a child of a background job inherits SIGINT ignored; a terminal's Ctrl-C is not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "results.json").exists() and json.loads((out / "results.json").read_text())["trials"]:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-2000:]
+    assert "run the same command again to resume" in output
+    data = json.loads((out / "results.json").read_text())
+    assert data["interrupted"] and data["trials"] and (out / "report.html").exists()

@@ -1,0 +1,460 @@
+"""Shared helpers for the pruning benchmarks (``prune_lenet.py``, ``prune_minilm.py``, ``prune_resnet20.py``).
+
+Each benchmark writes ``benchmarks/results/prune_<name>.json`` (numbers + its markdown section); ``render()`` then
+rebuilds ``benchmarks/results/prune.md`` from whichever of the three JSON files exist, so every number in the markdown
+comes from a committed script's own output. Intermediate run directories live under ``/tmp/prune-bench/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = Path(os.environ.get("PRUNE_BENCH_DIR", "/tmp/prune-bench"))
+DATA = Path(os.environ.get("SIZEWISE_DATA", ROOT.parent / "shared" / "data"))
+VERSIONED = ("sizewise", "torch", "torch-pruning", "transformers", "numpy", "scipy")
+ORDER = ("lenet", "resnet20", "minilm")
+TITLES = {"lenet": "1. LeNet-300-100 on MNIST (unstructured magnitude pruning)",
+          "minilm": "3. all-MiniLM-L6-v2 on STS-B (attention heads + FFN neurons)",
+          "resnet20": "2. ResNet-20 on CIFAR-10 (unstructured 90% and structured channels)"}
+TIMING_THREADS = 1  # every latency in these benchmarks is measured at 1 thread (see the header of prune.md)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def machine() -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{model}, {os.cpu_count()} cores, {mem:.1f} GiB, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, no GPU")
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_head() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "sizewise"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return head + (" (sizewise/ has uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def command() -> str:
+    return " ".join([".venv/bin/python", shlex.quote(os.path.relpath(sys.argv[0], ROOT))]
+                    + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def loadavg() -> float:
+    return os.getloadavg()[0]
+
+
+class Stopwatch:
+    """Wall time of named phases, kept in a JSON file so a resumed run still reports the first run's phases."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.phases: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+
+    def record(self, name: str, seconds: float, **extra: Any) -> None:
+        self.phases[name] = {"seconds": seconds, "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                             **extra}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.phases, indent=2))
+
+
+# --------------------------------------------------------------------------------------------- instrumentation
+
+
+class TrainRecorder:
+    """Wraps ``sizewise.train`` where a pruning method imported it, to keep the fine-tuning history it returns.
+
+    Pure observation: the wrapper calls the original with the same arguments and returns its result unchanged.
+    """
+
+    def __init__(self, *modules):
+        self.modules, self.results = modules, []
+
+    def __enter__(self) -> TrainRecorder:
+        self.saved = [(m, m.train) for m in self.modules]
+        for m, original in self.saved:
+            def wrapper(*args, _original=original, **kwargs):
+                result = _original(*args, **kwargs)
+                self.results.append(result)
+                return result
+            m.train = wrapper
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m, original in self.saved:
+            m.train = original
+
+
+def dataclasses_asdict(obj) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
+
+
+def history(result) -> list[dict[str, Any]]:
+    return [{"epoch": e.epoch, "train_loss": e.train_loss, "train_accuracy": e.train_accuracy,
+             "val_metric": e.val_accuracy, "lr_end": e.lr, "seconds": e.seconds} for e in result.epochs]
+
+
+class PhaseClock:
+    """The ``progress`` callback of ``compress``: timestamps each step, so the method's own time (pruning +
+    fine-tuning) can be told apart from the two measurements."""
+
+    def __init__(self):
+        self.marks: list[tuple[str, float]] = []
+
+    def __call__(self, msg: str) -> None:
+        self.marks.append((msg, time.perf_counter()))
+        log(f"  compress: {msg}")
+
+    def seconds_of(self, prefix: str) -> float | None:
+        for (msg, t0), (_, t1) in zip(self.marks, self.marks[1:]):
+            if msg.startswith(prefix):
+                return t1 - t0
+        return None
+
+
+# --------------------------------------------------------------------------------------------- latency
+
+
+def interleaved(module_a, module_b, inputs: dict, *, pairs: int = 40, seconds: float = 20.0,
+                threads: int = TIMING_THREADS) -> dict[str, Any]:
+    """Time ``module_a`` (before) and ``module_b`` (after) call by call in ABBA order on the same inputs.
+
+    Returns each one's median, and the median of the per-pair ratios a/b with a distribution-free 95% interval
+    (order statistics), plus other processes' CPU use while it ran. A ratio from adjacent calls does not depend on
+    what the shared machine did minutes earlier, unlike two separate ``measure()`` cards.
+    """
+    import numpy as np
+    import torch
+
+    from sizewise.measure.latency import OtherLoad, median_ci95, torch_threads
+
+    def once(module) -> float:
+        t0 = time.perf_counter_ns()
+        module(**inputs)
+        return (time.perf_counter_ns() - t0) / 1e6
+
+    ta, tb = [], []
+    with torch_threads(threads), torch.inference_mode(), OtherLoad() as load:
+        for _ in range(3):
+            once(module_a), once(module_b)
+        start = time.perf_counter()
+        for i in range(pairs):
+            if i % 2 == 0:
+                a = once(module_a)
+                b = once(module_b)
+            else:
+                b = once(module_b)
+                a = once(module_a)
+            ta.append(a)
+            tb.append(b)
+            if i >= 9 and time.perf_counter() - start > seconds:
+                break
+    ta, tb = np.asarray(ta), np.asarray(tb)
+    ratios = ta / tb
+    lo, hi = median_ci95(ratios)
+    return {"pairs": len(ratios), "threads": threads, "before_p50_ms": float(np.median(ta)),
+            "after_p50_ms": float(np.median(tb)), "ratio_median": float(np.median(ratios)), "ratio_ci95": [lo, hi],
+            "other_cores": load.cores}
+
+
+# --------------------------------------------------------------------------------------------- formatting
+
+
+def card_summary(card) -> dict[str, Any]:
+    lat = card.latency
+    return {"params": card.params.total, "nonzero": card.params.nonzero, "disk_bytes": card.size.disk_bytes,
+            "artifact": card.size.artifact, "zip_bytes": card.size.zip_bytes,
+            "flops": card.flops.total, "flops_effective": card.flops.effective, "flops_coverage": card.flops.coverage,
+            "input_shape": card.flops.input_shape,
+            "latency": None if lat is None else {
+                "batch": lat.batch_size, "threads": lat.threads, "p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms,
+                "ci95": list(lat.ci95_median_ms), "runs": lat.runs, "noisy": lat.noisy,
+                "other_cores": getattr(lat, "other_load_cores", None)},
+            "metrics": dict(card.metrics), "warnings": list(card.warnings)}
+
+
+def n(x: float | int | None) -> str:
+    return "-" if x is None else f"{x:,}"
+
+
+def ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:,.1f}"
+
+
+def floor_to(x: float, digits: int) -> float:
+    """Round down: used for every ratio we claim, so the table never rounds in our favour."""
+    f = 10 ** digits
+    return math.floor(x * f + 1e-9) / f
+
+
+def ratio(x: float, digits: int = 2) -> str:
+    return f"{floor_to(x, digits):.{digits}f}x"
+
+
+def pct(x: float, digits: int = 2) -> str:
+    return f"{x * 100:.{digits}f}%"
+
+
+def lat_cell(lat: dict | None) -> str:
+    if not lat:
+        return "-"
+    noisy = " (noisy)" if lat["noisy"] else ""
+    return f"{ms(lat['p50_ms'])} [{ms(lat['ci95'][0])}-{ms(lat['ci95'][1])}]{noisy}"
+
+
+def ab_cell(ab: dict) -> str:
+    lo, hi = ab["ratio_ci95"]
+    return (f"{ratio(ab['ratio_median'])} ({ratio(lo)}-{ratio(hi)}; {ms(ab['before_p50_ms'])} -> "
+            f"{ms(ab['after_p50_ms'])} ms, {ab['pairs']} pairs, others {ab['other_cores']:.2f} cores)")
+
+
+def meta_lines(meta: dict[str, Any]) -> list[str]:
+    v = ", ".join(f"{k} {val}" for k, val in meta["versions"].items())
+    return [f"- date: {meta['date']} (finished {meta['finished']})",
+            f"- machine: {meta['machine']}",
+            f"- versions: {v}; sizewise at git {meta['git']}",
+            f"- produced by: `{meta['command']}` (run from the repository root); wall time of this run "
+            f"{meta['wall_s'] / 60:.1f} min" + (f"; {meta['resumed']}" if meta.get("resumed") else ""),
+            f"- load average (1 min) before / after: {meta['load_before']:.2f} / {meta['load_after']:.2f} on "
+            f"{os.cpu_count()} cores"]
+
+
+def new_meta() -> dict[str, Any]:
+    return {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
+            "versions": versions(), "git": git_head(), "command": command(), "load_before": loadavg(),
+            "t0": time.perf_counter()}
+
+
+def finish_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(meta)
+    meta["wall_s"] = time.perf_counter() - meta.pop("t0")
+    meta["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    meta["load_after"] = loadavg()
+    return meta
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"prune_{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    render()
+    return path
+
+
+HEADER = """# Pruning benchmarks: LeNet-300-100 (MNIST), ResNet-20 (CIFAR-10), all-MiniLM-L6-v2 (STS-B)
+
+Each section below is written by its own script (`benchmarks/prune_lenet.py`, `benchmarks/prune_resnet20.py`,
+`benchmarks/prune_minilm.py`); the raw numbers are in `benchmarks/results/prune_<name>.json` beside this file, and
+this file is regenerated from those JSON files by whichever script ran last. No number here was typed by hand.
+
+How to read the tables (applies to every section):
+
+- **Latency on this shared 2-core VM is noisy.** Another engineer's test suites run beside these benchmarks. All
+  latencies are measured at **1 thread** (`MeasureConfig(threads=1)`): with 2 threads, a competing process on one
+  core makes torch's OpenMP pool wait at every parallel region (see `measure.md`: up to 150x slower), so a 2-thread
+  number here would measure the contention, not the model. Each card's p50 comes with the 95% interval of the median
+  and "(noisy)" when sizewise flagged it. Because the before and after cards are measured minutes apart, each
+  section also times the two models **interleaved** (ABBA, call by call, same inputs) and reports the median of the
+  per-pair ratios with its 95% interval: that is the speedup to quote.
+- Training and fine-tuning also run at 1 thread (`TrainConfig(threads=1)`), for the same reason and to leave the
+  other core to the other workload; wall times are therefore single-core times on a shared machine.
+- The "speedup, cards" rows divide two `measure()` cards taken minutes apart (that is what
+  `CompressionResult.speedup` reports); when the load on the machine changed in between they can be far off, so
+  read the interleaved rows.
+- **Unstructured sparsity gives no CPU speedup**: the pruned weights are zeros inside dense tensors and PyTorch runs
+  dense kernels, so latency and FLOPs (`flops.total`) stay where they were. The card therefore also shows
+  **effective FLOPs** (multiply-accumulates against zero weights skipped): what a sparse kernel could at best save,
+  not what was measured. Structured pruning (channels, heads, neurons) makes the tensors physically smaller, so there
+  both FLOPs and latency can drop.
+- **Disk bytes** are the saved artifact a user would ship (`model.safetensors` for the zoo models, which sizewise
+  stores as bitmask + non-zero values when that is smaller; `config.json + model.safetensors` for MiniLM). Params and
+  non-zero params count every parameter (weights, biases, norms), not only the pruned weight matrices.
+- Accuracies / Spearman are on the **test** split, which training and fine-tuning never see (they hold out 10% of the
+  train split for validation). Ratios that a goal depends on are rounded **down**.
+- Data fidelity (from `shared/data/README.md`): MNIST test images are the official t10k bytes; the training images
+  were recovered from a PNG re-encoding (99.998% of pixels within one grey level). CIFAR-10 images are JPEG
+  re-encodings of the originals (lossy), so accuracies can differ slightly from papers that used the original pickles.
+  STS-B is the STS Benchmark release (CC BY-SA 4.0).
+"""
+
+
+def render() -> Path:
+    parts = [HEADER]
+    for name in ORDER:
+        path = RESULTS / f"prune_{name}.json"
+        if path.exists():
+            parts.append(json.loads(path.read_text())["markdown"])
+        else:
+            parts.append(f"## {TITLES[name]}\n\n**NOT RUN**: `benchmarks/results/prune_{name}.json` does not exist "
+                         f"(run `.venv/bin/python benchmarks/prune_{name}.py`).\n")
+    out = RESULTS / "prune.md"
+    out.write_text("\n".join(parts))
+    return out
+
+
+def comparison_table(metric: str, metric_label: str, metric_fmt, columns: list[dict[str, Any]],
+                     extra_rows: list[tuple[str, list[str]]] = ()) -> str:
+    """Rows = quantities, columns = models. ``columns[0]`` is the baseline; each column has ``label``, ``b1`` and
+    ``bN`` (card summaries at batch 1 and the larger batch) and, after the first, ``ab1``/``abN`` (interleaved)."""
+    base = columns[0]
+    head = "| | " + " | ".join(c["label"] for c in columns) + " |"
+    sep = "|---|" + "---:|" * len(columns)
+    bN = base["bN"]["latency"]["batch"] if base.get("bN") else None
+
+    def row(label: str, cells: list[str]) -> str:
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    def each(fn) -> list[str]:
+        return [fn(c) for c in columns]
+
+    def vs_base(fn) -> list[str]:
+        return ["-" if i == 0 else fn(c) for i, c in enumerate(columns)]
+
+    b = base["b1"]
+    rows = [head, sep,
+            row(metric_label, each(lambda c: metric_fmt(c["b1"]["metrics"].get(metric)))),
+            row("params", each(lambda c: n(c["b1"]["params"]))),
+            row("non-zero params", each(lambda c: n(c["b1"]["nonzero"]))),
+            row("fewer non-zero params than baseline", vs_base(lambda c: ratio(b["nonzero"] / c["b1"]["nonzero"]))),
+            row("disk bytes (saved artifact)", each(lambda c: n(c["b1"]["disk_bytes"]))),
+            row("disk bytes, smaller by", vs_base(lambda c: ratio(b["disk_bytes"] / c["b1"]["disk_bytes"]))),
+            row("FLOPs (batch 1)", each(lambda c: n(c["b1"]["flops"]))),
+            row("effective FLOPs (zeros skipped)", each(lambda c: n(c["b1"]["flops_effective"]))),
+            row("FLOP reduction", vs_base(lambda c: ratio(b["flops"] / c["b1"]["flops"]))),
+            row("effective FLOP reduction", vs_base(lambda c: ratio(b["flops_effective"] / c["b1"]["flops_effective"]))),
+            row("p50 ms, batch 1, card [95% CI]", each(lambda c: lat_cell(c["b1"]["latency"]))),
+            row("speedup, batch 1, cards", vs_base(lambda c: ratio(b["latency"]["p50_ms"] / c["b1"]["latency"]["p50_ms"]))),
+            row("speedup, batch 1, interleaved [95% CI]", vs_base(lambda c: ab_cell(c["ab1"]) if c.get("ab1") else "-"))]
+    if bN:
+        rows += [row(f"p50 ms, batch {bN}, card [95% CI]", each(lambda c: lat_cell(c["bN"]["latency"]) if c.get("bN") else "-")),
+                 row(f"speedup, batch {bN}, cards",
+                     vs_base(lambda c: ratio(base["bN"]["latency"]["p50_ms"] / c["bN"]["latency"]["p50_ms"])
+                             if c.get("bN") else "-")),
+                 row(f"speedup, batch {bN}, interleaved [95% CI]", vs_base(lambda c: ab_cell(c["abN"]) if c.get("abN") else "-"))]
+    rows += [row(label, cells) for label, cells in extra_rows]
+    return "\n".join(rows)
+
+
+def measure_cfg(batch: int, seq_len: int | None = None):
+    import sizewise
+
+    return sizewise.MeasureConfig(batch_size=batch, seq_len=seq_len, threads=TIMING_THREADS, throughput_sweep=(),
+                                  measure_memory=False)
+
+
+def compare_latency(before_ref: str, after_ref: str, batch_n: int, seq_len: int | None = None) -> dict[str, Any]:
+    """Card of the *saved* after-artifact at the larger batch, and interleaved before/after timings at batch 1 and N."""
+    import sizewise
+    from sizewise.measure import measure
+
+    before, after = sizewise.load(before_ref), sizewise.load(after_ref)
+    out = {"afterN": card_summary(measure(after, measure_cfg(batch_n, seq_len)))}
+    for key, batch in (("ab1", 1), ("abN", batch_n)):
+        inputs = before.example_inputs(batch, seq_len)
+        out[key] = interleaved(before.module.eval(), after.module.eval(), inputs)
+        log(f"  interleaved batch {batch}: {out[key]['ratio_median']:.3f}x "
+            f"({out[key]['before_p50_ms']:.3f} -> {out[key]['after_p50_ms']:.3f} ms)")
+    return out
+
+
+def run_variant(name: str, baseline_ref: str, config, dataset, finetune, workdir: Path, batch_n: int,
+                method_modules: tuple, seq_len: int | None = None, latency: bool = True) -> dict[str, Any]:
+    """``compress`` the baseline run directory with ``config`` into ``workdir``; cached in ``workdir/bench.json``."""
+    import dataclasses
+
+    import sizewise
+    from sizewise.compress import compress
+
+    cache = workdir / "bench.json"
+    if cache.exists():
+        log(f"{name}: reusing the finished result in {cache}")
+        return json.loads(cache.read_text()) | {"reused": True}
+    log(f"{name}: {config} with fine-tuning {finetune}")
+    loaded = sizewise.load(baseline_ref)
+    clock = PhaseClock()
+    t0 = time.perf_counter()
+    with TrainRecorder(*method_modules) as rec:
+        result = compress(loaded, config, workdir, dataset=dataset, finetune=finetune,
+                          measure_config=measure_cfg(1, seq_len), progress=clock)
+    wall = time.perf_counter() - t0
+    details = {k: v for k, v in result.details.items()}
+    out = {"name": name, "config": {"type": type(config).__name__, **dataclasses.asdict(config)},
+           "finetune": finetune and dataclasses.asdict(finetune), "details": details,
+           "before": card_summary(result.before), "after": card_summary(result.after),
+           "method_seconds": clock.seconds_of("applying"), "compress_seconds": wall,
+           "finetune_history": [history(r) for r in rec.results], "model_dir": str(result.model_dir)}
+    log(f"{name}: after {out['after']['metrics']} nonzero {out['after']['nonzero']:,} "
+        f"(method {out['method_seconds']:.0f} s)")
+    if latency:
+        out |= compare_latency(baseline_ref, str(workdir), batch_n, seq_len)
+    cache.write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
+def train_baseline(ref: str, dataset, config, workdir: Path) -> dict[str, Any]:
+    """``sizewise.train`` with a checkpoint every epoch in ``workdir`` (resumed if present), saved as a run dir."""
+    import dataclasses
+
+    import sizewise
+
+    loaded = sizewise.load(ref)
+    t0 = time.perf_counter()
+    result = sizewise.train(loaded, dataset, config, out=workdir, resume=True, progress=True)
+    sizewise.save_model(loaded, workdir / "model")
+    hist = history(result)
+    return {"config": dataclasses.asdict(config), "history": hist, "resumed_from_epoch": result.resumed_from_epoch,
+            "this_run_seconds": time.perf_counter() - t0, "epoch_seconds": sum(e["seconds"] for e in hist),
+            "best_epoch": result.best_epoch, "run_dir": str(workdir)}
+
+
+def schedule_line(cfg: dict[str, Any]) -> str:
+    opt = cfg["optimizer"] + (f" (Nesterov momentum {cfg['momentum']})" if cfg["optimizer"] == "sgd" else "")
+    return (f"{cfg['epochs']} epoch(s), {opt}, lr {cfg['lr']:g}, {cfg['schedule']} schedule (per step), batch "
+            f"{cfg['batch_size']}, weight decay {cfg['weight_decay']:g}, {cfg['threads']} thread(s), "
+            f"val_fraction {cfg['val_fraction']:g}, seed {cfg['seed']}")
+
+
+def history_table(hist: list[dict[str, Any]], metric: str = "val accuracy") -> str:
+    rows = [f"| epoch | train loss | train acc | {metric} | lr at end | seconds |", "|---:|---:|---:|---:|---:|---:|"]
+    for e in hist:
+        acc = "-" if e["train_accuracy"] is None else pct(e["train_accuracy"])
+        val = "-" if e["val_metric"] is None else (pct(e["val_metric"]) if e["val_metric"] <= 1 else f"{e['val_metric']:.2f}")
+        rows.append(f"| {e['epoch']} | {e['train_loss']:.4f} | {acc} | {val} | {e['lr_end']:.2e} | {e['seconds']:.0f} |")
+    return "\n".join(rows)
