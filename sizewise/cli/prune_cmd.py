@@ -55,7 +55,9 @@ def prune(
     rounds: int = typer.Option(3, "--rounds", help="Lottery: prune-rewind-retrain rounds."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Recovery fine-tuning epochs (gradual and "
                                                                       "lottery need at least 1)."),
-    lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate."),
+    lr: float = typer.Option(3e-3, "--lr", help="Fine-tuning learning rate (default: the training default; at 90% "
+                                                "sparsity the network must relearn, and on LeNet-300-100/MNIST 1e-3 "
+                                                "recovered 0.35 pp less than 3e-3)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Fine-tuning batch size."),
     skip_unprunable: bool = typer.Option(False, "--skip-unprunable", help="Leave layers the dependency graph "
                                                                            "cannot handle unpruned."),

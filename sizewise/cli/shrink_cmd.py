@@ -86,6 +86,9 @@ def shrink(
     parallel: int = typer.Option(1, "--parallel", help="Trials at once (keep 1 when timing on a small machine)."),
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL to share a study between machines."),
     finetune_epochs: int = typer.Option(2, "--finetune-epochs", help="Recovery epochs after pruning."),
+    finetune_lr: float = typer.Option(1e-3, "--finetune-lr", help="Recovery learning rate (text encoders: ~2e-5)."),
+    finetune_samples: int | None = typer.Option(None, "--finetune-samples", help="Recover on the first N training "
+                                                                                 "examples only."),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads"),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch size the objective is measured at."),
@@ -99,7 +102,8 @@ def shrink(
         max_drop=Budget.parse(max_drop), objective=objective, runtime=runtime,
         methods=tuple(m.strip() for m in methods.split(",")) if methods else ALL_METHODS, trials=trials,
         time_budget_s=parse_duration(time_budget), executor=executor, ray_address=ray_address, parallel=parallel,
-        storage=storage, finetune_epochs=finetune_epochs, seed=seed, threads=threads, batch_size=batch_size)
+        storage=storage, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, finetune_samples=finetune_samples,
+        seed=seed, threads=threads, batch_size=batch_size)
     results = run_shrink(model, data, out, config)
     print_outcome(results, out)
     if results.interrupted:

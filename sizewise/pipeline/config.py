@@ -28,6 +28,7 @@ class ShrinkConfig:
     seed: int = 0
     finetune_epochs: int = 2
     finetune_lr: float = 1e-3
+    finetune_samples: int | None = None  # fine-tune on the first N training examples (large sets on small CPUs)
     proxy_fraction: float = 0.25  # share of the held-out data a trial must pass before its full evaluation
     batch_size: int = 1
     seq_len: int | None = None
@@ -53,6 +54,8 @@ class ShrinkConfig:
             raise ConfigError(f"parallel must be a positive integer, got {self.parallel!r}")
         if not 0 < self.proxy_fraction <= 1:
             raise ConfigError(f"proxy_fraction must be in (0, 1], got {self.proxy_fraction}")
+        if self.finetune_samples is not None and self.finetune_samples < 1:
+            raise ConfigError(f"finetune_samples must be a positive integer, got {self.finetune_samples}")
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
 

@@ -164,7 +164,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     ctx = TrialContext(str(out / "baseline"), data, str(out), config.runtime, metric, baseline_metric,
                        _baseline_proxy(out, dataset, metric, config.proxy_fraction),
                        config.max_drop.allowed_drop(metric, baseline_metric), config.finetune_epochs,
-                       config.finetune_lr, config.proxy_fraction, measure_settings, config.seed)
+                       config.finetune_lr, config.finetune_samples, config.proxy_fraction, measure_settings,
+                       config.seed)
     sensitivity = _baseline_sensitivity(out, dataset, config.runtime, step)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"

@@ -57,6 +57,7 @@ class TrialContext:
     allowed_drop_points: float
     finetune_epochs: int
     finetune_lr: float
+    finetune_samples: int | None
     proxy_fraction: float
     measure: dict[str, Any]
     seed: int
@@ -135,11 +136,14 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
             config = _prune_config(plan)
             from sizewise.compress.registry import METHODS
 
-            finetune = None
+            finetune, train_data = None, dataset
             if ctx.finetune_epochs and "train" in dataset.splits:
                 finetune = sizewise.TrainConfig(epochs=ctx.finetune_epochs, lr=ctx.finetune_lr, seed=ctx.seed)
+                if ctx.finetune_samples:
+                    train_data = copy.copy(dataset)
+                    train_data.splits = {**dataset.splits, "train": dataset.split("train").head(ctx.finetune_samples)}
             method = next(METHODS.get(n) for n in METHODS.names() if isinstance(config, METHODS.get(n).config))
-            method.apply(loaded, config, dataset, finetune)
+            method.apply(loaded, config, train_data, finetune)
             loaded.module.eval()
         proxy_n = proxy_size(len(dataset.split()), ctx.proxy_fraction)
         with tempfile.TemporaryDirectory() as tmp:

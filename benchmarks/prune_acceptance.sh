@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The pruning issue's acceptance commands, exactly as written, from a run directory under /tmp.
+# Usage: bash benchmarks/prune_acceptance.sh > benchmarks/results/prune_acceptance.txt 2>&1
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+MNIST="$REPO/../shared/data/mnist/mnist.npz"
+WORK="${WORK:-/tmp/prune-acceptance}"
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+export COLUMNS=120
+echo "# date: $(date -Iseconds)"
+echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# sizewise at $(git -C "$REPO" rev-parse --short HEAD)"
+run() { echo; echo "\$ $*"; /usr/bin/time -f "# wall %e s" "$@"; }
+run sizewise train zoo:lenet-300-100 --data "$MNIST" --epochs 3 --out base
+run sizewise prune base --data "$MNIST" --method magnitude --sparsity 0.9 --finetune-epochs 2 --out p
+run sizewise train zoo:lenet5 --data "$MNIST" --epochs 3 --out base5
+run sizewise prune base5 --data "$MNIST" --method channel --sparsity 0.5 --threads 1 --out c
+echo; echo "# load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
