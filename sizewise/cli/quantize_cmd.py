@@ -71,8 +71,10 @@ def quantize(
         result = run(loaded, config, out, dataset=dataset, max_drop=budget, measure_config=mc,
                      eval_limit=eval_limit, progress=status.update)
     if result.torch_fp32 and runtime != "torch":
-        console.print(compare_table(result.torch_fp32, result.after))
-    console.print(compare_table(result.before, result.after))
+        console.print(compare_table(result.torch_fp32, result.after, title="fp32 on torch eager → quantized on "
+                                    f"{runtime}", before_name="fp32 torch", after_name=f"{method} {runtime}"))
+    console.print(compare_table(result.before, result.after, title=f"fp32 → quantized, both on {runtime}",
+                                before_name=f"fp32 {runtime}", after_name=f"{method} {runtime}"))
     console.print(savings_line(result.before, result.after))
     for warning in dict.fromkeys([*result.before.warnings, *result.after.warnings]):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)

@@ -72,11 +72,12 @@ def print_card(card: ModelCard, console: Console, title: str | None = None) -> N
     console.print(Group(*parts))
 
 
-def compare_table(before: ModelCard, after: ModelCard) -> Table:
+def compare_table(before: ModelCard, after: ModelCard, title: str | None = None, before_name: str = "before",
+                  after_name: str = "after") -> Table:
     """Before/after side by side. Ratios are before/after, so > 1 means smaller or faster."""
-    t = Table(title="before → after (measured the same way, same machine, same run)", title_justify="left")
-    for col in ("", "before", "after", "ratio"):
-        t.add_column(col, justify="right" if col else "left")
+    t = Table(title=title or "before → after (measured the same way, same machine, same run)", title_justify="left")
+    for col in ("", before_name, after_name, "ratio"):
+        t.add_column(col, justify="right" if col not in ("",) else "left")
 
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}×" if b else "∞"
@@ -93,7 +94,9 @@ def compare_table(before: ModelCard, after: ModelCard) -> Table:
         t.add_row("effective FLOPs (zeros skipped)", format_flops(before.flops.effective),
                   format_flops(after.flops.effective), ratio(before.flops.effective, after.flops.effective))
     if before.latency and after.latency:
-        t.add_row(f"latency p50 ({after.latency.runtime}, batch {after.latency.batch_size})",
+        runtimes = (after.latency.runtime if before.latency.runtime == after.latency.runtime
+                    else f"{before.latency.runtime} → {after.latency.runtime}")
+        t.add_row(f"latency p50 ({runtimes}, batch {after.latency.batch_size}, {after.latency.threads} thr)",
                   f"{before.latency.p50_ms:.3f} ms", f"{after.latency.p50_ms:.3f} ms",
                   ratio(before.latency.p50_ms, after.latency.p50_ms))
     for name in sorted(before.metrics.keys() & after.metrics.keys() - {"examples"}):
