@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from sizewise.tasks.evaluate import first_output
+
 from sizewise.compress.registry import METHODS, Method
 from sizewise.core.errors import ConfigError, SizewiseError
 from sizewise.core.serialize import to_dict, write_json_atomic
@@ -63,7 +65,7 @@ class BrokenResultError(SizewiseError):
 def _outputs(loaded: LoadedModel) -> torch.Tensor:
     with torch.inference_mode():
         out = loaded.module(**loaded.example_inputs(2))
-    return out if isinstance(out, torch.Tensor) else getattr(out, "logits", None) or out[0]
+    return first_output(out)
 
 
 def compress(loaded: LoadedModel, config: Any, out: str | Path, dataset=None, finetune: TrainConfig | None = None,

