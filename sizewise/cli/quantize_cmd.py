@@ -81,8 +81,24 @@ def quantize(
     env = result.after.environment.get("cpu_flags", {})
     int8 = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if env.get(f)]
     console.print(f"int8 dot-product instructions on this CPU: {', '.join(int8) or 'none (no VNNI/AMX)'}")
+    if result.sensitivity:
+        from rich.table import Table
+
+        table = Table(title="per-layer sensitivity (each layer quantized alone), most sensitive first",
+                      title_justify="left")
+        for col in ("layer", "op", "output error", "metric drop (points)"):
+            table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+        for row in result.sensitivity[:12]:
+            table.add_row(row.node, row.op_type, f"{row.output_error:.3g}",
+                          "" if row.metric_drop is None else f"{row.metric_drop:.2f}")
+        console.print(table)
     if result.kept_in_float:
         console.print(f"kept in float to meet the budget: {', '.join(result.kept_in_float)}", highlight=False)
     style = "green" if result.verdict.meets_budget else ("red" if result.verdict.meets_budget is False else "")
     console.print(f"[{style}]{result.verdict.message}[/]" if style else result.verdict.message)
-    console.print(f"run directory: {out} (card.json has the cards, the sensitivity table and the verdict)")
+    from sizewise.core.serialize import write_text_atomic
+    from sizewise.report.shrink_report import render_quantize_html
+
+    write_text_atomic(out / "report.html", render_quantize_html(result.to_dict()))
+    console.print(f"run directory: {out} (card.json: the cards, the sensitivity table, the verdict; report.html)",
+                  soft_wrap=True)

@@ -43,8 +43,16 @@ def _report_shrink(path: Path, data: dict[str, Any]) -> list[Path]:
     return list(render_reports(path.parent, data))
 
 
+def _report_quantize(path: Path, data: dict[str, Any]) -> list[Path]:
+    from sizewise.report.shrink_report import render_quantize_html
+
+    console.print(data["verdict"]["message"], highlight=False)
+    return [_write_text(path.parent / "report.html", render_quantize_html(data))]
+
+
 _RENDERERS: dict[str, Callable[[Path, dict[str, Any]], list[Path]]] = {"estimate": _report_estimate,
-                                                                        "shrink": _report_shrink}
+                                                                        "shrink": _report_shrink,
+                                                                        "quantize": _report_quantize}
 
 
 @handles_errors
@@ -55,6 +63,8 @@ def report(
     """Show a run's results and write report.md and a self-contained report.html next to its JSON."""
     if path.is_dir() and (path / "results.json").is_file():
         path = path / "results.json"  # a shrink (or demo) directory
+    elif path.is_dir() and (path / "card.json").is_file():
+        path = path / "card.json"  # a quantize (or prune) run directory
     elif path.is_dir():
         raise SizewiseError(f"'{path}' is a directory without results.json; pass the run's JSON file",
                             hint="e.g. `sizewise report g.json` after `sizewise estimate gpt3-175b --json g.json`")
@@ -66,6 +76,8 @@ def report(
         raise SizewiseError(f"cannot read '{path}' as JSON: {exc}",
                             hint="pass a file written by `sizewise estimate ... --json FILE`") from None
     kind = data.get("kind") if isinstance(data, dict) else None
+    if isinstance(data, dict) and data.get("schema") == "sizewise.quantization/1":
+        kind = "quantize"
     renderer = _RENDERERS.get(kind) if isinstance(kind, str) else None
     if renderer is None:
         raise SizewiseError(f"'{path}' is not a sizewise run sizewise can report on (kind {kind!r})",

@@ -99,3 +99,31 @@ def scatter_svg(points: list[Point], x_label: str, y_label: str, hline: float | 
                  f'<text transform="translate(16 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">'
                  f'{escape(y_label)}</text></svg>')
     return "".join(parts)
+
+
+def bars_svg(rows: list[tuple[str, float]], value_label: str, width: int = 640, bar_height: int = 16,
+             log_scale: bool = True) -> str:
+    """Horizontal bars, largest first: e.g. each layer's output error when quantized alone."""
+    rows = sorted(rows, key=lambda r: -r[1])[:25]
+    left, right, top = 230, 70, 10
+    height = top + len(rows) * (bar_height + 4) + 30
+    values = [max(v, 1e-12) for _, v in rows] or [1.0]
+    lo = math.log10(min(values)) - 0.5 if log_scale else 0.0
+    hi = math.log10(max(values)) if log_scale else max(values)
+
+    def length(v: float) -> float:
+        v = math.log10(max(v, 1e-12)) if log_scale else v
+        return max(1.0, (v - lo) / ((hi - lo) or 1.0) * (width - left - right))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" role="img" aria-label="{escape(value_label)}" font-family="sans-serif" font-size="11">']
+    for i, (name, value) in enumerate(rows):
+        y = top + i * (bar_height + 4)
+        short = name if len(name) <= 36 else "…" + name[-35:]
+        parts.append(f'<g class="bar"><title>{escape(name)}: {value:.3g}</title>'
+                     f'<text x="{left - 6}" y="{y + bar_height - 4}" text-anchor="end">{escape(short)}</text>'
+                     f'<rect x="{left}" y="{y}" width="{length(value):.1f}" height="{bar_height}" fill="#1f6feb"/>'
+                     f'<text x="{left + length(value) + 4:.1f}" y="{y + bar_height - 4}">{value:.3g}</text></g>')
+    scale = " (log scale)" if log_scale else ""
+    parts.append(f'<text x="{left}" y="{height - 8}">{escape(value_label)}{scale}</text></svg>')
+    return "".join(parts)

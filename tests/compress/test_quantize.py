@@ -139,3 +139,17 @@ def test_quantization_aware_training_exports_int8(trained_digits_dir, digits, qu
     assert result.method == "qat" and result.details["qat_epochs"] == 1
     assert result.after.size.disk_bytes <= 0.35 * result.before.size.disk_bytes
     assert result.verdict.meets_budget
+
+
+def test_sensitivity_is_shown_as_a_table_and_a_plot(outlier_mlp, digits, tmp_path):
+    from sizewise.cli.app import app
+
+    result = CliRunner().invoke(app, ["quantize", str(outlier_mlp), "--data", "digits", "--method", "int8-dynamic",
+                                      "--max-drop", "0.5pp", "--out", str(tmp_path), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "per-layer sensitivity" in result.output and "fc1" in result.output
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="sensitivity"' in page and page.count('class="bar"') == 2
+    (tmp_path / "report.html").unlink()
+    again = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert again.exit_code == 0 and (tmp_path / "report.html").exists()
