@@ -52,10 +52,17 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
             elif loaded.inputs.kind == "tensor":
                 manifest["input"] = {"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name}
         elif loaded.inputs.kind == "tokens":
-            loaded.module.save_pretrained(tmp, safe_serialization=True)
+            from sizewise.models.torch_quant import QUANTIZED_LINEAR, dynamic_linear_modules, quantized_state
+
+            if dynamic_linear_modules(loaded.module):  # torch int8: config + tokenizer from HF, weights exact int8
+                loaded.module.config.save_pretrained(tmp)
+                save_sparse(quantized_state(loaded.module), tmp / WEIGHTS)
+                manifest["torch_quantization"] = QUANTIZED_LINEAR
+            else:
+                loaded.module.save_pretrained(tmp, safe_serialization=True)
             loaded.inputs.tokenizer.save_pretrained(tmp)
             manifest.update(arch="huggingface", input={"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len},
-                            pruned_shapes=_differs_from_config(loaded.module))
+                            pruned_shapes="torch_quantization" not in manifest and _differs_from_config(loaded.module))
         elif loaded.inputs.kind == "tensor":
             if not loaded.arch:
                 raise ModelReferenceError(f"cannot save '{loaded.reference}': its architecture has no reference",
@@ -119,6 +126,21 @@ def _load_pruned_hf(directory: Path, reference: str) -> LoadedModel:
     return loaded
 
 
+def _load_quantized_hf(directory: Path, reference: str) -> LoadedModel:
+    """A torch dynamic-int8 Hugging Face model: built from its config, then its int8 layers set exactly."""
+    import transformers
+
+    from sizewise.models.hf import load_hf_directory
+    from sizewise.models.sparse_format import load_sparse
+    from sizewise.models.torch_quant import load_quantized_state
+
+    config = transformers.AutoConfig.from_pretrained(str(directory))
+    model_class = getattr(transformers, (config.architectures or ["AutoModel"])[0], None)
+    module = model_class(config) if model_class is not None else transformers.AutoModel.from_config(config)
+    module = load_quantized_state(module.eval(), load_sparse(directory / WEIGHTS))
+    return load_hf_directory(directory, reference=reference, source="run-dir", module=module.eval())
+
+
 def weight_files(directory: Path) -> list[Path]:
     """The files a user ships: weights and config, not the manifest or tokenizer vocabulary."""
     return sorted(p for p in directory.iterdir()
@@ -138,7 +160,9 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
         raise ModelReferenceError(f"{directory} was written by an unknown sizewise format {manifest.get('format')!r}",
                                   hint=f"this version reads {FORMAT}")
     arch = manifest.get("arch")
-    if arch == "huggingface" and manifest.get("pruned_shapes"):
+    if arch == "huggingface" and manifest.get("torch_quantization"):
+        loaded = _load_quantized_hf(directory, reference)
+    elif arch == "huggingface" and manifest.get("pruned_shapes"):
         loaded = _load_pruned_hf(directory, reference)
     elif arch == "huggingface":
         from sizewise.models.hf import load_hf_directory

@@ -153,3 +153,45 @@ def test_sensitivity_is_shown_as_a_table_and_a_plot(outlier_mlp, digits, tmp_pat
     (tmp_path / "report.html").unlink()
     again = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert again.exit_code == 0 and (tmp_path / "report.html").exists()
+
+
+def test_one_layer_alone_really_is_one_layer_for_weight_only(tiny_bert_dir, tmp_path):
+    import onnx
+
+    from sizewise.compress.quantize.onnx_backend import quantizable_nodes, quantize_onnx
+    from sizewise.models.convert import to_onnx
+
+    fp32 = to_onnx(sizewise.load(tiny_bert_dir), tmp_path / "fp32.onnx")
+    nodes = [n for n, op in quantizable_nodes(fp32, WeightOnly(4, 16)) if op == "MatMul"]
+    one = quantize_onnx(fp32, tmp_path / "one.onnx", WeightOnly(4, 16, embeddings=False), None, include=[nodes[0]])
+    assert sum(n.op_type == "MatMulNBits" for n in onnx.load(str(one)).graph.node) == 1
+
+
+def test_entropy_calibration_differs_from_minmax(trained_digits_dir, digits, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from sizewise.compress.quantize.calibration import calibration_batches
+    from sizewise.compress.quantize.onnx_backend import quantize_onnx
+    from sizewise.models.convert import to_onnx
+
+    loaded = sizewise.load(trained_digits_dir)
+    fp32 = to_onnx(loaded, tmp_path / "fp32.onnx")
+    batches = calibration_batches(loaded, digits, 64)
+
+    def scales(calibration):
+        path = quantize_onnx(fp32, tmp_path / f"{calibration}.onnx", Int8Static(calibration=calibration), batches)
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if "scale" in i.name}
+
+    minmax, entropy = scales("minmax"), scales("entropy")
+    assert any(not np.allclose(minmax[k], entropy[k]) for k in minmax)  # KL search actually clipped some ranges
+
+
+def test_torch_int8_hugging_face_model_saves_and_reloads(tiny_bert_dir, tmp_path):
+    from sizewise.compress.quantize.torch_backend import quantize_torch
+
+    quantized, _ = quantize_torch(sizewise.load(tiny_bert_dir), Int8Dynamic(runtime="torch"))
+    sizewise.save_model(quantized, tmp_path / "model")
+    reloaded = sizewise.load(tmp_path)
+    x = quantized.example_inputs(2, 8)
+    assert torch.equal(reloaded.module(**x).last_hidden_state, quantized.module(**x).last_hidden_state)

@@ -75,6 +75,23 @@ def check_calibration(path: Path, batches: list[dict[str, np.ndarray]]) -> None:
                         hint="use data of the kind the model was trained on") from exc
 
 
+def _entropy_ranges(fp32: Path, out: Path, batches, config) -> str:
+    """KL-divergence (entropy) ranges with a real histogram. quantize_static builds its entropy calibrator with 128
+    bins for 128 quantized levels, which leaves the KL search one candidate, the full range, i.e. min-max; here 2048
+    bins are searched, as TensorRT's entropy calibration does, and the ranges reach quantize_static through its cache."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    calibrator = create_calibrator(fp32, [*WEIGHT_OPS, "Gather"], augmented_model_path=str(out) + ".augmented.onnx",
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"symmetric": config.symmetric_activations, "num_bins": 2048,
+                                                  "num_quantized_bins": 128})
+    calibrator.collect_data(_Reader(batches, _input_names(fp32)))
+    cache = str(out) + ".calibration.json"
+    save_tensors_data(calibrator.compute_data(), cache)
+    Path(str(out) + ".augmented.onnx").unlink(missing_ok=True)
+    return cache
+
+
 def quantize_onnx(fp32: Path, out: Path, config, batches: list[dict[str, np.ndarray]] | None,
                   exclude: list[str] = (), include: list[str] | None = None) -> Path:
     """Write ``config``'s quantization of ``fp32`` to ``out``; ``exclude`` keeps nodes in float, ``include`` (for
@@ -83,6 +100,11 @@ def quantize_onnx(fp32: Path, out: Path, config, batches: list[dict[str, np.ndar
     logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization logs every skipped node
     # The int8 quantizers first split each Gemm into MatMul + Add and rename it "<name>_MatMul": a node chosen by its
     # original name must be named both ways, or excluding it silently does nothing.
+    if include is not None and isinstance(config, (WeightOnly, HalfPrecision)):
+        # MatMulNBits' nodes_to_include adds to its default op types rather than restricting to them, and the fp16
+        # converter has no include list: "this layer alone" is everything else excluded.
+        exclude = [*exclude, *(n for n, _ in quantizable_nodes(fp32, config) if n not in set(include))]
+        include = None
     exclude = [alias for name in exclude for alias in (name, f"{name}_MatMul")]
     include = None if include is None else [alias for name in include for alias in (name, f"{name}_MatMul")]
     if isinstance(config, Int8Dynamic):
@@ -93,7 +115,10 @@ def quantize_onnx(fp32: Path, out: Path, config, batches: list[dict[str, np.ndar
         method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
                   "entropy": q.CalibrationMethod.Entropy}[config.calibration]
         fmt = q.QuantFormat.QDQ if config.format == "qdq" else q.QuantFormat.QOperator
-        q.quantize_static(str(fp32), str(out), _Reader(batches, _input_names(fp32)), quant_format=fmt,
+        reader, cache = _Reader(batches, _input_names(fp32)), None
+        if config.calibration == "entropy":
+            cache, reader = _entropy_ranges(fp32, out, batches, config), None
+        q.quantize_static(str(fp32), str(out), reader, quant_format=fmt, calibration_cache_path=cache,
                           per_channel=config.per_channel, activation_type=q.QuantType.QInt8,
                           weight_type=q.QuantType.QInt8, calibrate_method=method,
                           op_types_to_quantize=[*WEIGHT_OPS, "Gather"],
