@@ -108,10 +108,22 @@ def compare_table(before: ModelCard, after: ModelCard, title: str | None = None,
 
 
 def savings_line(before: ModelCard, after: ModelCard) -> str:
-    """The one line that says whether the savings are real: FLOP reduction next to the measured speedup."""
+    """The one line that says whether the savings are real: FLOP reduction next to the measured speed-up.
+
+    A speed-up counts only when the two medians' 95% intervals do not overlap: a 6% "gain" inside the noise of a
+    shared machine is no gain.
+    """
     flops = before.flops.total / max(1, after.flops.total) if before.flops and after.flops else float("nan")
-    speed = before.latency.p50_ms / after.latency.p50_ms if before.latency and after.latency else float("nan")
-    verdict = "the savings are real" if speed >= 0.8 * flops and speed > 1.05 else (
-        "faster, but less than the FLOPs promise" if speed > 1.05 else "not faster on this runtime")
+    if not (before.latency and after.latency):
+        return f"{flops:.2f}× fewer FLOPs; latency not measured"
+    speed = before.latency.p50_ms / after.latency.p50_ms
+    faster = after.latency.ci95_median_ms[1] < before.latency.ci95_median_ms[0]
+    slower = after.latency.ci95_median_ms[0] > before.latency.ci95_median_ms[1]
+    if faster:
+        verdict = "the savings are real" if speed >= 0.8 * flops else "faster, but less than the FLOPs promise"
+    elif slower:
+        verdict = "slower on this runtime"
+    else:
+        verdict = "no measurable speed change (the 95% intervals overlap)"
     return (f"{flops:.2f}× fewer FLOPs → measured {speed:.2f}× speed ({after.latency.runtime}, "
             f"{after.latency.threads} threads): {verdict}")

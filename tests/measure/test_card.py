@@ -206,3 +206,17 @@ def test_memory_falls_back_in_process_when_no_child_can_start(monkeypatch):
     monkeypatch.setattr(memory, "ProcessPoolExecutor", Broken)
     stats = memory.measure_peak_memory(torch.nn.Linear(8, 8), {"input": torch.ones(2, 8)}, threads=1)
     assert "in-process" in stats.method and "__main__" in stats.method
+
+
+def test_savings_line_claims_speed_only_outside_the_noise(lenet_card):
+    from dataclasses import replace
+
+    from sizewise.report.card_view import savings_line
+
+    def with_latency(card, p50, lo, hi):
+        return replace(card, latency=replace(card.latency, p50_ms=p50, ci95_median_ms=(lo, hi)))
+
+    before = with_latency(lenet_card, 0.071, 0.060, 0.080)
+    assert "no measurable speed change" in savings_line(before, with_latency(lenet_card, 0.067, 0.062, 0.075))
+    assert "the savings are real" in savings_line(before, with_latency(lenet_card, 0.050, 0.048, 0.052))
+    assert "slower" in savings_line(before, with_latency(lenet_card, 0.100, 0.090, 0.110))
