@@ -9,7 +9,7 @@ running the same command again continues where it stopped.
 - Baseline: ``zoo:resnet20`` trained from scratch with a shortened CPU schedule (SGD + Nesterov momentum 0.9, lr 0.1,
   weight decay 5e-4, cosine, batch 128). sizewise's training loop has **no data augmentation** (no random crop or
   flip), unlike He et al. 2016, so the baseline is weaker than the paper's 91.25% even apart from the short schedule.
-- (a) ``GradualPrune(0.9, scope="global")`` while fine-tuning (SGD lr 0.01, cosine).
+- (a) ``GradualPrune(0.9, scope="global", ramp_fraction=0.5)`` while fine-tuning (SGD lr 0.01, cosine).
 - (b) ``ChannelPrune(r, importance="l1", skip_unprunable=True)`` then fine-tuning (SGD lr 0.01, cosine): the option-A
   shortcuts make the residual-stream groups unprunable, so only the first conv of each block loses output channels.
   r is the smallest of a few candidates whose pruned model has >= 2x fewer FLOPs, chosen from FLOP counts alone.
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import prune_common as pc  # noqa: E402
 
 BATCH_N = 32
+RAMP = 0.5  # gradual: ramp over the first half of fine-tuning (as in prune_lenet.py), recover in the second half
 CHANNEL_CANDIDATES = (0.5, 0.55, 0.6, 0.65, 0.7)
 PAPER_ACC = 91.25  # He et al. 2016, ResNet-20 on CIFAR-10 (with augmentation, 64k iterations)
 
@@ -93,7 +94,8 @@ def main() -> None:
 
     ratio, tried = choose_channel_ratio(base_ref)
     runs = [("90% unstructured (gradual, global)",
-             pc.run_variant("unstructured-90", base_ref, GradualPrune(0.9, scope="global"), dataset, ft_cfg,
+             pc.run_variant("unstructured-90", base_ref, GradualPrune(0.9, scope="global", ramp_fraction=RAMP), dataset,
+                            ft_cfg,
                             work / "unstructured-90", BATCH_N, (unstructured,))),
             (f"channels {ratio:.0%} per block (structured)",
              pc.run_variant(f"channel-{ratio}", base_ref,
@@ -109,6 +111,18 @@ def main() -> None:
     pc.log(f"wrote {path}")
 
 
+def conv_widths(model_dir: str) -> str:
+    """Read back from the saved artifact, so the text says what was actually shipped."""
+    import sizewise
+
+    try:
+        module = sizewise.load(str(Path(model_dir).parent)).module
+    except Exception as exc:  # /tmp/prune-bench cleaned up since the run: say so rather than fail the render
+        return f"not available ({type(exc).__name__}: the run directory {Path(model_dir).parent} is gone)"
+    return ", ".join(f"`{name.removesuffix('.weight')}` {p.shape[0]}x{p.shape[1]}"
+                     for name, p in module.named_parameters() if p.dim() == 4)
+
+
 def acc(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:.2f}%"
 
@@ -118,7 +132,7 @@ def markdown(p: dict, runs: list) -> str:
     columns = [{"label": "baseline (dense)", "b1": u["before"], "bN": p["baseline_batchN"]}]
     columns += [{"label": label, "b1": r["after"], "bN": r["afterN"], "ab1": r["ab1"], "abN": r["abN"]}
                 for label, r in runs]
-    extra = [("conv/linear weight sparsity", ["0", f"{u['details']['weight_sparsity']:.4%}", "0 (channels removed)"]),
+    extra = [("conv/linear weight sparsity", ["0", f"{u['details']['weight_sparsity']:.5%}", "0 (channels removed)"]),
              ("pruning + fine-tuning wall time", ["-"] + [f"{r['method_seconds'] / 60:.1f} min" for _, r in runs])]
     table = pc.comparison_table("accuracy", "test accuracy (10,000 images)", acc, columns, extra)
     b = p["baseline"]
@@ -131,20 +145,25 @@ def markdown(p: dict, runs: list) -> str:
               "Channel ratio search (FLOP counts only, no accuracy looked at): "
               + "; ".join(f"ChannelPrune({t['ratio']}) -> {t['reduction']:.3f}x fewer FLOPs "
                           f"({t['params_kept']:.1%} of params kept)" for t in p["channel_search"])
-              + ". The first reaching 2x is used. Groups left unpruned by `skip_unprunable` (the residual stream "
-                "tied to the option-A zero-padding shortcuts): "
-              + ", ".join(f"`{g}`" for g in p["channel_search"][-1]["left_unpruned"]) + ".", "",
+              + ". The first reaching 2x is used. Dependency groups left unpruned by `skip_unprunable`: "
+              + ", ".join(f"`{g}`" for g in p["channel_search"][-1]["left_unpruned"])
+              + " (the residual stream tied to the option-A zero-padding shortcuts). Conv widths of the saved pruned "
+                f"model (out x in channels): {conv_widths(c['model_dir'])}.", "",
               "### Training schedule actually used", "",
               f"- baseline (`sizewise.train`, `zoo:resnet20` from scratch): {pc.schedule_line(b['config'])}; "
               f"{sum(e['seconds'] for e in b['history']) / 60:.1f} min of epochs"
-              + (f" (resumed from epoch {b['resumed_from_epoch']} in the final run)" if b["resumed_from_epoch"] else "")
+              + (f" (trained by an earlier invocation of this same command with the same settings; the recorded run "
+                 f"found its finished checkpoint at epoch {b['resumed_from_epoch']} and reused it. That earlier "
+                 "invocation was stopped 3 minutes into variant (a), which then used the default ramp over 75% of "
+                 "fine-tuning; it was restarted with the 50% ramp that worked better for LeNet before any of its "
+                 "results existed)" if b["resumed_from_epoch"] else "")
               + ". **No data augmentation** (sizewise's loop has none: no random crop, no flip) and a "
               f"{b['config']['epochs']}-epoch schedule instead of He et al.'s ~182 epochs (64k iterations at batch "
               f"128). The baseline reaches {base_acc:.2f}% test accuracy"
               + (f", **weaker than the paper's {PAPER_ACC}%** by {PAPER_ACC - base_acc:.2f} pp"
                  if base_acc < PAPER_ACC else "") + ".",
               f"- fine-tuning of each pruned model (starting from the baseline): {pc.schedule_line(u['finetune'])}. "
-              "(a) prunes along the cubic schedule over the first 75% of the steps (10 mask updates, global "
+              f"(a) prunes along the cubic schedule over the first {RAMP:.0%} of the steps (10 mask updates, global "
               "magnitude ranking over all conv and linear weights), then recovers at 90%; (b) removes the channels "
               "once, then fine-tunes.",
               "- Caveat on the <= 1 pp comparisons: the baseline's short schedule is far from converged, so the "
@@ -159,8 +178,10 @@ def markdown(p: dict, runs: list) -> str:
     lines += ["</details>", "", "### Verdict", ""]
     ua = u["after"]["metrics"]["accuracy"] * 100
     sparsity = u["details"]["weight_sparsity"]
-    ok_a = sparsity >= 0.9 - 1e-9 and base_acc - ua <= 1.0 + 1e-9
-    lines.append(f"- **(a) 90% unstructured: {'MET' if ok_a else 'NOT MET'}**: weight sparsity {sparsity:.4%}, "
+    # sizewise zeroes round(0.9 x N) weights, so the sparsity can sit a fraction of one weight below 90%
+    ok_a = sparsity >= 0.9 - 1e-5 and base_acc - ua <= 1.0 + 1e-9
+    lines.append(f"- **(a) 90% unstructured: {'MET' if ok_a else 'NOT MET'}**: weight sparsity {sparsity:.5%} "
+                 "(90% of the conv/linear weights to the nearest whole weight), "
                  f"test accuracy {base_acc:.2f}% -> {ua:.2f}% ({ua - base_acc:+.2f} pp; the limit is -1.00 pp). "
                  f"Non-zero params {u['before']['params']:,} -> {u['after']['nonzero']:,}, artifact "
                  f"{u['before']['disk_bytes']:,} -> {u['after']['disk_bytes']:,} bytes. As expected for dense kernels, "
@@ -168,6 +189,13 @@ def markdown(p: dict, runs: list) -> str:
                  f"{pc.ratio(u['abN']['ratio_median'])} at batch {BATCH_N}; effective FLOPs "
                  f"{pc.ratio(u['before']['flops_effective'] / u['after']['flops_effective'])} fewer (what a sparse "
                  "kernel could skip at best).")
+    if not ok_a:
+        vals = ", ".join(pc.pct(e["val_metric"]) for h in u["finetune_history"] for e in h)
+        lines.append(f"  Why: {u['finetune']['epochs']} fine-tuning epochs (the time budget) are not enough for this "
+                     "270k-parameter network to re-learn what 90% of its weights held; validation accuracy per "
+                     f"fine-tuning epoch was {vals} (baseline's last epoch: "
+                     f"{pc.pct(b['history'][-1]['val_metric'])}). The "
+                     "\"~90% without loss\" results come from schedules many times longer, with augmentation.")
     ca = c["after"]["metrics"]["accuracy"] * 100
     fr = c["before"]["flops"] / c["after"]["flops"]
     need = 0.8 * fr
