@@ -20,13 +20,29 @@ class Candidate:
     meets_budget: bool
     artifact: str | None
     card: dict[str, Any] | None = None
+    objective_ci: tuple[float, float] | None = None  # 95% interval of a measured objective (latency); else exact
+
+
+def _bounds(c: Candidate) -> tuple[float, float]:
+    return c.objective_ci if c.objective_ci else (c.objective, c.objective)
+
+
+def dominates(o: Candidate, c: Candidate) -> bool:
+    """``o`` is at least as accurate and not slower/larger, and strictly better in one of the two.
+
+    A measured objective is compared by its 95% interval: lower only when the intervals separate, no worse while
+    they overlap. Without this a trial that is fastest by noise alone would push every other point off the front.
+    """
+    o_lo, o_hi = _bounds(o)
+    c_lo, c_hi = _bounds(c)
+    better = o_hi < c_lo
+    no_worse = o_lo <= c_hi
+    return o.metric >= c.metric and no_worse and (o.metric > c.metric or better)
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
-    """Candidates no other beats on both the metric (higher) and the objective (lower)."""
-    front = [c for c in candidates
-             if not any((o.metric >= c.metric and o.objective <= c.objective)
-                        and (o.metric > c.metric or o.objective < c.objective) for o in candidates)]
+    """Candidates no other dominates on the metric (higher) and the objective (lower)."""
+    front = [c for c in candidates if not any(dominates(o, c) for o in candidates if o is not c)]
     return sorted(front, key=lambda c: c.objective)
 
 
@@ -43,10 +59,14 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate | None, str]:
                      f"{closest.drop_points:.2f} points")
 
 
-def candidate_from(outcome, metric: str, baseline: float, budget: Budget, objective: str) -> Candidate:
+def candidate_from(outcome, metric: str, baseline: float, budget: Budget, objective: str,
+                   card: dict[str, Any] | None = None) -> Candidate:
     drop = points(metric, baseline) - points(metric, outcome.metric)
+    ci = None
+    if objective == "latency" and card and card.get("latency"):
+        ci = tuple(card["latency"]["ci95_median_ms"])
     return Candidate(outcome.number, outcome.plan.describe(), outcome.metric, outcome.objectives[objective], drop,
-                     budget.allows(metric, baseline, outcome.metric), outcome.artifact, outcome.card)
+                     budget.allows(metric, baseline, outcome.metric), outcome.artifact, card, ci)
 
 
 @dataclass

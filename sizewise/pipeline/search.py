@@ -126,9 +126,8 @@ def write_results(out: Path, study, config: ShrinkConfig, ctx: TrialContext, car
 
     outcomes = [o for t in study.get_trials(deepcopy=False) if (o := _outcome_from_trial(t)) is not None]
     complete = [o for o in outcomes if o.state == "complete"]
-    candidates = [dataclasses.replace(candidate_from(o, ctx.metric, ctx.baseline_metric, config.max_drop,
-                                                     config.objective), card=_load_card(o.artifact))
-                  for o in complete]
+    candidates = [candidate_from(o, ctx.metric, ctx.baseline_metric, config.max_drop, config.objective,
+                                 _load_card(o.artifact)) for o in complete]
     chosen, verdict = choose(candidates)
     results = ShrinkResults(
         command=command, config=to_dict(config), metric=ctx.metric, objective=config.objective, baseline=cards,

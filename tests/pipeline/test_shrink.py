@@ -83,6 +83,16 @@ def test_pareto_and_choice_rules():
     assert choose([a, b, c])[0].trial == 1
     closest, verdict = choose([c, Candidate(4, "d", 0.90, 0.5, 7.0, False, None)])
     assert closest.trial == 3 and "NO trial met the budget" in verdict
+    # equal accuracy, latencies inside each other's noise: neither is better, both stay on the front
+    noisy_fast = Candidate(5, "e", 0.98, 0.98, -0.5, True, None, objective_ci=(0.90, 1.06))
+    other = Candidate(6, "f", 0.98, 1.00, -0.5, True, None, objective_ci=(0.95, 1.05))
+    assert {x.trial for x in pareto_front([noisy_fast, other])} == {5, 6}
+    # more accurate and not measurably slower: that one dominates
+    less_accurate = Candidate(9, "i", 0.97, 0.98, 0.5, True, None, objective_ci=(0.90, 1.06))
+    assert [x.trial for x in pareto_front([less_accurate, other])] == [6]
+    clearly_fast = Candidate(7, "g", 0.97, 0.50, 0.5, True, None, objective_ci=(0.48, 0.52))
+    slow = Candidate(8, "h", 0.96, 1.00, 1.5, True, None, objective_ci=(0.95, 1.05))
+    assert [x.trial for x in pareto_front([clearly_fast, slow])] == [7]
 
 
 def test_a_budget_nothing_meets_returns_the_closest_with_a_verdict(trained_digits_dir, tmp_path):
