@@ -6,6 +6,8 @@ embeddings and the gold score scaled to [0, 1]), the loss all-MiniLM-L6-v2 users
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 import torch
 
@@ -18,15 +20,15 @@ def take(inputs, idx: np.ndarray):
     return inputs[idx] if isinstance(inputs, np.ndarray) else [inputs[i] for i in idx]
 
 
-class Objective:
+class Objective(abc.ABC):
     metric = "accuracy"
 
     def __init__(self, loaded: LoadedModel, dataset: Dataset, max_length: int = 128):
         self.loaded, self.dataset, self.max_length = loaded, dataset, max_length
 
+    @abc.abstractmethod
     def loss(self, split: Split, idx: np.ndarray) -> tuple[torch.Tensor, int | None]:
         """Loss of the batch ``idx`` and how many examples it got right (None where that means nothing)."""
-        raise NotImplementedError  # abstract: each task below implements it
 
     def validate(self, split: Split) -> float:
         from sizewise.tasks import evaluate
