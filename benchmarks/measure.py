@@ -36,6 +36,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sizewise.measure.latency import OtherLoad
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -86,31 +88,22 @@ def _seq(name: str) -> int | None:
 # --------------------------------------------------------------------------------------------------- 1. measure
 
 
-class MachineLoad:
-    """CPU used by *other* processes (and stolen by the hypervisor) while the block runs, in cores."""
+class MachineLoad(OtherLoad):
+    """CPU used by *other* processes (sizewise's ``OtherLoad``) and stolen by the hypervisor while the block runs,
+    in cores."""
 
     def __enter__(self) -> MachineLoad:
         import psutil
 
-        self._proc = psutil.Process()
-        self._t0, self._sys0, self._me0 = time.perf_counter(), psutil.cpu_times(), self._mine()
-        return self
-
-    def _mine(self) -> float:
-        t = self._proc.cpu_times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    @staticmethod
-    def _busy(c) -> float:
-        return c.user + c.nice + c.system + c.irq + c.softirq
+        self._steal0 = getattr(psutil.cpu_times(), "steal", 0.0)
+        return super().__enter__()
 
     def __exit__(self, *exc) -> None:
         import psutil
 
-        wall, sys1 = time.perf_counter() - self._t0, psutil.cpu_times()
-        self.wall_s = wall
-        self.others_cores = max(0.0, (self._busy(sys1) - self._busy(self._sys0) - (self._mine() - self._me0)) / wall)
-        self.steal_cores = (getattr(sys1, "steal", 0.0) - getattr(self._sys0, "steal", 0.0)) / wall
+        super().__exit__(*exc)
+        self.others_cores = self.cores
+        self.steal_cores = (getattr(psutil.cpu_times(), "steal", 0.0) - self._steal0) / self.wall_s
 
     def as_dict(self) -> dict[str, float]:
         return {"wall_s": self.wall_s, "others_cores": self.others_cores, "steal_cores": self.steal_cores}

@@ -22,7 +22,6 @@ Scratch output (quantized run directories, stage JSON) goes under /tmp/quant-ben
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import importlib.metadata
 import json
@@ -34,6 +33,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from sizewise.compress.quantize.api import onnx_variant
+from sizewise.measure.latency import OtherLoad
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -88,31 +90,13 @@ def _finish(meta: dict[str, Any], t0: float) -> dict[str, Any]:
     return meta
 
 
-class MachineLoad:
-    """CPU used by *other* processes while the block runs, in cores (as in benchmarks/measure.py)."""
-
-    def __enter__(self) -> MachineLoad:
-        import psutil
-
-        self._proc = psutil.Process()
-        self._t0, self._sys0, self._me0 = time.perf_counter(), psutil.cpu_times(), self._mine()
-        return self
-
-    def _mine(self) -> float:
-        t = self._proc.cpu_times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    @staticmethod
-    def _busy(c) -> float:
-        return c.user + c.nice + c.system + c.irq + c.softirq
+class MachineLoad(OtherLoad):
+    """CPU used by *other* processes while the block runs, in cores: sizewise's own ``OtherLoad``, under the field
+    names this script's JSON uses."""
 
     def __exit__(self, *exc) -> None:
-        import psutil
-
-        sys1 = psutil.cpu_times()
-        self.wall_s = time.perf_counter() - self._t0
-        self.others_cores = max(0.0, (self._busy(sys1) - self._busy(self._sys0) - (self._mine() - self._me0))
-                                / self.wall_s)
+        super().__exit__(*exc)
+        self.others_cores = self.cores
 
     def as_dict(self) -> dict[str, float]:
         return {"wall_s": self.wall_s, "others_cores": self.others_cores}
@@ -206,20 +190,6 @@ def file_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def onnx_variant(loaded, path: Path):
-    """The loaded model with its module replaced by the ONNX graph at ``path`` (tokenizer/input spec kept)."""
-    from dataclasses import replace
-
-    from sizewise.models.onnx_module import OnnxModule
-
-    variant = copy.copy(loaded)
-    variant.module = OnnxModule(path)
-    if variant.inputs.kind == "onnx":
-        variant.inputs = replace(variant.inputs, onnx_inputs=variant.module.input_specs)
-    variant.arch = None
-    return variant
 
 
 def set_threads(module, threads: int) -> None:

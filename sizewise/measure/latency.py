@@ -62,6 +62,7 @@ class OtherLoad:
 
         wall = time.perf_counter() - self._t0
         self._own1 = self._own()
+        self.wall_s = wall
         other = (self._busy(psutil.cpu_times()) - self._sys0) - (self._own1 - self._own0)
         self.cores = max(0.0, other / wall) if wall > 0 else 0.0
 

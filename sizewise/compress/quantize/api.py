@@ -76,7 +76,8 @@ def method_name(config) -> str:
     return METHOD_NAMES[type(config)]
 
 
-def _onnx_variant(loaded: LoadedModel, path: Path) -> LoadedModel:
+def onnx_variant(loaded: LoadedModel, path: Path) -> LoadedModel:
+    """``loaded`` with its module replaced by the ONNX graph at ``path`` (tokenizer and input spec kept)."""
     from sizewise.models.onnx_module import OnnxModule
 
     variant = copy.copy(loaded)
@@ -149,7 +150,7 @@ def quantize(loaded: LoadedModel, config, out: str | Path, dataset=None, max_dro
             from sizewise.models.convert import to_onnx
 
             fp32_path = Path(loaded.module.path) if loaded.is_onnx else to_onnx(loaded, tmp / "fp32.onnx")
-            fp32 = _onnx_variant(loaded, fp32_path)
+            fp32 = onnx_variant(loaded, fp32_path)
             step("measuring fp32 on onnxruntime")
             before = measure(fp32, mc, dataset=dataset)
             metric = metric or next((k for k in before.metrics if k != "examples"), None)
@@ -170,12 +171,12 @@ def quantize(loaded: LoadedModel, config, out: str | Path, dataset=None, max_dro
             for k in fallback_steps(len(nodes)):
                 if k and not rows:  # the full model missed the budget: now rank the layers
                     rows = layer_sensitivity(fp32_path, config, batches, nodes,
-                                             (lambda p: metric_of(_onnx_variant(loaded, p))) if metric else None,
+                                             (lambda p: metric_of(onnx_variant(loaded, p))) if metric else None,
                                              points(metric, baseline) if metric else None, step)
                 exclude = [r.node for r in rows[:k]]
                 step(f"quantizing with {k} layer(s) kept in float")
                 path = quantize_onnx(fp32_path, tmp / f"q{k}.onnx", config, batches, exclude=exclude)
-                candidate = _onnx_variant(loaded, path)
+                candidate = onnx_variant(loaded, path)
                 value = metric_of(candidate) if metric else None
                 tried.append({"kept_in_float": k, "metric": value})
                 if chosen is None or (value is not None and value > chosen[1]):
