@@ -55,9 +55,9 @@ def prune(
     rounds: int = typer.Option(3, "--rounds", help="Lottery: prune-rewind-retrain rounds."),
     finetune_epochs: int = typer.Option(1, "--finetune-epochs", help="Recovery fine-tuning epochs after pruning "
                                                                       "(0 skips it; gradual and lottery need >= 1)."),
-    lr: float = typer.Option(3e-3, "--lr", help="Fine-tuning learning rate (default: the training default; at 90% "
-                                                "sparsity the network must relearn, and on LeNet-300-100/MNIST 1e-3 "
-                                                "recovered 0.35 pp less than 3e-3)."),
+    lr: float = typer.Option(3e-3, "--lr", help="Fine-tuning learning rate (default: the training default; after "
+                                                "removing most weights the network must relearn, not be nudged: see "
+                                                "benchmarks/results/prune_acceptance.txt)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Fine-tuning batch size."),
     skip_unprunable: bool = typer.Option(False, "--skip-unprunable", help="Leave layers the dependency graph "
                                                                            "cannot handle unpruned."),
