@@ -7,6 +7,7 @@ import typer
 from sizewise.cli import (
     demo_cmd,
     estimate_cmd,
+    factorize_cmd,
     measure_cmd,
     prune_cmd,
     quantize_cmd,
@@ -34,6 +35,7 @@ app.command("measure")(measure_cmd.measure)
 app.command("train")(train_cmd.train)
 app.command("prune")(prune_cmd.prune)
 app.command("quantize")(quantize_cmd.quantize)
+app.command("factorize")(factorize_cmd.factorize)
 app.command("shrink")(shrink_cmd.shrink)
 app.command("demo")(demo_cmd.demo)
 app.command("estimate")(estimate_cmd.estimate)

@@ -18,6 +18,7 @@ import torch
 
 from sizewise.core.errors import ModelReferenceError
 from sizewise.models.loaded import InputSpec, LoadedModel
+from sizewise.models.lowrank import apply_lowrank_structure, lowrank_ranks
 
 MANIFEST = "sizewise-model.json"
 FORMAT = "sizewise.model/1"
@@ -43,6 +44,9 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
     try:
         manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task,
                     "num_classes": loaded.num_classes, "reference": loaded.reference}
+        ranks = {} if loaded.is_onnx else lowrank_ranks(loaded.module)
+        if ranks:  # factorized layers: rebuilt from these ranks before the weights are loaded
+            manifest["lowrank"] = ranks
         if loaded.is_onnx:  # the file is the artifact (plus the tokenizer of a text model, which is not counted as weights)
             shutil.copy2(loaded.module.path, tmp / "model.onnx")
             manifest.update(arch="onnx", weights="model.onnx")
@@ -58,11 +62,17 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
                 loaded.module.config.save_pretrained(tmp)
                 save_sparse(quantized_state(loaded.module), tmp / WEIGHTS)
                 manifest["torch_quantization"] = QUANTIZED_LINEAR
+            elif ranks:  # save_pretrained's files would not load into the config's architecture: config + state
+                config = loaded.module.config
+                config.architectures = config.architectures or [type(loaded.module).__name__]
+                config.save_pretrained(tmp)
+                save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
             else:
                 loaded.module.save_pretrained(tmp, safe_serialization=True)
             loaded.inputs.tokenizer.save_pretrained(tmp)
             manifest.update(arch="huggingface", input={"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len},
-                            pruned_shapes="torch_quantization" not in manifest and _differs_from_config(loaded.module))
+                            pruned_shapes=not ({"torch_quantization", "lowrank"} & set(manifest))
+                            and _differs_from_config(loaded.module))
         elif loaded.inputs.kind == "tensor":
             if not loaded.arch:
                 raise ModelReferenceError(f"cannot save '{loaded.reference}': its architecture has no reference",
@@ -118,15 +128,43 @@ def _load_pruned_hf(directory: Path, reference: str) -> LoadedModel:
     if set(missing) - tied or unexpected:
         raise ModelReferenceError(f"the weights in {directory} do not fit the pruned model: missing "
                                   f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    for sub in module.modules():
-        if all(hasattr(sub, a) for a in ("query", "attention_head_size", "num_attention_heads")):
-            sub.num_attention_heads = sub.query.out_features // sub.attention_head_size
-            sub.all_head_size = sub.query.out_features
+    _sync_heads(module)
     loaded = load_hf_directory(directory, reference=reference, source="run-dir", module=module.eval())
     return loaded
 
 
-def _load_quantized_hf(directory: Path, reference: str) -> LoadedModel:
+def _sync_heads(module) -> None:
+    """Attention modules keep their head count as attributes: set them from the (possibly pruned) query size."""
+    for sub in module.modules():
+        if all(hasattr(sub, a) for a in ("query", "attention_head_size", "num_attention_heads")):
+            sub.num_attention_heads = sub.query.out_features // sub.attention_head_size
+            sub.all_head_size = sub.query.out_features
+
+
+def _load_lowrank_hf(directory: Path, ranks: dict[str, int], reference: str) -> LoadedModel:
+    """A factorized Hugging Face model: built from its config, low-rank layers put in, then its state loaded."""
+    import transformers
+
+    from sizewise.models.hf import load_hf_directory
+    from sizewise.models.reshape import fit_shapes
+    from sizewise.models.sparse_format import load_sparse
+
+    config = transformers.AutoConfig.from_pretrained(str(directory))
+    model_class = getattr(transformers, (config.architectures or ["AutoModel"])[0], None)
+    module = model_class(config) if model_class is not None else transformers.AutoModel.from_config(config)
+    apply_lowrank_structure(module, ranks)
+    state = load_sparse(directory / WEIGHTS)
+    fit_shapes(module, state)  # heads or neurons pruned before factorizing
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelReferenceError(f"the weights in {directory} do not fit the factorized model: "
+                                  f"{str(exc).splitlines()[0][:300]}") from exc
+    _sync_heads(module)
+    return load_hf_directory(directory, reference=reference, source="run-dir", module=module.eval())
+
+
+def _load_quantized_hf(directory: Path, reference: str, ranks: dict[str, int] | None = None) -> LoadedModel:
     """A torch dynamic-int8 Hugging Face model: built from its config, then its int8 layers set exactly."""
     import transformers
 
@@ -137,6 +175,7 @@ def _load_quantized_hf(directory: Path, reference: str) -> LoadedModel:
     config = transformers.AutoConfig.from_pretrained(str(directory))
     model_class = getattr(transformers, (config.architectures or ["AutoModel"])[0], None)
     module = model_class(config) if model_class is not None else transformers.AutoModel.from_config(config)
+    apply_lowrank_structure(module, ranks or {})
     module = load_quantized_state(module.eval(), load_sparse(directory / WEIGHTS))
     return load_hf_directory(directory, reference=reference, source="run-dir", module=module.eval())
 
@@ -161,7 +200,9 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
                                   hint=f"this version reads {FORMAT}")
     arch = manifest.get("arch")
     if arch == "huggingface" and manifest.get("torch_quantization"):
-        loaded = _load_quantized_hf(directory, reference)
+        loaded = _load_quantized_hf(directory, reference, manifest.get("lowrank"))
+    elif arch == "huggingface" and manifest.get("lowrank"):
+        loaded = _load_lowrank_hf(directory, manifest["lowrank"], reference)
     elif arch == "huggingface" and manifest.get("pruned_shapes"):
         loaded = _load_pruned_hf(directory, reference)
     elif arch == "huggingface":
@@ -185,6 +226,7 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
         try:
             state = load_sparse(directory / manifest["weights"])
             dtype = manifest.get("dtype", "float32")
+            apply_lowrank_structure(loaded.module, manifest.get("lowrank") or {})
             if manifest.get("torch_quantization"):
                 from sizewise.models.torch_quant import load_quantized_state
 
