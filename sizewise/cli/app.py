@@ -5,9 +5,12 @@ from __future__ import annotations
 import typer
 
 from sizewise.cli import (
+    cluster_cmd,
+    compress_cmd,
     demo_cmd,
     estimate_cmd,
     factorize_cmd,
+    inspect_cmd,
     measure_cmd,
     prune_cmd,
     quantize_cmd,
@@ -36,6 +39,9 @@ app.command("train")(train_cmd.train)
 app.command("prune")(prune_cmd.prune)
 app.command("quantize")(quantize_cmd.quantize)
 app.command("factorize")(factorize_cmd.factorize)
+app.command("cluster")(cluster_cmd.cluster)
+app.command("compress", epilog=compress_cmd.EXAMPLE)(compress_cmd.compress)
+app.command("inspect")(inspect_cmd.inspect)
 app.command("shrink")(shrink_cmd.shrink)
 app.command("demo")(demo_cmd.demo)
 app.command("estimate")(estimate_cmd.estimate)

@@ -93,7 +93,7 @@ def compress(loaded: LoadedModel, config: Any, out: str | Path, dataset=None, fi
     if got.shape != expected or not torch.isfinite(got).all():
         raise BrokenResultError(f"the {method.name} result gives outputs of shape {tuple(got.shape)} "
                                 f"(expected {tuple(expected)}) or non-finite values; nothing was saved")
-    model_dir = save_model(loaded, out / "model")
+    model_dir = save_model(loaded, out / "model", encoding=method.encoding)
     step("measuring the saved model after")
     from sizewise.models.loader import load
 

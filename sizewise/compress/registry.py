@@ -15,13 +15,15 @@ class Method:
     apply: Callable  # (loaded, config, dataset, finetune) -> details dict; changes loaded.module in place
     structured: bool  # changes the architecture (shapes), not just values
     summary: str
+    encoding: str | None = None  # the artifact's weight encoding (see sizewise.models.artifact.save_model)
 
 
 METHODS: Registry[Method] = Registry("compression method")
 
 
-def register(name: str, config: type, apply: Callable, structured: bool, summary: str) -> None:
-    METHODS.register(name)(Method(name, config, apply, structured, summary))
+def register(name: str, config: type, apply: Callable, structured: bool, summary: str,
+             encoding: str | None = None) -> None:
+    METHODS.register(name)(Method(name, config, apply, structured, summary, encoding))
 
 
 def list_methods() -> list[str]:

@@ -17,12 +17,14 @@ from pathlib import Path
 import torch
 
 from sizewise.core.errors import ModelReferenceError
+from sizewise.models import compressed_format
 from sizewise.models.loaded import InputSpec, LoadedModel
 from sizewise.models.lowrank import apply_lowrank_structure, lowrank_ranks
 
 MANIFEST = "sizewise-model.json"
 FORMAT = "sizewise.model/1"
 WEIGHTS = "model.safetensors"
+ENCODING_DEEP_COMPRESSION = "deep-compression"
 
 
 def find_model_dir(path: Path) -> Path | None:
@@ -33,13 +35,20 @@ def find_model_dir(path: Path) -> Path | None:
     return None
 
 
-def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
-    """Write ``loaded`` to ``directory`` atomically (a temporary sibling renamed into place)."""
+def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None = None) -> Path:
+    """Write ``loaded`` to ``directory`` atomically (a temporary sibling renamed into place).
+
+    ``encoding="deep-compression"`` writes the weights as one Huffman-coded ``model.swz``
+    (:mod:`sizewise.models.compressed_format`) instead of safetensors.
+    """
     from sizewise.models.sparse_format import FORMAT as SPARSE_FORMAT
     from sizewise.models.sparse_format import save_sparse
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    encoding = encoding or loaded.metadata.get("encoding")  # a model read from a .swz is written back as one
+    if encoding not in (None, ENCODING_DEEP_COMPRESSION):
+        raise ModelReferenceError(f"unknown weight encoding '{encoding}'", hint=f"known: {ENCODING_DEEP_COMPRESSION}")
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task,
@@ -62,17 +71,21 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
                 loaded.module.config.save_pretrained(tmp)
                 save_sparse(quantized_state(loaded.module), tmp / WEIGHTS)
                 manifest["torch_quantization"] = QUANTIZED_LINEAR
-            elif ranks:  # save_pretrained's files would not load into the config's architecture: config + state
+            elif ranks or encoding:  # files save_pretrained cannot write or reload: config + state dict
                 config = loaded.module.config
                 config.architectures = config.architectures or [type(loaded.module).__name__]
                 config.save_pretrained(tmp)
-                save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
+                if not encoding:
+                    save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
             else:
                 loaded.module.save_pretrained(tmp, safe_serialization=True)
             loaded.inputs.tokenizer.save_pretrained(tmp)
             manifest.update(arch="huggingface", input={"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len},
                             pruned_shapes=not ({"torch_quantization", "lowrank"} & set(manifest))
                             and _differs_from_config(loaded.module))
+            if encoding and "torch_quantization" not in manifest:
+                manifest.update(weights=compressed_format.WEIGHTS, weights_format=compressed_format.FORMAT)
+                compressed_format.write(tmp / compressed_format.WEIGHTS, loaded.module.state_dict(), manifest)
         elif loaded.inputs.kind == "tensor":
             if not loaded.arch:
                 raise ModelReferenceError(f"cannot save '{loaded.reference}': its architecture has no reference",
@@ -82,11 +95,15 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
             if dynamic_linear_modules(loaded.module):
                 save_sparse(quantized_state(loaded.module), tmp / WEIGHTS)
                 manifest["torch_quantization"] = QUANTIZED_LINEAR
+            elif encoding:
+                manifest.update(weights=compressed_format.WEIGHTS, weights_format=compressed_format.FORMAT)
             else:
                 save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
             manifest["dtype"] = loaded.inputs.dtype
-            manifest.update(arch=loaded.arch, weights=WEIGHTS, weights_format=SPARSE_FORMAT,
-                            input={"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name})
+            manifest = {"weights": WEIGHTS, "weights_format": SPARSE_FORMAT, **manifest, "arch": loaded.arch,
+                        "input": {"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name}}
+            if encoding:  # written last: the file carries the finished manifest, so it also loads on its own
+                compressed_format.write(tmp / compressed_format.WEIGHTS, loaded.module.state_dict(), manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if directory.exists():
             shutil.rmtree(directory)
@@ -141,27 +158,30 @@ def _sync_heads(module) -> None:
             sub.all_head_size = sub.query.out_features
 
 
-def _load_lowrank_hf(directory: Path, ranks: dict[str, int], reference: str) -> LoadedModel:
-    """A factorized Hugging Face model: built from its config, low-rank layers put in, then its state loaded."""
+def _load_hf_from_state(directory: Path, manifest: dict, reference: str) -> LoadedModel:
+    """A Hugging Face model saved as config + state dict (factorized, or Huffman-coded): built from its config,
+    low-rank layers put in, resized to the saved shapes, then its state loaded strictly."""
     import transformers
 
     from sizewise.models.hf import load_hf_directory
     from sizewise.models.reshape import fit_shapes
-    from sizewise.models.sparse_format import load_sparse
 
     config = transformers.AutoConfig.from_pretrained(str(directory))
     model_class = getattr(transformers, (config.architectures or ["AutoModel"])[0], None)
     module = model_class(config) if model_class is not None else transformers.AutoModel.from_config(config)
-    apply_lowrank_structure(module, ranks)
-    state = load_sparse(directory / WEIGHTS)
+    apply_lowrank_structure(module, manifest.get("lowrank") or {})
+    state = read_state(directory / manifest.get("weights", WEIGHTS), manifest)
     fit_shapes(module, state)  # heads or neurons pruned before factorizing
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelReferenceError(f"the weights in {directory} do not fit the factorized model: "
+        raise ModelReferenceError(f"the weights in {directory} do not fit the model its config describes: "
                                   f"{str(exc).splitlines()[0][:300]}") from exc
     _sync_heads(module)
-    return load_hf_directory(directory, reference=reference, source="run-dir", module=module.eval())
+    loaded = load_hf_directory(directory, reference=reference, source="run-dir", module=module.eval())
+    if manifest.get("weights_format") == compressed_format.FORMAT:
+        loaded.metadata["encoding"] = ENCODING_DEEP_COMPRESSION
+    return loaded
 
 
 def _load_quantized_hf(directory: Path, reference: str, ranks: dict[str, int] | None = None) -> LoadedModel:
@@ -180,16 +200,24 @@ def _load_quantized_hf(directory: Path, reference: str, ranks: dict[str, int] | 
     return load_hf_directory(directory, reference=reference, source="run-dir", module=module.eval())
 
 
+def read_state(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
+    """The state dict of a weights file in either format the manifest may name."""
+    from sizewise.models.sparse_format import load_sparse
+
+    if manifest.get("weights_format") == compressed_format.FORMAT:
+        return compressed_format.read(path)[0]
+    return load_sparse(path)
+
+
 def weight_files(directory: Path) -> list[Path]:
     """The files a user ships: weights and config, not the manifest or tokenizer vocabulary."""
     return sorted(p for p in directory.iterdir()
-                  if p.is_file() and (p.suffix in {".safetensors", ".onnx", ".data"} or p.name == "config.json"))
+                  if p.is_file() and (p.suffix in {".safetensors", ".onnx", ".data", compressed_format.SUFFIX}
+                      or p.name == "config.json"))
 
 
 def load_model_dir(directory: Path, reference: str) -> LoadedModel:
     from sizewise.models import loader  # the factory/zoo resolvers live there
-    from sizewise.models.reshape import fit_shapes
-    from sizewise.models.sparse_format import load_sparse
 
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
@@ -201,8 +229,8 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
     arch = manifest.get("arch")
     if arch == "huggingface" and manifest.get("torch_quantization"):
         loaded = _load_quantized_hf(directory, reference, manifest.get("lowrank"))
-    elif arch == "huggingface" and manifest.get("lowrank"):
-        loaded = _load_lowrank_hf(directory, manifest["lowrank"], reference)
+    elif arch == "huggingface" and (manifest.get("lowrank") or manifest.get("weights_format")):
+        loaded = _load_hf_from_state(directory, manifest, reference)
     elif arch == "huggingface" and manifest.get("pruned_shapes"):
         loaded = _load_pruned_hf(directory, reference)
     elif arch == "huggingface":
@@ -222,31 +250,53 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
         elif spec.get("kind") == "tensor":
             loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"))
     else:
-        loaded = loader.build_architecture(arch, reference=reference)
-        try:
-            state = load_sparse(directory / manifest["weights"])
-            dtype = manifest.get("dtype", "float32")
-            apply_lowrank_structure(loaded.module, manifest.get("lowrank") or {})
-            if manifest.get("torch_quantization"):
-                from sizewise.models.torch_quant import load_quantized_state
-
-                loaded.module = load_quantized_state(loaded.module, state)
-            else:
-                fit_shapes(loaded.module, state)  # a structurally pruned model: same architecture, fewer channels
-                loaded.module.to(getattr(torch, dtype))  # fp16/bf16 weights stay in their dtype
-                loaded.module.load_state_dict(state, strict=True)
-            loaded.inputs.dtype = dtype  # (the input spec read below keeps it)
-        except ModelReferenceError:
-            raise
-        except Exception as exc:  # safetensors raises SafetensorError / RuntimeError on corrupt or mismatched files
-            raise ModelReferenceError(f"cannot load weights from {directory / manifest['weights']}: {exc}",
-                                      hint="the file may be truncated, or belong to another architecture") from exc
-        loaded.source = "run-dir"
-        spec = manifest.get("input") or {}
-        if spec.get("kind") == "tensor":
-            loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"),
-                                      dtype=manifest.get("dtype", "float32"))
+        loaded = _build_tensor_model(manifest, directory / manifest["weights"], reference)
     loaded.task = manifest.get("task") or loaded.task
     loaded.num_classes = manifest.get("num_classes", loaded.num_classes)
     loaded.metadata["model_dir"] = str(directory)
+    return loaded
+
+
+def _build_tensor_model(manifest: dict, weights: Path, reference: str,
+                        state: dict[str, torch.Tensor] | None = None) -> LoadedModel:
+    """A zoo/factory model rebuilt from its manifest and weights file (or an already decoded ``state``)."""
+    from sizewise.models import loader  # the factory/zoo resolvers live there
+    from sizewise.models.reshape import fit_shapes
+
+    loaded = loader.build_architecture(manifest["arch"], reference=reference)
+    try:
+        state = read_state(weights, manifest) if state is None else state
+        dtype = manifest.get("dtype", "float32")
+        apply_lowrank_structure(loaded.module, manifest.get("lowrank") or {})
+        if manifest.get("torch_quantization"):
+            from sizewise.models.torch_quant import load_quantized_state
+
+            loaded.module = load_quantized_state(loaded.module, state)
+        else:
+            fit_shapes(loaded.module, state)  # a structurally pruned model: same architecture, fewer channels
+            loaded.module.to(getattr(torch, dtype))  # fp16/bf16 weights stay in their dtype
+            loaded.module.load_state_dict(state, strict=True)
+    except ModelReferenceError:
+        raise
+    except Exception as exc:  # safetensors raises SafetensorError / RuntimeError on corrupt or mismatched files
+        raise ModelReferenceError(f"cannot load weights from {weights}: {exc}",
+                                  hint="the file may be truncated, or belong to another architecture") from exc
+    loaded.source = "run-dir"
+    spec = manifest.get("input") or {}
+    if spec.get("kind") == "tensor":
+        loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"), dtype=dtype)
+    if manifest.get("weights_format") == compressed_format.FORMAT:
+        loaded.metadata["encoding"] = ENCODING_DEEP_COMPRESSION
+    return loaded
+
+
+def load_compressed_file(path: Path, reference: str) -> LoadedModel:
+    """A ``.swz`` file on its own: it carries its manifest, so a zoo/factory model needs nothing else."""
+    state, manifest = compressed_format.read(path)
+    if manifest.get("arch") in (None, "huggingface", "onnx"):
+        raise ModelReferenceError(f"{path} holds a Hugging Face model's weights only",
+                                  hint="load the run directory it was written in (config and tokenizer are there)")
+    loaded = _build_tensor_model(manifest, path, reference, state)
+    loaded.task = manifest.get("task") or loaded.task
+    loaded.num_classes = manifest.get("num_classes", loaded.num_classes)
     return loaded

@@ -7,6 +7,7 @@
     model.onnx                  run through onnxruntime
     package.module:factory      a callable returning an nn.Module
     weights.safetensors|.pt     a state dict, with arch="zoo:NAME" (or a factory)
+    model.swz                   a Deep Compression file (it carries its own manifest)
 
 Whole-model pickles execute code when loaded, so they are refused unless ``trust_pickle=True``.
 """
@@ -31,7 +32,7 @@ _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".pkl", ".ckpt"}
 _TASK_OF_DATASET = {"mnist": "image-classification", "cifar10": "image-classification",
                     "digits": "image-classification"}
 
-REFERENCE_FORMS = ("minilm, zoo:NAME, a Hugging Face directory, a sizewise run directory, FILE.onnx, "
+REFERENCE_FORMS = ("minilm, zoo:NAME, a Hugging Face directory, a sizewise run directory, FILE.onnx, FILE.swz, "
                    "package.module:factory, or a state dict (.safetensors/.pt) with --arch zoo:NAME")
 
 
@@ -81,6 +82,10 @@ def _load_path(path: Path, ref: str, arch: str | None, trust_pickle: bool) -> Lo
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return load_onnx(path, ref)
+    if suffix == ".swz":
+        from sizewise.models.artifact import load_compressed_file
+
+        return load_compressed_file(path, ref)
     if suffix == ".safetensors":
         return _load_state_dict(path, ref, arch, _read_safetensors(path))
     if suffix in _PICKLE_SUFFIXES:

@@ -1,0 +1,319 @@
+"""The Deep Compression file: codebooks, Huffman-coded indices and Huffman-coded sparse structure in one file.
+
+Layout (``.swz``)::
+
+    b"SWDC" | version: u8 | header length: u32 LE | header: zlib(JSON) | payload | SHA-256 of everything before it
+
+The header holds the model manifest (so the file alone rebuilds the model) and, per tensor, how it is coded and
+where its bytes are in the payload. A weight whose non-zero values take at most 256 distinct values (after weight
+sharing) is coded as Han et al. did: a codebook of those values, one symbol per stored entry (0 = zero), and for
+sparse layers the position of each entry as a gap from the previous one in ``index_bits`` bits (the width that
+gives the smallest layer, 2 to 8), with a *filler* zero entry whenever a gap does not fit -- then both symbol streams are Huffman coded. A dense variant (no positions)
+is used when it is smaller. Everything else (biases, norms, unshared weights) is stored raw. Decoding is exact:
+the decoded tensors are bit-identical to the encoded ones; a truncated or altered file fails its checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sizewise.core import huffman
+from sizewise.core.errors import ModelReferenceError
+
+MAGIC = b"SWDC"
+VERSION = 1
+FORMAT = "sizewise.deep-compression/1"
+SUFFIX = ".swz"
+WEIGHTS = "model.swz"
+MAX_SHARED_VALUES = 256
+_PREFIX = struct.Struct("<4sBI")
+_DIGEST = 32
+# The paper fixed the relative-index width (8 bits for conv layers, 5 for FC); the best width depends on each layer's
+# density (wide: few fillers; narrow: short gaps), so unless one is given every width in this range is tried per layer.
+INDEX_BITS_SEARCHED = tuple(range(2, 9))
+
+
+class CorruptFileError(ModelReferenceError):
+    pass
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """One row of the paper's per-layer table (Tables 1-3 of Deep Compression)."""
+
+    name: str
+    shape: tuple[int, ...]
+    coding: str  # "shared-sparse" | "shared-dense" | "raw"
+    numel: int
+    nonzero: int
+    entries: int  # stored entries: non-zeros plus filler zeros (sparse), or every weight (dense)
+    fillers: int
+    codebook_size: int
+    weight_bits_fixed: float  # bits per entry before Huffman: ceil(log2(codebook + zero))
+    weight_bits_huffman: float
+    index_bits_fixed: float
+    index_bits_huffman: float
+    bytes: int
+
+    @property
+    def kept(self) -> float:
+        return self.nonzero / max(1, self.numel)
+
+    @property
+    def dense_bytes(self) -> int:
+        return self.numel * 4
+
+    @property
+    def compression(self) -> float:
+        return self.dense_bytes / max(1, self.bytes)
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _tensor_from(data: bytes, dtype: str, shape: list[int]) -> torch.Tensor:
+    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return raw.view(getattr(torch, dtype)).reshape(shape).clone()
+
+
+def _gaps_with_fillers(positions: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relative indexing: each entry's distance to the previous (minus one); a filler entry every ``2**bits`` when
+    the distance does not fit. Returns (gap symbols, is_filler) for the entry stream."""
+    limit = 1 << index_bits
+    distance = np.diff(np.asarray(positions, dtype=np.int64), prepend=-1)
+    n_fillers = (distance - 1) // limit  # a filler per full `limit` the distance overruns
+    real = np.cumsum(n_fillers + 1) - 1  # where each real entry lands in the entry stream
+    gaps = np.full(int(real[-1]) + 1 if real.size else 0, limit - 1, dtype=np.int64)
+    is_filler = np.ones(gaps.size, dtype=bool)
+    gaps[real] = distance - n_fillers * limit - 1
+    is_filler[real] = False
+    return gaps, is_filler
+
+
+def _positions_from_gaps(gaps: np.ndarray) -> np.ndarray:
+    return np.cumsum(gaps + 1) - 1
+
+
+class _Payload:
+    """Byte parts with offsets; a candidate coding is built in its own payload and merged only if chosen."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.refs: list[dict[str, int]] = []
+
+    def add(self, data: bytes) -> dict[str, int]:
+        self.parts.append(data)
+        self.size += len(data)
+        ref = {"offset": self.size - len(data), "length": len(data)}
+        self.refs.append(ref)
+        return ref
+
+    def merge(self, other: _Payload) -> None:
+        for ref in other.refs:
+            ref["offset"] += self.size
+        self.parts.extend(other.parts)
+        self.size += other.size
+        self.refs.extend(other.refs)
+
+
+def _huffman_stream(symbols: np.ndarray, alphabet: int, payload: _Payload) -> tuple[dict[str, Any], float]:
+    counts = np.bincount(symbols, minlength=alphabet)
+    code = huffman.code_lengths(counts)
+    data, n_bits = huffman.encode(symbols, code)
+    entry = {"lengths": payload.add(code.lengths.tobytes()), "bits": payload.add(data), "n_bits": n_bits,
+             "alphabet": alphabet}
+    return entry, n_bits / max(1, symbols.size)
+
+
+def _encode_shared(t: torch.Tensor, index_bits: tuple[int, ...]) -> tuple[dict[str, Any], dict[str, Any], _Payload]:
+    """The smallest of the dense coding (every weight) and the sparse codings (entries + gaps) at each relative-index
+    width in ``index_bits`` of a shared-weight tensor."""
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    nonzero_mask = flat != 0
+    codebook, inverse = torch.unique(flat[nonzero_mask], return_inverse=True)
+    symbols_all = torch.zeros(flat.numel(), dtype=torch.long)
+    symbols_all[nonzero_mask] = inverse + 1  # 0 is "zero"
+    alphabet = codebook.numel() + 1
+    stats = {"nonzero": int(nonzero_mask.sum()), "codebook_size": int(codebook.numel()),
+             "weight_bits_fixed": max(1, math.ceil(math.log2(alphabet)))}
+
+    dense = _Payload()
+    d_codebook = dense.add(_tensor_bytes(codebook))
+    d_weights, d_bits = _huffman_stream(symbols_all.numpy(), alphabet, dense)
+    best = ({"coding": "shared-dense", "codebook": d_codebook, "weights": d_weights, "entries": flat.numel()},
+            {**stats, "entries": flat.numel(), "fillers": 0, "weight_bits_huffman": d_bits, "index_bits_fixed": 0,
+             "index_bits_huffman": 0.0}, dense)
+
+    positions = torch.nonzero(nonzero_mask).flatten().numpy()
+    for bits in index_bits:
+        gaps, is_filler = _gaps_with_fillers(positions, bits)
+        entry_symbols = np.zeros(gaps.size, dtype=np.int64)
+        entry_symbols[~is_filler] = symbols_all.numpy()[positions]
+        sparse = _Payload()
+        s_codebook = sparse.add(_tensor_bytes(codebook))
+        s_weights, s_bits = _huffman_stream(entry_symbols, alphabet, sparse)
+        s_gaps, g_bits = _huffman_stream(gaps, 1 << bits, sparse)
+        if sparse.size < best[2].size:
+            best = ({"coding": "shared-sparse", "codebook": s_codebook, "weights": s_weights, "gaps": s_gaps,
+                     "entries": int(gaps.size), "index_bits": bits},
+                    {**stats, "entries": int(gaps.size), "fillers": int(is_filler.sum()),
+                     "weight_bits_huffman": s_bits, "index_bits_fixed": bits, "index_bits_huffman": g_bits}, sparse)
+    return best
+
+
+def _shareable(t: torch.Tensor) -> bool:
+    if not t.is_floating_point() or t.dim() < 2:
+        return False
+    if ((t == 0) & torch.signbit(t)).any():  # -0.0 would decode as +0.0: such a tensor is stored raw, bit-exact
+        return False
+    nonzero = t[t != 0]
+    return nonzero.numel() > 0 and torch.unique(nonzero).numel() <= MAX_SHARED_VALUES
+
+
+def encode(state: dict[str, torch.Tensor], manifest: dict[str, Any], index_bits: int | None = None) -> bytes:
+    """The whole file's bytes for ``state`` (tensors keep their dtype) and the model ``manifest``."""
+    payload = _Payload()
+    tensors, aliases, seen = [], {}, {}
+    for name, t in state.items():
+        key = (t.data_ptr(), t.numel(), tuple(t.shape))
+        if key in seen and t.numel():
+            aliases[name] = seen[key]  # a tied weight is stored once
+            continue
+        seen[key] = name
+        meta = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+        raw = _tensor_bytes(t)
+        widths = (index_bits,) if index_bits else INDEX_BITS_SEARCHED
+        coded = _encode_shared(t, widths) if _shareable(t) else None
+        if coded and coded[2].size < len(raw):  # a codebook of many values can cost more than the raw tensor
+            entry, stats, own = coded
+            payload.merge(own)
+            meta.update(entry, stats=stats)
+        else:
+            meta.update(coding="raw", data=payload.add(raw))
+        tensors.append(meta)
+    header = zlib.compress(json.dumps({"format": FORMAT, "manifest": manifest, "tensors": tensors,
+                                       "aliases": aliases}, separators=(",", ":")).encode(), 9)
+    body = _PREFIX.pack(MAGIC, VERSION, len(header)) + header + b"".join(payload.parts)
+    return body + hashlib.sha256(body).digest()
+
+
+def write(path: str | Path, state: dict[str, torch.Tensor], manifest: dict[str, Any],
+          index_bits: int | None = None) -> int:
+    """Write atomically; returns the file's size in bytes."""
+    path = Path(path)
+    data = encode(state, manifest, index_bits)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return len(data)
+
+
+def _parse(data: bytes, source: str) -> tuple[dict[str, Any], memoryview]:
+    if len(data) < _PREFIX.size + _DIGEST or data[:4] != MAGIC:
+        raise CorruptFileError(f"{source} is not a sizewise compressed model (or is truncated)",
+                               hint="expected a .swz file written by sizewise compress / cluster")
+    _, version, header_len = _PREFIX.unpack_from(data)
+    if version != VERSION:
+        raise CorruptFileError(f"{source} uses compressed-format version {version}; this sizewise reads {VERSION}",
+                               hint="upgrade sizewise")
+    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise CorruptFileError(f"{source} is corrupted or truncated: its SHA-256 checksum does not match",
+                               hint="copy the file again; nothing was loaded")
+    start = _PREFIX.size
+    header = json.loads(zlib.decompress(body[start:start + header_len]))
+    return header, memoryview(body)[start + header_len:]
+
+
+def _slice(payload: memoryview, ref: dict[str, int]) -> bytes:
+    return bytes(payload[ref["offset"]:ref["offset"] + ref["length"]])
+
+
+def _decode_stream(payload: memoryview, stream: dict[str, Any], count: int) -> np.ndarray:
+    code = huffman.HuffmanCode(np.frombuffer(_slice(payload, stream["lengths"]), dtype=np.uint8))
+    return huffman.decode(_slice(payload, stream["bits"]), stream["n_bits"], count, code)
+
+
+def _decode_tensor(meta: dict[str, Any], payload: memoryview) -> torch.Tensor:
+    if meta["coding"] == "raw":
+        return _tensor_from(_slice(payload, meta["data"]), meta["dtype"], meta["shape"])
+    codebook = _tensor_from(_slice(payload, meta["codebook"]), meta["dtype"], [-1])
+    values = torch.cat([torch.zeros(1, dtype=codebook.dtype), codebook])
+    numel = int(np.prod(meta["shape"]))
+    symbols = _decode_stream(payload, meta["weights"], meta["entries"])
+    if meta["coding"] == "shared-dense":
+        return values[torch.from_numpy(symbols)].reshape(meta["shape"])
+    positions = _positions_from_gaps(_decode_stream(payload, meta["gaps"], meta["entries"]))
+    if positions.size and positions[-1] >= numel:
+        raise CorruptFileError(f"tensor {meta['name']} decodes to positions outside its shape")
+    flat = torch.zeros(numel, dtype=codebook.dtype)
+    flat[torch.from_numpy(positions)] = values[torch.from_numpy(symbols)]
+    return flat.reshape(meta["shape"])
+
+
+def read_bytes(data: bytes, source: str = "the file") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, manifest) from the bytes of a ``.swz`` file, verified."""
+    header, payload = _parse(data, source)
+    try:
+        state = {meta["name"]: _decode_tensor(meta, payload) for meta in header["tensors"]}
+    except (ValueError, KeyError, RuntimeError) as exc:  # cannot happen past a good checksum unless the writer erred
+        raise CorruptFileError(f"{source} does not decode: {exc}") from exc
+    for alias, target in header.get("aliases", {}).items():
+        state[alias] = state[target]
+    return state, header["manifest"]
+
+
+def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelReferenceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return read_bytes(data, str(path))
+
+
+def inspect(path: str | Path) -> tuple[list[TensorStats], dict[str, Any]]:
+    """The per-layer table and file facts, from the header alone (after the checksum is verified)."""
+    path = Path(path)
+    data = path.read_bytes()
+    header, _ = _parse(data, str(path))
+    rows = []
+    for meta in header["tensors"]:
+        numel = int(np.prod(meta["shape"])) if meta["shape"] else 1
+        if meta["coding"] == "raw":
+            length = meta["data"]["length"]
+            item_bits = length * 8 / max(1, numel)
+            rows.append(TensorStats(meta["name"], tuple(meta["shape"]), "raw", numel, numel, numel, 0, 0,
+                                    item_bits, item_bits, 0.0, 0.0, length))
+            continue
+        s = meta["stats"]
+        refs = [meta["codebook"], meta["weights"]["lengths"], meta["weights"]["bits"]]
+        if "gaps" in meta:
+            refs += [meta["gaps"]["lengths"], meta["gaps"]["bits"]]
+        rows.append(TensorStats(meta["name"], tuple(meta["shape"]), meta["coding"], numel, s["nonzero"],
+                                s["entries"], s["fillers"], s["codebook_size"], s["weight_bits_fixed"],
+                                s["weight_bits_huffman"], s["index_bits_fixed"], s["index_bits_huffman"],
+                                sum(r["length"] for r in refs)))
+    facts = {"format": header["format"], "version": VERSION, "file_bytes": len(data),
+             "header_bytes": _PREFIX.unpack_from(data)[2], "manifest": header["manifest"]}
+    return rows, facts
+
+
+def is_compressed_file(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == MAGIC
+    except OSError:
+        return False
