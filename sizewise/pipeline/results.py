@@ -63,15 +63,34 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate | None, str]:
                      f"{closest.drop_points:.2f} points")
 
 
+def objectives_of(card: dict[str, Any]) -> dict[str, float]:
+    """The four objectives a search can minimise, read from a card (as a dict)."""
+    return {"latency": card["latency"]["p50_ms"], "size": float(card["size"]["disk_bytes"]),
+            "energy": card["energy"]["joules_per_1k"], "flops": float(card["flops"]["total"])}
+
+
+def _interval(objective: str, card: dict[str, Any] | None) -> tuple[float, float] | None:
+    if objective == "latency" and card and card.get("latency"):
+        lo, hi = card["latency"]["ci95_median_ms"]
+        return lo * (1 - RUN_TO_RUN_TOLERANCE), hi * (1 + RUN_TO_RUN_TOLERANCE)
+    return None
+
+
+def baseline_candidate(card: dict[str, Any], metric: str, objective: str, artifact: str) -> Candidate:
+    """The uncompressed model on the runtime, as a point of the front: what every trade-off is measured against.
+
+    It is never *chosen* (a search hands back a compressed model or says none met the budget), but it belongs on the
+    front when no trial is both as accurate and faster, which is exactly when a user should see it there.
+    """
+    return Candidate("baseline", "uncompressed (fp32)", card["metrics"][metric], objectives_of(card)[objective], 0.0,
+                     True, artifact, None, _interval(objective, card))
+
+
 def candidate_from(outcome, metric: str, baseline: float, budget: Budget, objective: str,
                    card: dict[str, Any] | None = None) -> Candidate:
     drop = points(metric, baseline) - points(metric, outcome.metric)
-    ci = None
-    if objective == "latency" and card and card.get("latency"):
-        lo, hi = card["latency"]["ci95_median_ms"]
-        ci = (lo * (1 - RUN_TO_RUN_TOLERANCE), hi * (1 + RUN_TO_RUN_TOLERANCE))
     return Candidate(outcome.number, outcome.plan.describe(), outcome.metric, outcome.objectives[objective], drop,
-                     budget.allows(metric, baseline, outcome.metric), outcome.artifact, card, ci)
+                     budget.allows(metric, baseline, outcome.metric), outcome.artifact, card, _interval(objective, card))
 
 
 @dataclass

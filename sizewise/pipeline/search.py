@@ -20,7 +20,7 @@ from sizewise.core.optional import require
 from sizewise.core.serialize import to_dict, write_json_atomic
 from sizewise.pipeline.config import ShrinkConfig
 from sizewise.pipeline.executors import make_executor
-from sizewise.pipeline.results import ShrinkResults, candidate_from, choose, pareto_front
+from sizewise.pipeline.results import ShrinkResults, baseline_candidate, candidate_from, choose, pareto_front
 from sizewise.pipeline.trial import TrialContext, TrialOutcome, TrialPlan, initial_design, sample_plan
 
 STUDY = "sizewise-shrink"
@@ -132,7 +132,9 @@ def write_results(out: Path, study, config: ShrinkConfig, ctx: TrialContext, car
     results = ShrinkResults(
         command=command, config=to_dict(config), metric=ctx.metric, objective=config.objective, baseline=cards,
         trials=[to_dict(o) for o in outcomes],
-        pareto=[dataclasses.replace(c, card=None) for c in pareto_front(candidates)],
+        pareto=[dataclasses.replace(c, card=None) for c in pareto_front(
+            [*candidates, baseline_candidate(cards["runtime_fp32"], ctx.metric, config.objective,
+                                             str(out / "baseline"))])],
         chosen=to_dict(chosen) if chosen else None, verdict=verdict,
         environment=describe_environment(config.threads), sensitivity=sensitivity, interrupted=interrupted)
     write_json_atomic(out / "results.json", results)

@@ -126,6 +126,7 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
     import sizewise
     from sizewise.core.budget import points
     from sizewise.measure import MeasureConfig
+    from sizewise.pipeline.results import objectives_of
 
     started = time.perf_counter()
     torch.manual_seed(ctx.seed + plan.number)
@@ -170,8 +171,7 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
         final = sizewise.load(str(artifact))
         card = sizewise.measure(final, MeasureConfig(**ctx.measure), dataset=dataset)
         card.to_json(artifact / "card.json")
-        objectives = {"latency": card.latency.p50_ms, "size": float(card.size.disk_bytes),
-                      "energy": card.energy.joules_per_1k, "flops": float(card.flops.total)}
+        objectives = objectives_of(card.to_dict())
         return TrialOutcome(plan.number, plan, "complete", metric=card.metrics[ctx.metric], proxy_metric=proxy,
                             objectives=objectives, card=card.to_dict(), artifact=str(artifact),
                             seconds=time.perf_counter() - started)

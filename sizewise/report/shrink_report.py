@@ -121,7 +121,8 @@ accuracy budget: at most {_allowed(r):.2f} points of {escape(metric)} lost.</p>
 <p class="muted">All measured on this machine in this run; speed is the ratio of measured medians. FLOP = 2 × multiply-accumulate.
 Energy is {escape((r['baseline']['torch_fp32'].get('energy') or {}).get('method', 'n/a'))}.</p>
 <h2>Pareto front</h2>
-<figure id="pareto">{_plot(r)}<figcaption class="muted">Grey: trials; blue: the Pareto front ({len(r['pareto'])} points);
+<figure id="pareto">{_plot(r)}<figcaption class="muted">Grey: trials; blue: the Pareto front ({len(r['pareto'])} points{
+", the baseline among them" if any(c["trial"] == "baseline" for c in r["pareto"]) else ""});
 red star: chosen; black square: the fp32 baseline; dashed: the budget.</figcaption></figure>
 <h2>Per-layer sensitivity to int8</h2>
 {sensitivity_section(r.get("sensitivity", []), sens)}

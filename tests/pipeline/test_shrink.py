@@ -14,7 +14,7 @@ from sizewise.core.budget import Budget
 from sizewise.core.errors import ConfigError, DataError
 from sizewise.pipeline import ShrinkConfig
 from sizewise.report.shrink_report import shrink
-from sizewise.pipeline.results import Candidate, choose, pareto_front
+from sizewise.pipeline.results import Candidate, baseline_candidate, choose, pareto_front
 
 FAST = dict(trials=3, finetune_epochs=1, latency_seconds=0.05, threads=1, methods=("channel", "int8-dynamic"))
 
@@ -93,6 +93,18 @@ def test_pareto_and_choice_rules():
     clearly_fast = Candidate(7, "g", 0.97, 0.50, 0.5, True, None, objective_ci=(0.48, 0.52))
     slow = Candidate(8, "h", 0.96, 1.00, 1.5, True, None, objective_ci=(0.95, 1.05))
     assert [x.trial for x in pareto_front([clearly_fast, slow])] == [7]
+
+
+def test_the_uncompressed_baseline_is_a_point_of_the_front():
+    card = {"metrics": {"accuracy": 0.98}, "latency": {"p50_ms": 2.0, "ci95_median_ms": [1.95, 2.05]},
+            "size": {"disk_bytes": 1000}, "energy": {"joules_per_1k": 1.0}, "flops": {"total": 10}}
+    base = baseline_candidate(card, "accuracy", "latency", "out/baseline")
+    assert base.trial == "baseline" and base.objective == 2.0 and base.objective_ci[0] < 1.95
+    faster_less_accurate = Candidate(1, "a", 0.97, 1.0, 1.0, True, None, objective_ci=(0.95, 1.05))
+    assert {c.trial for c in pareto_front([faster_less_accurate, base])} == {1, "baseline"}
+    as_accurate_and_faster = Candidate(2, "b", 0.98, 1.0, 0.0, True, None, objective_ci=(0.95, 1.05))
+    assert [c.trial for c in pareto_front([as_accurate_and_faster, base])] == [2]
+    assert choose([faster_less_accurate])[0].trial == 1  # the baseline is a reference, never the answer
 
 
 def test_a_budget_nothing_meets_returns_the_closest_with_a_verdict(trained_digits_dir, tmp_path):

@@ -1,0 +1,85 @@
+"""Shared by the ``sizewise shrink`` benchmarks: a markdown section per search, built from its ``results.json``.
+
+``benchmarks/results/shrink.md`` holds one section per benchmark run between ``<!-- section:KEY -->`` markers, so each
+script rewrites only its own section and re-running one benchmark never drops another's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS
+
+SHRINK_MD = RESULTS / "shrink.md"
+TITLE = "# `sizewise shrink` benchmarks"
+
+
+def replace_section(key: str, text: str, path: Path = SHRINK_MD) -> None:
+    begin, end = f"<!-- section:{key} -->", f"<!-- end:{key} -->"
+    body = path.read_text() if path.is_file() else TITLE + "\n"
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    body = pattern.sub(lambda _: block, body) if pattern.search(body) else body.rstrip() + "\n\n" + block + "\n"
+    path.write_text(body)
+
+
+def metric_of(results: dict[str, Any]) -> str:
+    return results["metric"]
+
+
+def card_of(trial: dict[str, Any]) -> dict[str, Any]:
+    return trial.get("card") or json.loads((Path(trial["artifact"]) / "card.json").read_text())
+
+
+def row(name: str, card: dict, metric: str, torch_ms: float, runtime_ms: float, fp32_bytes: int,
+        scale: float = 1.0) -> str:
+    lat = card["latency"]
+    return (f"| {name} | {card['metrics'][metric] * scale:.2f} | {card['size']['disk_bytes']:,} | "
+            f"{card['size']['disk_bytes'] / fp32_bytes:.1%} | {card['flops']['total']:,} | {lat['p50_ms']:.3f} "
+            f"[{lat['ci95_median_ms'][0]:.3f}-{lat['ci95_median_ms'][1]:.3f}] | {torch_ms / lat['p50_ms']:.2f}x | "
+            f"{runtime_ms / lat['p50_ms']:.2f}x | {lat.get('other_load_cores') or 0:.2f} |")
+
+
+def describe(plan: dict[str, Any]) -> str:
+    steps = [plan["prune"] and f"{plan['prune']} {plan['sparsity']:.0%}", plan["quantize"]]
+    return " → ".join(filter(None, steps)) or "no compression"
+
+
+def comparison(results: dict[str, Any], scale: float = 1.0) -> list[str]:
+    """The baselines, a plain dynamic-int8 trial if one ran, and the chosen model, measured in the same search."""
+    metric = metric_of(results)
+    base_torch, base_rt = results["baseline"]["torch_fp32"], results["baseline"]["runtime_fp32"]
+    torch_ms, rt_ms = base_torch["latency"]["p50_ms"], base_rt["latency"]["p50_ms"]
+    fp32_bytes = base_torch["size"]["disk_bytes"]
+    runtime = results["config"]["runtime"]
+    lines = [f"| model | {metric} | bytes | % of fp32 | FLOPs | p50 ms [95% CI] | vs torch fp32 eager | "
+             f"vs {runtime} fp32 | other load (cores) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+             row("torch fp32 eager", base_torch, metric, torch_ms, rt_ms, fp32_bytes, scale),
+             row(f"{runtime} fp32", base_rt, metric, torch_ms, rt_ms, fp32_bytes, scale)]
+    dyn = next((t for t in results["trials"] if t["state"] == "complete" and not t["plan"]["prune"]
+                and t["plan"]["quantize"] == "int8-dynamic"), None)
+    if dyn:
+        lines.append(row(f"{runtime} dynamic int8 (trial {dyn['number']})", card_of(dyn), metric, torch_ms, rt_ms,
+                         fp32_bytes, scale))
+    chosen = results.get("chosen")
+    if chosen:
+        lines.append(row(f"**chosen** (trial {chosen['trial']}: {chosen['description']})", chosen["card"], metric,
+                         torch_ms, rt_ms, fp32_bytes, scale))
+    return lines
+
+
+def trials_table(results: dict[str, Any], objective: str, scale: float = 1.0) -> list[str]:
+    pareto = {p["trial"] for p in results["pareto"]}
+    chosen = (results.get("chosen") or {}).get("trial")
+    lines = [f"| # | what it did | state | {metric_of(results)} | {objective} | Pareto | note |",
+             "|---:|---|---|---:|---:|:---:|---|"]
+    for t in results["trials"]:
+        value = "" if t.get("metric") is None else f"{t['metric'] * scale:.2f}"
+        obj = f"{t['objectives'][objective]:,.4g}" if t.get("objectives") else ""
+        mark = "chosen" if t["number"] == chosen else ("yes" if t["number"] in pareto else "")
+        lines.append(f"| {t['number']} | {describe(t['plan'])} | {t['state']} | {value} | {obj} | {mark} | "
+                     f"{t.get('message', '')} |")
+    return lines
