@@ -8,6 +8,7 @@ from sizewise.cli import (
     cluster_cmd,
     compress_cmd,
     demo_cmd,
+    distill_cmd,
     estimate_cmd,
     factorize_cmd,
     inspect_cmd,
@@ -39,6 +40,7 @@ app.command("train")(train_cmd.train)
 app.command("prune")(prune_cmd.prune)
 app.command("quantize")(quantize_cmd.quantize)
 app.command("factorize")(factorize_cmd.factorize)
+app.command("distill")(distill_cmd.distill)
 app.command("cluster")(cluster_cmd.cluster)
 app.command("compress", epilog=compress_cmd.EXAMPLE)(compress_cmd.compress)
 app.command("inspect")(inspect_cmd.inspect)

@@ -126,4 +126,4 @@ def savings_line(before: ModelCard, after: ModelCard) -> str:
     else:
         verdict = "no measurable speed change (the 95% intervals overlap)"
     return (f"{flops:.2f}× fewer FLOPs → measured {speed:.2f}× speed ({after.latency.runtime}, "
-            f"{after.latency.threads} threads): {verdict}")
+            f"{after.latency.threads} thread{'s' if after.latency.threads != 1 else ''}): {verdict}")

@@ -25,7 +25,7 @@ import torch
 from sizewise.core.errors import ConfigError, DataError
 from sizewise.data.dataset import Dataset, Split
 from sizewise.models.loaded import LoadedModel
-from sizewise.train.objectives import objective_for, take
+from sizewise.train.objectives import Objective, objective_for, take
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
@@ -94,8 +94,9 @@ def split_validation(split: Split, fraction: float, seed: int) -> tuple[Split, S
             Split(take(split.inputs, val), split.labels[val]))
 
 
-def _make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in module.parameters() if p.requires_grad]
+def _make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    # Every parameter is handed over, frozen ones too: SGD and AdamW skip a parameter whose gradient is None, so a
+    # frozen backbone costs nothing, and one unfrozen later (gradual unfreezing) trains without a new optimizer.
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                                nesterov=config.momentum > 0)
@@ -156,12 +157,14 @@ class _ProgressHandle:
 
 def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = None, *, out: str | Path | None = None,
           resume: bool = False, on_epoch: Callable[[EpochStats], None] | None = None,
-          after_step: Callable[[int], None] | None = None, progress: bool = False) -> TrainResult:
+          after_step: Callable[[int], None] | None = None, progress: bool = False,
+          objective: Objective | None = None) -> TrainResult:
     """Train ``loaded.module`` in place on ``dataset``'s train split.
 
     ``out``: a directory for ``checkpoint.pt`` (written after every epoch); with ``resume=True`` training continues
     from it. ``after_step(global_step)`` runs after each optimizer step (pruning uses it to keep pruned weights at
-    zero and to follow its sparsity schedule).
+    zero and to follow its sparsity schedule). ``objective`` replaces the task's own (distillation passes one whose
+    loss also looks at a teacher); its ``extra_parameters()`` (e.g. a learned projection) train along.
     """
     config = config or TrainConfig()
     if "train" not in dataset.splits:
@@ -169,11 +172,11 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
     from sizewise.tasks import check_compatible
 
     check_compatible(loaded, dataset)
-    objective = objective_for(loaded, dataset)
+    objective = objective or objective_for(loaded, dataset)
     train_split, val_split = split_validation(dataset.split("train"), config.val_fraction, config.seed)
     module = loaded.module
     steps_per_epoch = max(1, -(-len(train_split) // config.batch_size))
-    optimizer = _make_optimizer(module, config)
+    optimizer = _make_optimizer([*module.parameters(), *objective.extra_parameters()], config)
     scheduler = _make_schedule(optimizer, config, config.epochs * steps_per_epoch)
     checkpoint = Path(out) / CHECKPOINT if out else None
     history: list[EpochStats] = []
@@ -183,6 +186,7 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
     if resume and checkpoint and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own file, written above
         module.load_state_dict(state["model"])
+        objective.load_state_dict(state.get("objective", {}))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -223,7 +227,8 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
                 best = (val_acc, epoch, copy.deepcopy(module.state_dict()) if config.patience else None)
             if checkpoint:
                 _save_checkpoint(checkpoint, {
-                    "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                    "model": module.state_dict(), "objective": objective.state_dict(),
+                    "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
                     "history": [dataclasses.asdict(e) for e in history],
                     "best_val": best[0], "best_epoch": best[1], "best_state": best[2]})

@@ -30,6 +30,16 @@ class Objective(abc.ABC):
     def loss(self, split: Split, idx: np.ndarray) -> tuple[torch.Tensor, int | None]:
         """Loss of the batch ``idx`` and how many examples it got right (None where that means nothing)."""
 
+    def extra_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters the objective itself trains (none for a plain task)."""
+        return []
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def validate(self, split: Split) -> float:
         from sizewise.tasks import evaluate
 
