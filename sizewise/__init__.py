@@ -27,6 +27,8 @@ _API = {
     "quantize": "sizewise.compress.quantize",
     "compress": "sizewise.compress",
     "TrainConfig": "sizewise.train",
+    "finetune": "sizewise.train.finetuning",
+    "FinetuneConfig": "sizewise.train.finetuning",
 }
 
 __all__ = ["__version__", *_API]

@@ -11,6 +11,7 @@ from sizewise.cli import (
     distill_cmd,
     estimate_cmd,
     factorize_cmd,
+    finetune_cmd,
     inspect_cmd,
     measure_cmd,
     prune_cmd,
@@ -40,6 +41,7 @@ app.command("train")(train_cmd.train)
 app.command("prune")(prune_cmd.prune)
 app.command("quantize")(quantize_cmd.quantize)
 app.command("factorize")(factorize_cmd.factorize)
+app.command("finetune")(finetune_cmd.finetune)
 app.command("distill")(distill_cmd.distill)
 app.command("cluster")(cluster_cmd.cluster)
 app.command("compress", epilog=compress_cmd.EXAMPLE)(compress_cmd.compress)
