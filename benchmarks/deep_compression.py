@@ -132,8 +132,8 @@ def render() -> Path:
         ratio = r["dense"]["disk_bytes"] / r["compressed"]["disk_bytes"]
         ok_size, ok_err = ratio >= p["ratio"], err <= p["dense_error"]
         verdict = ("MET" if ok_size and ok_err else "NOT MET") + (
-            f" (≥ {p['ratio']}×: {'yes' if ok_size else 'no'}; error ≤ {p['dense_error']}%: {'yes' if ok_err else 'no'})")
-        lines.append(f"| {p['title']} | {p['dense_error']}% / {dense_err:.2f}% | {p['error']}% / {err:.2f}% | "
+            f" (≥ {p['ratio']}×: {'yes' if ok_size else 'no'}; error ≤ {p['dense_error']:.2f}%: {'yes' if ok_err else 'no'})")
+        lines.append(f"| {p['title']} | {p['dense_error']:.2f}% / {dense_err:.2f}% | {p['error']:.2f}% / {err:.2f}% | "
                      f"{p['dense_kb']} KB / {r['dense']['disk_bytes'] / 1000:.0f} KB | {p['kb']} KB / "
                      f"{r['compressed']['disk_bytes'] / 1000:.1f} KB | {p['ratio']}× / {ratio:.1f}× | {verdict} |")
     for r in results:
@@ -159,6 +159,9 @@ def render() -> Path:
               "relative index needs); sizewise picks each sparse layer's relative-index width (2-8 bits) to make the "
               "layer smallest, where the paper fixed 5 bits for FC layers, and codes a layer densely (no index) when "
               "that is smaller. Biases are stored raw fp32 and counted in the file total."]
+    reading = RESULTS / "deep_compression_reading.md"  # the written interpretation of the numbers above
+    if reading.is_file():
+        lines += ["", reading.read_text().rstrip()]
     lowrank = RESULTS / "factorize_minilm.json"  # written by benchmarks/factorize_minilm.py
     if lowrank.is_file():
         lines += ["", json.loads(lowrank.read_text())["markdown"].rstrip()]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import RESULTS
+from sizewise.core.budget import points
 
 SHRINK_MD = RESULTS / "shrink.md"
 TITLE = "# `sizewise shrink` benchmarks"
@@ -34,10 +35,9 @@ def card_of(trial: dict[str, Any]) -> dict[str, Any]:
     return trial.get("card") or json.loads((Path(trial["artifact"]) / "card.json").read_text())
 
 
-def row(name: str, card: dict, metric: str, torch_ms: float, runtime_ms: float, fp32_bytes: int,
-        scale: float = 1.0) -> str:
+def row(name: str, card: dict, metric: str, torch_ms: float, runtime_ms: float, fp32_bytes: int) -> str:
     lat = card["latency"]
-    return (f"| {name} | {card['metrics'][metric] * scale:.2f} | {card['size']['disk_bytes']:,} | "
+    return (f"| {name} | {points(metric, card['metrics'][metric]):.2f} | {card['size']['disk_bytes']:,} | "
             f"{card['size']['disk_bytes'] / fp32_bytes:.1%} | {card['flops']['total']:,} | {lat['p50_ms']:.3f} "
             f"[{lat['ci95_median_ms'][0]:.3f}-{lat['ci95_median_ms'][1]:.3f}] | {torch_ms / lat['p50_ms']:.2f}x | "
             f"{runtime_ms / lat['p50_ms']:.2f}x | {lat.get('other_load_cores') or 0:.2f} |")
@@ -48,7 +48,7 @@ def describe(plan: dict[str, Any]) -> str:
     return " → ".join(filter(None, steps)) or "no compression"
 
 
-def comparison(results: dict[str, Any], scale: float = 1.0) -> list[str]:
+def comparison(results: dict[str, Any]) -> list[str]:
     """The baselines, a plain dynamic-int8 trial if one ran, and the chosen model, measured in the same search."""
     metric = metric_of(results)
     base_torch, base_rt = results["baseline"]["torch_fp32"], results["baseline"]["runtime_fp32"]
@@ -57,27 +57,27 @@ def comparison(results: dict[str, Any], scale: float = 1.0) -> list[str]:
     runtime = results["config"]["runtime"]
     lines = [f"| model | {metric} | bytes | % of fp32 | FLOPs | p50 ms [95% CI] | vs torch fp32 eager | "
              f"vs {runtime} fp32 | other load (cores) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-             row("torch fp32 eager", base_torch, metric, torch_ms, rt_ms, fp32_bytes, scale),
-             row(f"{runtime} fp32", base_rt, metric, torch_ms, rt_ms, fp32_bytes, scale)]
+             row("torch fp32 eager", base_torch, metric, torch_ms, rt_ms, fp32_bytes),
+             row(f"{runtime} fp32", base_rt, metric, torch_ms, rt_ms, fp32_bytes)]
     dyn = next((t for t in results["trials"] if t["state"] == "complete" and not t["plan"]["prune"]
                 and t["plan"]["quantize"] == "int8-dynamic"), None)
     if dyn:
         lines.append(row(f"{runtime} dynamic int8 (trial {dyn['number']})", card_of(dyn), metric, torch_ms, rt_ms,
-                         fp32_bytes, scale))
+                         fp32_bytes))
     chosen = results.get("chosen")
     if chosen:
         lines.append(row(f"**chosen** (trial {chosen['trial']}: {chosen['description']})", chosen["card"], metric,
-                         torch_ms, rt_ms, fp32_bytes, scale))
+                         torch_ms, rt_ms, fp32_bytes))
     return lines
 
 
-def trials_table(results: dict[str, Any], objective: str, scale: float = 1.0) -> list[str]:
+def trials_table(results: dict[str, Any], objective: str) -> list[str]:
     pareto = {p["trial"] for p in results["pareto"]}
     chosen = (results.get("chosen") or {}).get("trial")
     lines = [f"| # | what it did | state | {metric_of(results)} | {objective} | Pareto | note |",
              "|---:|---|---|---:|---:|:---:|---|"]
     for t in results["trials"]:
-        value = "" if t.get("metric") is None else f"{t['metric'] * scale:.2f}"
+        value = "" if t.get("metric") is None else f"{points(metric_of(results), t['metric']):.2f}"
         obj = f"{t['objectives'][objective]:,.4g}" if t.get("objectives") else ""
         mark = "chosen" if t["number"] == chosen else ("yes" if t["number"] in pareto else "")
         lines.append(f"| {t['number']} | {describe(t['plan'])} | {t['state']} | {value} | {obj} | {mark} | "

@@ -36,7 +36,8 @@ def tiny_bert_dir(tmp_path_factory):
         "deploy", "them", "pruning", "quantization", "make", "smaller", "faster", "the", "a", "model", "is",
         "measuring", "honestly", "tells", "by", "how", "much", "distillation"]
     (path / "vocab.txt").write_text("\n".join(words) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    # transformers 5 reads the vocabulary from `vocab=`; `vocab_file=` is silently ignored (every word -> [UNK])
+    tokenizer = transformers.BertTokenizerFast(vocab=str(path / "vocab.txt"))
     config = transformers.BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,
                                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
     transformers.BertModel(config).save_pretrained(path)
