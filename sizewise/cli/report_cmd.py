@@ -1,6 +1,6 @@
 """``sizewise report FILE``: render a run's JSON in the terminal and as report.md + a self-contained report.html.
 
-Dispatches on the JSON's ``"kind"`` key, so each kind of run (today: ``estimate``) registers one renderer below.
+Dispatches on the JSON's ``"kind"`` (or ``"schema"``) key, so each kind of run registers one renderer below.
 """
 
 from __future__ import annotations
@@ -50,9 +50,21 @@ def _report_quantize(path: Path, data: dict[str, Any]) -> list[Path]:
     return [_write_text(path.parent / "report.html", render_quantize_html(data))]
 
 
+def _report_compare(path: Path, data: dict[str, Any]) -> list[Path]:
+    from sizewise.report.card_view import compare_table, savings_line
+    from sizewise.report.compare_report import cards_of, to_html, to_markdown
+
+    title, a, b, a_name, b_name = cards_of(data)
+    console.print(compare_table(a, b, title=title, before_name=a_name, after_name=b_name))
+    console.print(savings_line(a, b))
+    return [_write_text(path.parent / "report.md", to_markdown(data)),
+            _write_text(path.parent / "report.html", to_html(data))]
+
+
 _RENDERERS: dict[str, Callable[[Path, dict[str, Any]], list[Path]]] = {"estimate": _report_estimate,
                                                                         "shrink": _report_shrink,
-                                                                        "quantize": _report_quantize}
+                                                                        "quantize": _report_quantize,
+                                                                        "compare": _report_compare}
 
 
 @handles_errors
@@ -78,6 +90,10 @@ def report(
     kind = data.get("kind") if isinstance(data, dict) else None
     if isinstance(data, dict) and data.get("schema") == "sizewise.quantization/1":
         kind = "quantize"
+    from sizewise.report.compare_report import KINDS
+
+    if isinstance(data, dict) and data.get("schema") in KINDS:
+        kind = "compare"  # prune, cluster, factorize, recipe, finetune, distill runs: two cards side by side
     renderer = _RENDERERS.get(kind) if isinstance(kind, str) else None
     if renderer is None:
         raise SizewiseError(f"'{path}' is not a sizewise run sizewise can report on (kind {kind!r})",

@@ -6,12 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sizewise.core.budget import Budget, points
+from sizewise.measure.latency import RUN_TO_RUN_TOLERANCE
 
 SCHEMA = "sizewise.shrink/1"
-# Between-run spread of a latency median on a shared VM: the same fp16 digits model measured in two trials of one
-# search gave 0.0509 and 0.0539 ms (6%), far outside either run's own 95% interval of the median. Trials are timed
-# minutes apart, so their intervals are widened by this much before one is called faster than another.
-RUN_TO_RUN_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)

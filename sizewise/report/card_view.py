@@ -72,58 +72,68 @@ def print_card(card: ModelCard, console: Console, title: str | None = None) -> N
     console.print(Group(*parts))
 
 
-def compare_table(before: ModelCard, after: ModelCard, title: str | None = None, before_name: str = "before",
-                  after_name: str = "after") -> Table:
-    """Before/after side by side. Ratios are before/after, so > 1 means smaller or faster."""
-    t = Table(title=title or "before → after (measured the same way, same machine, same run)", title_justify="left")
-    for col in ("", before_name, after_name, "ratio"):
-        t.add_column(col, justify="right" if col not in ("",) else "left")
-
+def compare_rows(before: ModelCard, after: ModelCard) -> list[tuple[str, str, str, str]]:
+    """(what, before, after, ratio) rows; ratios are before/after, so > 1 means smaller or faster."""
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}×" if b else "∞"
 
-    t.add_row("parameters", f"{before.params.total:,}", f"{after.params.total:,}",
-              ratio(before.params.total, after.params.total))
-    t.add_row("non-zero parameters", f"{before.params.nonzero:,}", f"{after.params.nonzero:,}",
-              ratio(before.params.nonzero, after.params.nonzero))
-    t.add_row("disk bytes", format_bytes(before.size.disk_bytes), format_bytes(after.size.disk_bytes),
-              ratio(before.size.disk_bytes, after.size.disk_bytes))
+    rows = [("parameters", f"{before.params.total:,}", f"{after.params.total:,}",
+             ratio(before.params.total, after.params.total)),
+            ("non-zero parameters", f"{before.params.nonzero:,}", f"{after.params.nonzero:,}",
+             ratio(before.params.nonzero, after.params.nonzero)),
+            ("disk bytes", format_bytes(before.size.disk_bytes), format_bytes(after.size.disk_bytes),
+             ratio(before.size.disk_bytes, after.size.disk_bytes))]
     if before.flops and after.flops:
-        t.add_row("FLOPs", format_flops(before.flops.total), format_flops(after.flops.total),
-                  ratio(before.flops.total, after.flops.total))
-        t.add_row("effective FLOPs (zeros skipped)", format_flops(before.flops.effective),
-                  format_flops(after.flops.effective), ratio(before.flops.effective, after.flops.effective))
+        rows.append(("FLOPs", format_flops(before.flops.total), format_flops(after.flops.total),
+                     ratio(before.flops.total, after.flops.total)))
+        rows.append(("effective FLOPs (zeros skipped)", format_flops(before.flops.effective),
+                     format_flops(after.flops.effective), ratio(before.flops.effective, after.flops.effective)))
     if before.latency and after.latency:
         runtimes = (after.latency.runtime if before.latency.runtime == after.latency.runtime
                     else f"{before.latency.runtime} → {after.latency.runtime}")
-        t.add_row(f"latency p50 ({runtimes}, batch {after.latency.batch_size}, {after.latency.threads} thr)",
-                  f"{before.latency.p50_ms:.3f} ms", f"{after.latency.p50_ms:.3f} ms",
-                  ratio(before.latency.p50_ms, after.latency.p50_ms))
+        rows.append((f"latency p50 ({runtimes}, batch {after.latency.batch_size}, {after.latency.threads} thr)",
+                     f"{before.latency.p50_ms:.3f} ms", f"{after.latency.p50_ms:.3f} ms",
+                     ratio(before.latency.p50_ms, after.latency.p50_ms)))
     for name in sorted(before.metrics.keys() & after.metrics.keys() - {"examples"}):
         a, b = before.metrics[name], after.metrics[name]
         shown = (lambda v: f"{v:.2%}") if name == "accuracy" else (lambda v: f"{v:.2f}")
         delta = f"{(b - a) * 100:+.2f} pp" if name == "accuracy" else f"{b - a:+.2f}"
-        t.add_row(name, shown(a), shown(b), delta)
+        rows.append((name, shown(a), shown(b), delta))
+    return rows
+
+
+def compare_table(before: ModelCard, after: ModelCard, title: str | None = None, before_name: str = "before",
+                  after_name: str = "after") -> Table:
+    """Before/after side by side, as a terminal table."""
+    t = Table(title=title or "before → after (measured the same way, same machine, same run)", title_justify="left")
+    for col in ("", before_name, after_name, "ratio"):
+        t.add_column(col, justify="right" if col not in ("",) else "left")
+    for row in compare_rows(before, after):
+        t.add_row(*row)
     return t
 
 
 def savings_line(before: ModelCard, after: ModelCard) -> str:
     """The one line that says whether the savings are real: FLOP reduction next to the measured speed-up.
 
-    A speed-up counts only when the two medians' 95% intervals do not overlap: a 6% "gain" inside the noise of a
-    shared machine is no gain.
+    A speed-up counts only when the two medians' 95% intervals do not overlap *and* it exceeds the run-to-run spread
+    of the median on a shared machine (``RUN_TO_RUN_TOLERANCE``): two cards are timed minutes apart, and a 1-6% "gain"
+    between them is no gain.
     """
+    from sizewise.measure.latency import RUN_TO_RUN_TOLERANCE
+
     flops = before.flops.total / max(1, after.flops.total) if before.flops and after.flops else float("nan")
     if not (before.latency and after.latency):
         return f"{flops:.2f}× fewer FLOPs; latency not measured"
     speed = before.latency.p50_ms / after.latency.p50_ms
-    faster = after.latency.ci95_median_ms[1] < before.latency.ci95_median_ms[0]
-    slower = after.latency.ci95_median_ms[0] > before.latency.ci95_median_ms[1]
+    beyond_noise = abs(speed - 1) > RUN_TO_RUN_TOLERANCE
+    faster = beyond_noise and after.latency.ci95_median_ms[1] < before.latency.ci95_median_ms[0]
+    slower = beyond_noise and after.latency.ci95_median_ms[0] > before.latency.ci95_median_ms[1]
     if faster:
         verdict = "the savings are real" if speed >= 0.8 * flops else "faster, but less than the FLOPs promise"
     elif slower:
         verdict = "slower on this runtime"
     else:
-        verdict = "no measurable speed change (the 95% intervals overlap)"
+        verdict = f"no measurable speed change (within the 95% intervals or the {RUN_TO_RUN_TOLERANCE:.0%} run-to-run spread)"
     return (f"{flops:.2f}× fewer FLOPs → measured {speed:.2f}× speed ({after.latency.runtime}, "
             f"{after.latency.threads} thread{'s' if after.latency.threads != 1 else ''}): {verdict}")

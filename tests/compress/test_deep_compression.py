@@ -254,6 +254,9 @@ def test_cli_cluster_inspect_and_compress(trained_digits_dir, tmp_path, monkeypa
                                  str(tmp_path / "c"), "--bits", "4", "--finetune-epochs", "1"])
     assert result.exit_code == 0, result.output
     assert "model.swz" in result.output and "Huffman" in result.output
+    reported = runner.invoke(app, ["report", str(tmp_path / "c")])  # any two-card run renders
+    assert reported.exit_code == 0, reported.output
+    assert "<table>" in (tmp_path / "c" / "report.html").read_text() and (tmp_path / "c" / "report.md").is_file()
     shown = runner.invoke(app, ["inspect", str(tmp_path / "c"), "--json", str(tmp_path / "t.json")])
     assert shown.exit_code == 0, shown.output
     assert "shared" in shown.output and (tmp_path / "t.json").is_file()

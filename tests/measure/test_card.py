@@ -223,3 +223,6 @@ def test_savings_line_claims_speed_only_outside_the_noise(lenet_card):
     assert "no measurable speed change" in savings_line(before, with_latency(lenet_card, 0.067, 0.062, 0.075))
     assert "the savings are real" in savings_line(before, with_latency(lenet_card, 0.050, 0.048, 0.052))
     assert "slower" in savings_line(before, with_latency(lenet_card, 0.100, 0.090, 0.110))
+    # intervals that separate but a gain inside the run-to-run spread (here 1%): still no claim
+    tight = with_latency(lenet_card, 0.0700, 0.0699, 0.0701)
+    assert "no measurable speed change" in savings_line(tight, with_latency(lenet_card, 0.0693, 0.0692, 0.0694))
