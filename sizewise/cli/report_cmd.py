@@ -97,7 +97,8 @@ def report(
     renderer = _RENDERERS.get(kind) if isinstance(kind, str) else None
     if renderer is None:
         raise SizewiseError(f"'{path}' is not a sizewise run sizewise can report on (kind {kind!r})",
-                            hint=f"known kinds: {', '.join(sorted(_RENDERERS))}; "
-                                 "write one with `sizewise estimate MODEL --json FILE`")
+                            hint="known kinds: estimate, shrink, quantize, and the card.json of prune, cluster, "
+                                 "factorize, compress, finetune and distill runs; write one with e.g. "
+                                 "`sizewise estimate MODEL --json FILE`")
     for written in renderer(path, data):
         console.print(f"wrote {written}", highlight=False)

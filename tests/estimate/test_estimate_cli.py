@@ -119,7 +119,7 @@ def test_report_rejects_other_files(tmp_path):
     result = runner.invoke(APP, ["report", str(other)])
     assert result.exit_code == 1
     assert "is not a sizewise run sizewise can report on (kind 'card')" in result.output
-    assert "known kinds: estimate" in result.output
+    assert "known kinds: estimate, shrink, quantize" in result.output
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     result = runner.invoke(APP, ["report", str(broken)])
