@@ -19,6 +19,18 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one thread: a 2-thread pool stalls on a shared 2-core machine when another process runs, while one
+    thread keeps these small models fast (SVD of a 500x800 matrix: 0.08 s alone, 13.7 s in a contended pool)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def fast_measure():
     """A MeasureConfig that keeps timing short: tests check behaviour, not this machine's speed."""
     from sizewise.measure import MeasureConfig

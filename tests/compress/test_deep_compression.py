@@ -14,12 +14,7 @@ from sizewise.models import compressed_format as cf
 from sizewise.pipeline.recipes import load_recipe, parse_recipe, run_recipe
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def bits_of(t: torch.Tensor) -> torch.Tensor:

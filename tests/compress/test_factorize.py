@@ -14,14 +14,7 @@ from sizewise.models.artifact import save_model
 from sizewise.models.lowrank import LowRankConv2d, LowRankLinear, apply_lowrank_structure, lowrank_ranks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """LAPACK's SVD on two threads slows down a hundredfold when another process holds the cores (a busy CI box);
-    these matrices are small enough that one thread is fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def _loaded(module):  # factorize only needs the module (and a name for messages)

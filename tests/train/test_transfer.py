@@ -18,12 +18,7 @@ from sizewise.train.finetuning import FinetuneConfig, finetune, labelled_train
 from sizewise.train.transfer import add_lora, final_linear, head_names, lora_targets, merge_lora, new_head
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
