@@ -18,6 +18,9 @@ def render() -> Path:
         path = RESULTS / name
         if path.is_file():
             lines += ["", json.loads(path.read_text())["markdown"].rstrip()]
+    reading = RESULTS / "distill_reading.md"  # the written interpretation of the sections above
+    if reading.is_file():
+        lines += ["", reading.read_text().rstrip()]
     out = RESULTS / "distill.md"
     out.write_text("\n".join(lines) + "\n")
     return out
