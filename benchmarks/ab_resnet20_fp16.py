@@ -1,6 +1,6 @@
 """Interleaved check of the ResNet-20 latency search's chosen model (fp16 on onnxruntime) against onnxruntime fp32:
 the two were timed minutes apart in the search, under different load. Usage: .venv/bin/python benchmarks/ab_resnet20_fp16.py
-after benchmarks/shrink_resnet20.py --objective latency (it reads /tmp/shrink-resnet20-latency/trials/0006)."""
+after benchmarks/shrink_resnet20.py --objective latency (it reads /tmp/shrink-resnet20-latency/trials/0006, the first, loaded run's chosen model)."""
 import sys, json, tempfile
 sys.path.insert(0, "/work/main/benchmarks")
 import sizewise
