@@ -91,7 +91,7 @@ def main() -> None:
         sizewise.shrink(str(base), str(CIFAR), str(out), config, command=command())
         (out / "bench.json").write_text(json.dumps({"wall_s": time.time() - started, "base": str(base), "date":
                                                     datetime.now(timezone.utc).isoformat(timespec="seconds")}))
-    render(out, args.objective, command(), json.loads((out / "bench.json").read_text()))
+    render(out, args.objective, command().replace(" --render-only", ""), json.loads((out / "bench.json").read_text()))
     print((RESULTS / "shrink.md").read_text())
 
 
