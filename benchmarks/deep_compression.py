@@ -30,13 +30,16 @@ MNIST = DATA / "mnist" / "mnist.npz"
 # Huffman (P+Q+H), index bits before/after Huffman, and the compression rate (P+Q+H) as % of the dense fp32 layer.
 PAPER = {
     "lenet300": {
-        "title": "LeNet-300-100", "arch": "zoo:lenet-300-100", "dense_error": 1.64, "error": 1.58,
+        "title": "LeNet-300-100", "arch": "zoo:lenet-300-100", "recipe": "deep-compression",
+        "dense_error": 1.64, "error": 1.58,
         "dense_kb": 1070, "kb": 27, "ratio": 40,
         "layers": {"fc1": ("ip1", 8, 6, 4.4, 5, 3.7, 2.32), "fc2": ("ip2", 9, 6, 4.4, 5, 4.3, 3.04),
                    "fc3": ("ip3", 26, 6, 4.3, 5, 3.2, 12.70)},
         "total": (8, 6, 5.1, 5, 3.7, 2.49)},
     "lenet5": {
-        "title": "LeNet-5", "arch": "zoo:lenet5", "dense_error": 0.80, "error": 0.74, "dense_kb": 1720, "kb": 44,
+        "title": "LeNet-5", "arch": "zoo:lenet5", "recipe": str(Path(__file__).parent / "recipes" /
+                                                              "deep-compression-lenet5.yaml"),
+        "dense_error": 0.80, "error": 0.74, "dense_kb": 1720, "kb": 44,
         "ratio": 39,
         "layers": {"conv1": ("conv1", 66, 8, 7.2, 5, 1.5, 67.45), "conv2": ("conv2", 12, 8, 7.2, 5, 3.9, 5.28),
                    "fc1": ("ip1", 8, 5, 4.5, 5, 4.5, 2.45), "fc2": ("ip2", 19, 5, 5.2, 5, 3.7, 6.13)},
@@ -64,11 +67,11 @@ def run_model(name: str, epochs: int) -> dict:
                        progress=True)
         sizewise.save_model(loaded, base / "model")
     train_seconds = time.time() - started
-    recipe = load_recipe("deep-compression")
+    recipe = load_recipe(paper["recipe"])
     mc = MeasureConfig(threads=1, latency_seconds=0.5, measure_memory=False, throughput_sweep=(1,))
     log(f"{name}: running recipe {recipe.name}")
     started = time.time()
-    result = run_recipe(sizewise.load(str(base)), recipe, dataset, work / "dc", mc, progress=log)
+    result = run_recipe(sizewise.load(str(base)), recipe, dataset, work / f"dc-{recipe.name}", mc, progress=log)
     recipe_seconds = time.time() - started
     swz = result.model_dir / compressed_format.WEIGHTS
     reloaded = sizewise.evaluate(sizewise.load(str(swz)), dataset)["accuracy"]  # the file alone, decoded again
@@ -76,7 +79,7 @@ def run_model(name: str, epochs: int) -> dict:
     dense_bytes = result.before.size.disk_bytes
     return {
         "model": name, "arch": paper["arch"], "epochs": epochs, "train_seconds": train_seconds,
-        "recipe_seconds": recipe_seconds, "recipe": [s.describe() for s in recipe.steps],
+        "recipe_seconds": recipe_seconds, "recipe": [s.describe() for s in recipe.steps], "recipe_name": recipe.name,
         "dense": {"accuracy": result.before.metrics["accuracy"], "disk_bytes": dense_bytes,
                   "artifact": result.before.size.artifact},
         "compressed": {"accuracy": result.after.metrics["accuracy"], "reloaded_accuracy": reloaded,
@@ -142,7 +145,8 @@ def render() -> Path:
                   f"- command: `{r['command']}`; date {r['date']}; commit {r['commit']}",
                   f"- machine: {r['machine']}; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
                   f"- dense baseline: {r['epochs']} epochs of AdamW (sizewise defaults), {r['train_seconds'] / 60:.1f} "
-                  f"min (0 = reused from an earlier run); recipe: {' → '.join(r['recipe'])} "
+                  f"min (0 = reused from an earlier run); recipe `{r.get('recipe_name', 'deep-compression')}`: "
+                  f"{' → '.join(r['recipe'])} "
                   f"({r['recipe_seconds'] / 60:.1f} min)",
                   f"- compressed accuracy {r['compressed']['accuracy']:.2%} measured on the reloaded run directory, "
                   f"{r['compressed']['reloaded_accuracy']:.2%} on the `.swz` file loaded on its own "

@@ -121,6 +121,10 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return any(_type_ok(value, h) for h in typing.get_args(hint))
     if hint is type(None):
         return value is None
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(_type_ok(k, key_type) and _type_ok(v, value_type)
+                                               for k, v in value.items())
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -133,6 +137,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is dict:
+        return "a mapping of " + " to ".join(_type_name(h) for h in typing.get_args(hint))
     return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 

@@ -196,6 +196,8 @@ def test_the_builtin_recipe_is_the_papers_chain():
     ([{"prune": {"method": "random", "sparsity": 0.9}}], "unknown pruning method 'random'"),
     ([{"prune": {"sparsity": 1.5}}], "sparsity must be in"),
     ([{"encode": {"format": "zip"}}], "unknown format 'zip'"),
+    ([{"prune": {"method": "gradual", "sparsity": 0.9, "epochs": 1, "layer_sparsity": {"fc1": "most"}}}],
+     "field 'layer_sparsity' must be a mapping of str to float or null"),
     ([{"prune": {}, "cluster": {}}], "one-key mapping"),
     ([], "non-empty 'steps' list"),
 ])

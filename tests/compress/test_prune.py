@@ -64,6 +64,24 @@ def test_gradual_reaches_the_final_sparsity_while_finetuning(trained_digits_dir,
     assert weight_sparsity(sizewise.load(tmp_path).module) == pytest.approx(0.8, abs=1e-3)
 
 
+def test_gradual_with_per_layer_sparsity_reaches_each_layers_target(trained_digits_dir, digits, quick, tmp_path):
+    config = GradualPrune(0.8, pruning_steps=5, layer_sparsity={"conv1": 0.3, "fc2": 0.5})
+    result = compress(sizewise.load(trained_digits_dir), config, tmp_path, dataset=digits,
+                      finetune=sizewise.TrainConfig(epochs=1, lr=1e-3), measure_config=quick)
+    module = sizewise.load(tmp_path).module
+    zeros = {n: float((p == 0).float().mean()) for n, p in module.named_parameters() if p.dim() > 1}
+    assert zeros["conv1.weight"] == pytest.approx(0.3, abs=0.01) and zeros["fc2.weight"] == pytest.approx(0.5, abs=0.01)
+    rest = [n for n in zeros if n not in ("conv1.weight", "fc2.weight")]
+    kept = sum(int((dict(module.named_parameters())[n] != 0).sum()) for n in rest)
+    assert 1 - kept / sum(dict(module.named_parameters())[n].numel() for n in rest) == pytest.approx(0.8, abs=1e-3)
+    assert result.details["layer_sparsity"]["conv1.weight"] == pytest.approx(0.3, abs=0.01)
+    with pytest.raises(ConfigError, match="not prunable layers.*prunable layers: conv1"):
+        compress(sizewise.load(trained_digits_dir), GradualPrune(0.8, layer_sparsity={"conv9": 0.5}), tmp_path / "x",
+                 dataset=digits, finetune=sizewise.TrainConfig(epochs=1), measure_config=quick)
+    with pytest.raises(ConfigError, match="layer_sparsity\\['conv1'\\]"):
+        GradualPrune(0.8, layer_sparsity={"conv1": 1.5})
+
+
 def test_lottery_rewinds_and_prunes_each_round(trained_digits_dir, digits, quick, tmp_path):
     finetune = sizewise.TrainConfig(epochs=1, lr=1e-3)
     result = compress(sizewise.load(trained_digits_dir), LotteryPrune(0.875, rounds=3), tmp_path, dataset=digits,

@@ -42,11 +42,22 @@ class GradualPrune:
     initial_sparsity: float = 0.0
     pruning_steps: int = 10  # n: how many times masks are updated
     ramp_fraction: float = 0.75  # the ramp ends at this fraction of fine-tuning; the rest recovers at s_f
+    # final sparsity of named layers ("conv1": 0.34), each pruned on its own magnitudes (Han et al. set one threshold
+    # per layer from a sensitivity scan); the other layers follow ``sparsity`` and ``scope``
+    layer_sparsity: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         _check_sparsity(self.sparsity)
         _check_sparsity(self.initial_sparsity, "initial_sparsity")
         _check_scope(self.scope)
+        if self.layer_sparsity is not None:
+            if not isinstance(self.layer_sparsity, dict) or not self.layer_sparsity:
+                raise ConfigError(f"layer_sparsity must map layer names to sparsities, got {self.layer_sparsity!r}")
+            for name, value in self.layer_sparsity.items():
+                _check_sparsity(value, f"layer_sparsity['{name}']")
+                if value < self.initial_sparsity:
+                    raise ConfigError(f"layer_sparsity['{name}'] {value} is below initial_sparsity "
+                                      f"{self.initial_sparsity}")
         if self.initial_sparsity > self.sparsity:
             raise ConfigError(f"initial_sparsity {self.initial_sparsity} is above the final sparsity {self.sparsity}")
         if not isinstance(self.pruning_steps, int) or self.pruning_steps < 1:

@@ -20,12 +20,34 @@ def magnitude(loaded, config: MagnitudePrune, dataset, finetune: TrainConfig | N
     return {"weight_sparsity": keeper.sparsity(), "layers": len(weights)}
 
 
-def cubic_schedule(step: int, config: GradualPrune, total_steps: int) -> float:
-    """Zhu & Gupta's s_t with t0 = 0 and n dt = ramp_fraction x total steps, held at s_f afterwards."""
+def schedule_progress(step: int, config: GradualPrune, total_steps: int) -> float:
+    """How far along Zhu & Gupta's cubic ramp ``step`` is, from 0 to 1 (t0 = 0, n dt = ramp_fraction x total)."""
     ramp = max(1, int(total_steps * config.ramp_fraction))
     dt = max(1, ramp // config.pruning_steps)
     t = min(ramp, (step // dt) * dt)  # masks change only every dt steps
-    return config.sparsity + (config.initial_sparsity - config.sparsity) * (1 - t / ramp) ** 3
+    return 1 - (1 - t / ramp) ** 3
+
+
+def cubic_schedule(step: int, config: GradualPrune, total_steps: int, final: float | None = None) -> float:
+    """Zhu & Gupta's s_t = s_f + (s_i - s_f)(1 - t / (n dt))^3, held at s_f afterwards (``final`` overrides s_f)."""
+    final = config.sparsity if final is None else final
+    return config.initial_sparsity + (final - config.initial_sparsity) * schedule_progress(step, config, total_steps)
+
+
+def _layer_names(weights: dict) -> dict[str, str]:
+    return {name.removesuffix(".weight"): name for name in weights}
+
+
+def scheduled_masks(weights: dict, config: GradualPrune, step: int, total: int) -> dict:
+    """Masks at ``step``: named layers on their own ramp to their own sparsity, the rest on ``sparsity``/``scope``."""
+    per_layer = config.layer_sparsity or {}
+    names = _layer_names(weights)
+    own = {names[layer]: cubic_schedule(step, config, total, value) for layer, value in per_layer.items()}
+    rest = {n: w for n, w in weights.items() if n not in own}
+    masks = magnitude_masks(rest, cubic_schedule(step, config, total), config.scope) if rest else {}
+    for name, target in own.items():
+        masks.update(magnitude_masks({name: weights[name]}, target, "layer"))
+    return masks
 
 
 def gradual(loaded, config: GradualPrune, dataset, finetune: TrainConfig | None) -> dict:
@@ -34,20 +56,25 @@ def gradual(loaded, config: GradualPrune, dataset, finetune: TrainConfig | None)
     from sizewise.train.loop import split_validation
 
     weights = prunable_weights(loaded.module)
+    unknown = sorted(set(config.layer_sparsity or {}) - set(_layer_names(weights)))
+    if unknown:
+        raise ConfigError(f"layer_sparsity names {unknown}, which are not prunable layers of '{loaded.reference}'",
+                          hint=f"prunable layers: {', '.join(_layer_names(weights))}")
     n_train = len(split_validation(dataset.split("train"), finetune.val_fraction, finetune.seed)[0])
     total = finetune.epochs * -(-n_train // finetune.batch_size)
-    keeper = MaskKeeper(weights, magnitude_masks(weights, config.initial_sparsity, config.scope))
+    keeper = MaskKeeper(weights, scheduled_masks(weights, config, 0, total))
     schedule = []
 
     def step(global_step: int) -> None:
-        target = cubic_schedule(global_step, config, total)
-        if not schedule or target != schedule[-1][1]:
-            keeper.masks = magnitude_masks(weights, target, config.scope)
-            schedule.append((global_step, target))
+        progress = schedule_progress(global_step, config, total)
+        if not schedule or progress != schedule[-1][2]:
+            keeper.masks = scheduled_masks(weights, config, global_step, total)
+            schedule.append((global_step, cubic_schedule(global_step, config, total), progress))
         keeper.apply()
 
     train(loaded, dataset, finetune, after_step=step, progress=True)
-    return {"weight_sparsity": keeper.sparsity(), "schedule": schedule, "total_steps": total}
+    return {"weight_sparsity": keeper.sparsity(), "schedule": [row[:2] for row in schedule], "total_steps": total,
+            "layer_sparsity": {name: 1 - float(m.float().mean()) for name, m in keeper.masks.items()}}
 
 
 def lottery(loaded, config: LotteryPrune, dataset, finetune: TrainConfig | None) -> dict:
