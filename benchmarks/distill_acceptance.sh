@@ -8,10 +8,8 @@ MNIST="$REPO/../shared/data/mnist/mnist.npz"
 WORK="${WORK:-/tmp/distill-acceptance}"
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 export COLUMNS=120 OMP_NUM_THREADS=1
-echo "# date: $(date -Iseconds)"
-echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# sizewise at $(git -C "$REPO" rev-parse --short HEAD); OMP_NUM_THREADS=$OMP_NUM_THREADS"
-run() { echo; echo "\$ $*"; /usr/bin/time -f "# wall %e s" "$@"; }
+source "$REPO/benchmarks/acceptance_lib.sh"
+record_header "OMP_NUM_THREADS=$OMP_NUM_THREADS"
 run sizewise train zoo:lenet-300-100 --data "$MNIST" --epochs 3 --out teacher
 run sizewise distill teacher --student width:0.25 --data "$MNIST" --epochs 3 --out student
 echo

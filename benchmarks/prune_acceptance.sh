@@ -10,10 +10,8 @@ WORK="${WORK:-/tmp/prune-acceptance}"
 if [ "${REUSE:-0}" = "1" ]; then rm -rf "$WORK/p" "$WORK/c"; else rm -rf "$WORK"; fi
 mkdir -p "$WORK" && cd "$WORK"
 export COLUMNS=120
-echo "# date: $(date -Iseconds)"
-echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# sizewise at $(git -C "$REPO" rev-parse --short HEAD)"
-run() { echo; echo "\$ $*"; /usr/bin/time -f "# wall %e s" "$@"; }
+source "$REPO/benchmarks/acceptance_lib.sh"
+record_header
 train() { local out="${@: -1}"; if [ "${REUSE:-0}" = "1" ] && [ -d "$out" ]; then echo; echo "# reusing $out from an earlier invocation of: sizewise train $*"; else run sizewise train "$@"; fi; }
 train zoo:lenet-300-100 --data "$MNIST" --epochs 3 --out base
 run sizewise prune base --data "$MNIST" --method magnitude --sparsity 0.9 --finetune-epochs 2 --out p

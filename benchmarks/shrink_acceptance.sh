@@ -7,9 +7,8 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${WORK:-/tmp/shrink-acceptance}"
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 export COLUMNS=120
-echo "# date: $(date -Iseconds)"
-echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# sizewise at $(git -C "$REPO" rev-parse --short HEAD)"
+source "$REPO/benchmarks/acceptance_lib.sh"
+record_header
 summary() {
   python3 - "$1" <<'PY'
 import json, sys

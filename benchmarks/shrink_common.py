@@ -27,10 +27,6 @@ def replace_section(key: str, text: str, path: Path = SHRINK_MD) -> None:
     path.write_text(body)
 
 
-def metric_of(results: dict[str, Any]) -> str:
-    return results["metric"]
-
-
 def card_of(trial: dict[str, Any]) -> dict[str, Any]:
     return trial.get("card") or json.loads((Path(trial["artifact"]) / "card.json").read_text())
 
@@ -50,7 +46,7 @@ def describe(plan: dict[str, Any]) -> str:
 
 def comparison(results: dict[str, Any]) -> list[str]:
     """The baselines, a plain dynamic-int8 trial if one ran, and the chosen model, measured in the same search."""
-    metric = metric_of(results)
+    metric = results["metric"]
     base_torch, base_rt = results["baseline"]["torch_fp32"], results["baseline"]["runtime_fp32"]
     torch_ms, rt_ms = base_torch["latency"]["p50_ms"], base_rt["latency"]["p50_ms"]
     fp32_bytes = base_torch["size"]["disk_bytes"]
@@ -74,10 +70,10 @@ def comparison(results: dict[str, Any]) -> list[str]:
 def trials_table(results: dict[str, Any], objective: str) -> list[str]:
     pareto = {p["trial"] for p in results["pareto"]}
     chosen = (results.get("chosen") or {}).get("trial")
-    lines = [f"| # | what it did | state | {metric_of(results)} | {objective} | Pareto | note |",
+    lines = [f"| # | what it did | state | {results['metric']} | {objective} | Pareto | note |",
              "|---:|---|---|---:|---:|:---:|---|"]
     for t in results["trials"]:
-        value = "" if t.get("metric") is None else f"{points(metric_of(results), t['metric']):.2f}"
+        value = "" if t.get("metric") is None else f"{points(results['metric'], t['metric']):.2f}"
         obj = f"{t['objectives'][objective]:,.4g}" if t.get("objectives") else ""
         mark = "chosen" if t["number"] == chosen else ("yes" if t["number"] in pareto else "")
         lines.append(f"| {t['number']} | {describe(t['plan'])} | {t['state']} | {value} | {obj} | {mark} | "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, err_console, handles_errors
+from sizewise.cli.common import console, handles_errors, print_compressed_file, run_compression
 
 
 @handles_errors
@@ -28,24 +28,13 @@ def cluster(
 ) -> None:
     """Share weights (per-layer k-means codebooks), fine-tune the centroids, and write a Huffman-coded artifact."""
     import sizewise
-    from sizewise.compress import compress
     from sizewise.compress.cluster import ClusterWeights
-    from sizewise.measure import MeasureConfig
-    from sizewise.models import compressed_format
-    from sizewise.report.card_view import compare_table, savings_line
-    from sizewise.report.compressed_view import inspect_table
+    from sizewise.models.compressed_format import WEIGHTS
 
     config = ClusterWeights(bits, conv_bits, linear_bits, init)
     finetune = sizewise.TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, weight_decay=0.0) \
         if finetune_epochs else None
-    loaded = sizewise.load(model, arch=arch)
-    dataset = sizewise.load_dataset(data)
-    with err_console.status("sharing weights") as status:
-        result = compress(loaded, config, out, dataset=dataset, finetune=finetune,
-                          measure_config=MeasureConfig(runtime=runtime, threads=threads), progress=status.update)
-    console.print(compare_table(result.before, result.after))
-    console.print(savings_line(result.before, result.after))
-    swz = result.model_dir / compressed_format.WEIGHTS
-    if swz.is_file():
-        console.print(inspect_table(*compressed_format.inspect(swz)))
+    result = run_compression(model, arch, data, config, finetune, out, runtime, threads, "sharing weights")
+    print_compressed_file(result.model_dir)
+    swz = result.model_dir / WEIGHTS
     console.print(f"run directory: {out} (card.json has both cards; `sizewise inspect {swz}` shows the table again)")

@@ -6,17 +6,16 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, err_console, handles_errors
+from sizewise.cli.common import console, err_console, handles_errors, print_comparison, print_compressed_file
 
-EXAMPLE = """recipe file example:
-
-  name: my-recipe
-  steps:
-    - prune: {method: gradual, sparsity: 0.9, epochs: 3, lr: 0.001}
-    - finetune: {epochs: 1, lr: 0.0003}
-    - cluster: {linear_bits: 5, conv_bits: 8}
-    - finetune: {epochs: 1, lr: 0.0001}
-    - encode: {format: deep-compression}
+# the one example recipe; kept here, not in sizewise.pipeline, so the CLI starts without importing torch
+EXAMPLE = "recipe file example:\n\n" + """name: my-recipe
+steps:
+  - prune: {method: gradual, sparsity: 0.9, epochs: 3, lr: 0.001}
+  - finetune: {epochs: 1, lr: 0.0003}
+  - cluster: {linear_bits: 5, conv_bits: 8}
+  - finetune: {epochs: 1, lr: 0.0001}
+  - encode: {format: deep-compression}
 """
 
 
@@ -35,10 +34,7 @@ def compress(
 
     import sizewise
     from sizewise.measure import MeasureConfig
-    from sizewise.models import compressed_format
     from sizewise.pipeline.recipes import load_recipe, run_recipe
-    from sizewise.report.card_view import compare_table, savings_line
-    from sizewise.report.compressed_view import inspect_table
 
     plan = load_recipe(recipe)  # validated before any model is loaded
     loaded = sizewise.load(model, arch=arch)
@@ -54,10 +50,7 @@ def compress(
     console.print(steps)
     if result.resumed_from:
         console.print(f"resumed: steps 1-{result.resumed_from} were read from {out}/steps.json")
-    console.print(compare_table(result.before, result.after))
-    console.print(savings_line(result.before, result.after))
-    swz = result.model_dir / compressed_format.WEIGHTS
-    if swz.is_file():
-        console.print(inspect_table(*compressed_format.inspect(swz)))
+    print_comparison(result.before, result.after)
+    print_compressed_file(result.model_dir)
     console.print(f"run directory: {out} (card.json: both cards and every step)")
 

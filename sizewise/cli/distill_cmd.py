@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, err_console, handles_errors
+from sizewise.cli.common import console, err_console, handles_errors, print_comparison
 
 STUDENT_HELP = ("layers:K (keep K evenly spaced transformer layers, from the teacher's), width:F (a copy with F of "
                 "the hidden width), or any model reference")
@@ -39,7 +39,6 @@ def distill(
     from sizewise.compress.distill import distill as run_distill
     from sizewise.core.serialize import write_json_atomic
     from sizewise.measure import MeasureConfig
-    from sizewise.report.card_view import compare_table, savings_line
 
     config = DistillConfig(temperature, alpha, hidden_loss, hidden_weight)
     train_config = sizewise.TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
@@ -71,9 +70,8 @@ def distill(
         "schema": "sizewise.distill/1", "teacher": teacher_card.to_dict(), "student": student_card.to_dict(),
         "student_spec": info, "config": config, "training": result,
         "retention": kept, "params_ratio": student_card.params.total / teacher_card.params.total})
-    console.print(compare_table(teacher_card, student_card, title="teacher → student (measured the same way)",
-                                before_name="teacher", after_name="student"))
-    console.print(savings_line(teacher_card, student_card))
+    print_comparison(teacher_card, student_card, title="teacher → student (measured the same way)",
+                     before_name="teacher", after_name="student")
     console.print(f"the student keeps {kept:.2%} of the teacher's {metric} with "
                   f"{student_card.params.total / teacher_card.params.total:.1%} of its parameters", highlight=False)
     console.print(f"run directory: {out} (card.json has both cards)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, err_console, handles_errors
+from sizewise.cli.common import console, handles_errors, run_compression
 
 
 def _rank_table(details: dict):
@@ -47,22 +47,11 @@ def factorize(
 ) -> None:
     """Replace weight matrices by low-rank (truncated SVD) factors and show, measured, what it saved."""
     import sizewise
-    from sizewise.compress import compress
     from sizewise.compress.factorize import Factorize
-    from sizewise.measure import MeasureConfig
-    from sizewise.report.card_view import compare_table, savings_line
 
     config = Factorize(rank=rank, energy=energy, target_params=target_params, layers=layers, include_conv=not no_conv)
     finetune = sizewise.TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size) if finetune_epochs else None
-    loaded = sizewise.load(model, arch=arch)
-    dataset = sizewise.load_dataset(data)
-    with err_console.status("factorizing") as status:
-        result = compress(loaded, config, out, dataset=dataset, finetune=finetune,
-                          measure_config=MeasureConfig(runtime=runtime, threads=threads), progress=status.update)
-    console.print(compare_table(result.before, result.after))
-    console.print(savings_line(result.before, result.after))
-    for warning in dict.fromkeys([*result.before.warnings, *result.after.warnings]):
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    result = run_compression(model, arch, data, config, finetune, out, runtime, threads, "factorizing")
     console.print(_rank_table(result.details))
     d = result.details
     console.print(f"  factorized {d['factorized']} of {len(d['layers'])} layer(s): {d['params_before']:,} → "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, err_console, handles_errors
+from sizewise.cli.common import console, handles_errors, run_compression
 
 METHOD_HELP = "magnitude | gradual | lottery | channel | head | nm"
 
@@ -67,21 +67,10 @@ def prune(
 ) -> None:
     """Prune a model and show, measured, whether it became smaller and faster."""
     import sizewise
-    from sizewise.compress import compress
-    from sizewise.measure import MeasureConfig
-    from sizewise.report.card_view import compare_table, savings_line
 
     config = _config(method, sparsity, scope, importance, rounds, pattern, skip_unprunable)
     finetune = sizewise.TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size) if finetune_epochs else None
-    loaded = sizewise.load(model, arch=arch)
-    dataset = sizewise.load_dataset(data)
-    with err_console.status("pruning") as status:
-        result = compress(loaded, config, out, dataset=dataset, finetune=finetune,
-                          measure_config=MeasureConfig(runtime=runtime, threads=threads), progress=status.update)
-    console.print(compare_table(result.before, result.after))
-    console.print(savings_line(result.before, result.after))
-    for warning in dict.fromkeys([*result.before.warnings, *result.after.warnings]):
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    result = run_compression(model, arch, data, config, finetune, out, runtime, threads, "pruning")
     for key, value in result.details.items():
         if key not in ("schedule",):
             console.print(f"  {key}: {value}", highlight=False)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +222,10 @@ class Distillation(Objective):
         self.taps: tuple[_FeatureTap, _FeatureTap] | None = None
         if config.hidden_loss:
             self._prepare_hidden()
+        if dataset.task == "sentence-similarity":  # a narrower student's embedding is projected to the teacher's
+            s_dim, t_dim = student.module.config.hidden_size, teacher.module.config.hidden_size
+            if s_dim != t_dim:
+                self.projections["embedding"] = nn.Linear(s_dim, t_dim)
 
     # hidden-state pairs and their projections
     def _prepare_hidden(self) -> None:
@@ -328,15 +331,6 @@ class Distillation(Objective):
             for handle in tap.handles:
                 handle.remove()
 
-    def prepare_embedding_projection(self) -> None:
-        """Created before training starts, so the optimizer sees it (student narrower than the teacher)."""
-        if self.dataset.task != "sentence-similarity":
-            return
-        s_dim = self.loaded.module.config.hidden_size
-        t_dim = self.teacher.module.config.hidden_size
-        if s_dim != t_dim:
-            self.projections["embedding"] = nn.Linear(s_dim, t_dim)
-
     def validate(self, split: Split) -> float:
         return self.task_objective.validate(split)
 
@@ -364,6 +358,10 @@ def training_data(dataset: Dataset, config: DistillConfig, unlabeled: list[str] 
         return dataclasses.replace(dataset, splits={**dataset.splits, "train": split}), False
     if "train" not in dataset.splits:
         raise DataError(f"dataset '{dataset.name}' has no train split to distil on", hint="or pass --unlabeled FILE")
+    if dataset.task == "sentence-similarity":  # embedding KD needs no scores: both sentences of every pair
+        pairs = dataset.split("train").inputs
+        return dataclasses.replace(dataset, splits={**dataset.splits, "train": Split(
+            [s for pair in pairs for s in pair], np.zeros(2 * len(pairs), dtype=np.int64))}), False
     labels = dataset.split("train").labels
     if dataset.task in CLASSIFICATION and config.alpha < 1 and (labels is None or len(labels) == 0):
         raise DataError(f"dataset '{dataset.name}' has no labels, and alpha {config.alpha} < 1 asks for them",
@@ -381,12 +379,7 @@ def distill(teacher: LoadedModel, student: LoadedModel, dataset: Dataset, config
     check_compatible(teacher, dataset)
     check_student(teacher, student)
     data, labelled = training_data(dataset, config, unlabeled)
-    if dataset.task == "sentence-similarity" and unlabeled is None:
-        pairs = data.split("train").inputs  # embedding KD needs no scores: both sentences of every pair
-        data = dataclasses.replace(dataset, splits={**dataset.splits, "train": Split(
-            [s for pair in pairs for s in pair], np.zeros(2 * len(pairs), dtype=np.int64))})
     objective = Distillation(student, teacher, data, config, labelled=labelled, layer_map=layer_map)
-    objective.prepare_embedding_projection()
     if dataset.task == "sentence-similarity":
         # the train split is sentences, not scored pairs: no validation split can be cut from it (the Spearman on
         # the held-out split is measured afterwards)
@@ -401,6 +394,3 @@ def distill(teacher: LoadedModel, student: LoadedModel, dataset: Dataset, config
 def params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
-
-def retention(student_metric: float, teacher_metric: float) -> float:
-    return student_metric / teacher_metric if teacher_metric else math.nan

@@ -1,10 +1,8 @@
 """Canonical Huffman coding of small-alphabet symbol streams (codebook indices, sparse index gaps).
 
-Written here rather than taken from a package because what the compressed format needs is narrow and must be exact
-and compact: only the code *lengths* are stored (one byte per symbol, canonical codes are rebuilt from them, as in
-DEFLATE), encoding is vectorised with numpy, and decoding uses a lookup table on the next ``max_len`` bits.
-The pure-Python Huffman packages on PyPI store whole code tables or pickled trees, which would cost more bytes than
-some of the layers they encode.
+Written here because what the compressed format needs is narrow and must be exact and compact: only the code
+*lengths* are stored (one byte per symbol; canonical codes are rebuilt from them, as in DEFLATE), encoding is
+vectorised with numpy, and decoding uses a lookup table on the next ``max_length`` bits.
 """
 
 from __future__ import annotations
@@ -14,7 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_CODE_LENGTH = 32  # lengths are stored in one byte each; longer codes would need a wider decoder window
+# The decoder's lookup table has 2**max_length entries: 20 bits keeps it at 1M entries. Only extremely skewed counts
+# need longer codes; the compressed format then stores that tensor uncoded instead.
+MAX_CODE_LENGTH = 20
+
+
+class CodeTooLongError(ValueError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ def code_lengths(counts: np.ndarray) -> HuffmanCode:
         depth[s1 + s2] += 1
         heapq.heappush(heap, (c1 + c2, min(t1, t2), s1 + s2))
     if depth.max(initial=0) > MAX_CODE_LENGTH:
-        raise ValueError(f"a Huffman code longer than {MAX_CODE_LENGTH} bits: the alphabet is too skewed")
+        raise CodeTooLongError(f"a Huffman code longer than {MAX_CODE_LENGTH} bits: the counts are too skewed")
     lengths[:] = depth
     return HuffmanCode(lengths)
 

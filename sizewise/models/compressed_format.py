@@ -195,7 +195,10 @@ def encode(state: dict[str, torch.Tensor], manifest: dict[str, Any], index_bits:
         meta = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
         raw = _tensor_bytes(t)
         widths = (index_bits,) if index_bits else INDEX_BITS_SEARCHED
-        coded = _encode_shared(t, widths) if _shareable(t) else None
+        try:
+            coded = _encode_shared(t, widths) if _shareable(t) else None
+        except huffman.CodeTooLongError:  # pathologically skewed symbols: raw is exact and not much bigger
+            coded = None
         if coded and coded[2].size < len(raw):  # a codebook of many values can cost more than the raw tensor
             entry, stats, own = coded
             payload.merge(own)
@@ -310,10 +313,3 @@ def inspect(path: str | Path) -> tuple[list[TensorStats], dict[str, Any]]:
              "header_bytes": _PREFIX.unpack_from(data)[2], "manifest": header["manifest"]}
     return rows, facts
 
-
-def is_compressed_file(path: str | Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == MAGIC
-    except OSError:
-        return False

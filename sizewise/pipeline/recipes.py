@@ -1,16 +1,7 @@
 """Recipes: a chain of compression steps run as one job (``sizewise compress MODEL --recipe NAME|FILE.yaml``).
 
-A recipe is YAML::
-
-    name: deep-compression
-    steps:
-      - prune: {method: gradual, sparsity: 0.92, epochs: 4, lr: 0.001}
-      - finetune: {epochs: 2, lr: 0.0005}
-      - cluster: {linear_bits: 5, conv_bits: 8}
-      - finetune: {epochs: 2, lr: 0.0001}
-      - encode: {format: deep-compression}
-
-Every step's fields are checked against the config dataclass it builds (a pruning method's config, ``ClusterWeights``,
+A recipe is YAML: a ``name`` and a list of one-key ``steps`` (``sizewise compress --help`` shows an example). Every
+step's fields are checked against the config dataclass it builds (a pruning method's config, ``ClusterWeights``,
 ``Factorize``, ``TrainConfig``) before anything runs, so a typo fails in the first second with the step and field
 named. A ``finetune`` step keeps what earlier steps established: pruned weights stay zero and shared weights stay
 shared (their centroids train). Each finished step saves its model under ``OUT/steps/`` and is logged in

@@ -44,6 +44,19 @@ def test_huffman_beats_fixed_width_on_skewed_symbols():
     assert huffman.mean_bits(counts, huffman.code_lengths(counts)) < 4.0 < 5  # 5 bits fixed
 
 
+def test_too_skewed_counts_are_stored_raw_not_coded(tmp_path):
+    fib = [1, 1]
+    while len(fib) < 24:
+        fib.append(fib[-1] + fib[-2])
+    with pytest.raises(huffman.CodeTooLongError):
+        huffman.code_lengths(np.array(fib))  # Fibonacci counts give a code as deep as the alphabet
+    values = torch.repeat_interleave(torch.arange(1, 25, dtype=torch.float32), torch.tensor(fib))
+    state = {"w": values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))].reshape(-1, 8)}
+    cf.write(tmp_path / "skewed.swz", state, {})
+    assert cf.inspect(tmp_path / "skewed.swz")[0][0].coding == "raw"
+    assert torch.equal(cf.read(tmp_path / "skewed.swz")[0]["w"], state["w"])
+
+
 def test_huffman_refuses_a_short_stream():
     code = huffman.code_lengths(np.array([3, 1]))
     data, n_bits = huffman.encode(np.array([0, 0, 1, 0]), code)
@@ -180,6 +193,15 @@ def test_a_clustered_hf_model_round_trips_as_swz(tiny_bert_dir, tmp_path):
 
 
 # -- recipes -------------------------------------------------------------------------------------------------------
+
+def test_the_help_example_is_a_valid_recipe():
+    import yaml
+
+    from sizewise.cli.compress_cmd import EXAMPLE
+
+    recipe = parse_recipe(yaml.safe_load(EXAMPLE.split("\n\n", 1)[1]))
+    assert [s.kind for s in recipe.steps] == ["prune", "finetune", "cluster", "finetune", "encode"]
+
 
 def test_the_builtin_recipe_is_the_papers_chain():
     recipe = load_recipe("deep-compression")
