@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, command, git_head, log, machine, versions  # noqa: E402
+from _common import DATA, RESULTS, command, git_head, log, machine, md_table, versions  # noqa: E402
 
 WORK = Path("/tmp/dc-bench")
 MNIST = DATA / "mnist" / "mnist.npz"
@@ -86,24 +86,22 @@ def run_model(name: str, epochs: int) -> dict:
                        "disk_bytes": facts["file_bytes"], "header_bytes": facts["header_bytes"]},
         "steps": [{"step": s.description, "accuracy": s.metric, "seconds": s.seconds} for s in result.steps],
         "layers": [dataclasses.asdict(r) | {"kept": r.kept, "compression": r.compression} for r in rows],
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(flags=True),
         "versions": versions(), "commit": git_head(), "command": command(),
     }
 
 
 def _per_layer(result: dict) -> list[str]:
     paper = PAPER[result["model"]]
-    lines = ["| layer | weights | kept % (paper / ours) | weight bits shared (paper / ours) | weight bits Huffman "
-             "(paper / ours) | index bits (paper / ours) | index bits Huffman (paper / ours) | % of fp32 layer "
-             "(paper / ours) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
     by_name = {row["name"].removesuffix(".weight"): row for row in result["layers"]}
     for ours_name, (paper_name, kept, wq, wh, iq, ih, rate) in paper["layers"].items():
         r = by_name[ours_name]
         index_fixed = f"{r['index_bits_fixed']:.0f}" if r["index_bits_fixed"] else "- (dense)"
         index_huff = f"{r['index_bits_huffman']:.2f}" if r["index_bits_huffman"] else "-"
-        lines.append(f"| {paper_name} / {ours_name} | {r['numel']:,} | {kept} / {r['kept']:.1%} | {wq} / "
-                     f"{r['weight_bits_fixed']} | {wh} / {r['weight_bits_huffman']:.2f} | {iq} / {index_fixed} | "
-                     f"{ih} / {index_huff} | {rate:.2f}% / {100 / r['compression']:.2f}% |")
+        rows.append([f"{paper_name} / {ours_name}", f"{r['numel']:,}", f"{kept} / {r['kept']:.1%}",
+                     f"{wq} / {r['weight_bits_fixed']}", f"{wh} / {r['weight_bits_huffman']:.2f}",
+                     f"{iq} / {index_fixed}", f"{ih} / {index_huff}", f"{rate:.2f}% / {100 / r['compression']:.2f}%"])
     kept, wq, wh, iq, ih, rate = paper["total"]
     coded = [r for r in result["layers"] if r["coding"] != "raw"]
     entries = sum(r["entries"] for r in coded)
@@ -112,9 +110,24 @@ def _per_layer(result: dict) -> list[str]:
     all_numel = sum(r["numel"] for r in result["layers"])
     total_kept = sum(r["nonzero"] for r in result["layers"]) / all_numel
     file_rate = 100 * result["compressed"]["disk_bytes"] / (4 * all_numel)
-    lines.append(f"| **total** (file) | {all_numel:,} | {kept} / {total_kept:.1%} | {wq} / - | {wh} / {w_huff:.2f} | "
-                 f"{iq} / - | {ih} / {i_huff:.2f} | {rate:.2f}% / {file_rate:.2f}% |")
-    return lines
+    rows.append(["**total** (file)", f"{all_numel:,}", f"{kept} / {total_kept:.1%}", f"{wq} / -",
+                 f"{wh} / {w_huff:.2f}", f"{iq} / -", f"{ih} / {i_huff:.2f}", f"{rate:.2f}% / {file_rate:.2f}%"])
+    return md_table(rows, "lrrrrrrr", columns=[
+        "layer", "weights", "kept % (paper / ours)", "weight bits shared (paper / ours)",
+        "weight bits Huffman (paper / ours)", "index bits (paper / ours)", "index bits Huffman (paper / ours)",
+        "% of fp32 layer (paper / ours)"])
+
+
+def _summary_row(r: dict) -> list[str]:
+    p = PAPER[r["model"]]
+    dense_err, err = 100 * (1 - r["dense"]["accuracy"]), 100 * (1 - r["compressed"]["accuracy"])
+    ratio = r["dense"]["disk_bytes"] / r["compressed"]["disk_bytes"]
+    ok_size, ok_err = ratio >= p["ratio"], err <= p["dense_error"]
+    verdict = ("MET" if ok_size and ok_err else "NOT MET") + (
+        f" (≥ {p['ratio']}×: {'yes' if ok_size else 'no'}; error ≤ {p['dense_error']:.2f}%: {'yes' if ok_err else 'no'})")
+    return [p["title"], f"{p['dense_error']:.2f}% / {dense_err:.2f}%", f"{p['error']:.2f}% / {err:.2f}%",
+            f"{p['dense_kb']} KB / {r['dense']['disk_bytes'] / 1000:.0f} KB",
+            f"{p['kb']} KB / {r['compressed']['disk_bytes'] / 1000:.1f} KB", f"{p['ratio']}× / {ratio:.1f}×", verdict]
 
 
 def render() -> Path:
@@ -126,19 +139,10 @@ def render() -> Path:
              "(header, codebooks, Huffman tables, biases and SHA-256 checksum included) against the dense fp32 "
              "safetensors artifact; accuracies are on the 10,000 MNIST test images; the compressed accuracy is "
              "measured on the artifact reloaded from disk.", "",
-             "## Table 1: summary", "",
-             "| model | dense error (paper / ours) | compressed error (paper / ours) | dense size (paper / ours) | "
-             "compressed size (paper / ours) | smaller (paper / ours) | goal |", "|---|---:|---:|---:|---:|---:|---|"]
-    for r in results:
-        p = PAPER[r["model"]]
-        dense_err, err = 100 * (1 - r["dense"]["accuracy"]), 100 * (1 - r["compressed"]["accuracy"])
-        ratio = r["dense"]["disk_bytes"] / r["compressed"]["disk_bytes"]
-        ok_size, ok_err = ratio >= p["ratio"], err <= p["dense_error"]
-        verdict = ("MET" if ok_size and ok_err else "NOT MET") + (
-            f" (≥ {p['ratio']}×: {'yes' if ok_size else 'no'}; error ≤ {p['dense_error']:.2f}%: {'yes' if ok_err else 'no'})")
-        lines.append(f"| {p['title']} | {p['dense_error']:.2f}% / {dense_err:.2f}% | {p['error']:.2f}% / {err:.2f}% | "
-                     f"{p['dense_kb']} KB / {r['dense']['disk_bytes'] / 1000:.0f} KB | {p['kb']} KB / "
-                     f"{r['compressed']['disk_bytes'] / 1000:.1f} KB | {p['ratio']}× / {ratio:.1f}× | {verdict} |")
+             "## Table 1: summary", ""]
+    lines += md_table([_summary_row(r) for r in results], "lrrrrrl", columns=[
+        "model", "dense error (paper / ours)", "compressed error (paper / ours)", "dense size (paper / ours)",
+        "compressed size (paper / ours)", "smaller (paper / ours)", "goal"])
     for r in results:
         p = PAPER[r["model"]]
         lines += ["", f"## {p['title']} per layer (paper Table {2 if r['model'] == 'lenet300' else 3})", "",
@@ -151,8 +155,9 @@ def render() -> Path:
                   f"- compressed accuracy {r['compressed']['accuracy']:.2%} measured on the reloaded run directory, "
                   f"{r['compressed']['reloaded_accuracy']:.2%} on the `.swz` file loaded on its own "
                   f"({'identical' if r['compressed']['accuracy'] == r['compressed']['reloaded_accuracy'] else 'DIFFERENT'})",
-                  "", *_per_layer(r), "", "| step | accuracy | seconds |", "|---|---:|---:|"]
-        lines += [f"| {s['step']} | {s['accuracy']:.2%} | {s['seconds']:.0f} |" for s in r["steps"]]
+                  "", *_per_layer(r), ""]
+        lines += md_table([[s["step"], f"{s['accuracy']:.2%}", f"{s['seconds']:.0f}"] for s in r["steps"]], "lrr",
+                          columns=["step", "accuracy", "seconds"])
     lines += ["", "How the built-in recipe's epochs were chosen (LeNet-300-100, the same 10-epoch dense base at 98.32%, "
               "runs of `sizewise compress --recipe FILE` on this machine): prune 6 + fine-tune 3 + centroids 1 epochs "
               "(AdamW) gave 98.02% at 40.6x; 12 + 6 + 2 (AdamW) gave 98.17% at 40.3x; the same with SGD (lr 0.05 / "

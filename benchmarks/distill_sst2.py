@@ -20,11 +20,10 @@ import dataclasses
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, command, git_head, log, machine, versions  # noqa: E402
+from _common import DATA, RESULTS, interleaved, log, md_table, parse_args, short_header  # noqa: E402
 from distill_common import render  # noqa: E402
 
 WORK = Path("/tmp/distill-bench")
@@ -37,19 +36,12 @@ def light_measure():
     return MeasureConfig(threads=1, latency_seconds=0.2, throughput_sweep=(1,), measure_memory=False)
 
 
-def header(title: str, extra: str) -> list[str]:
-    return [title, "", f"- command: `{command()}`; date {datetime.now(timezone.utc).isoformat(timespec='seconds')}; "
-            f"commit {git_head()}", f"- machine: {machine()}; " + ", ".join(f"{k} {v}" for k, v in versions().items()),
-            f"- {extra}", ""]
-
-
 def encoder_params(module) -> int:
     return sum(p.numel() for n, p in module.named_parameters() if "encoder.layer." in n)
 
 
 def teacher_and_student(labels: int, student_epochs: int) -> None:
     import sizewise
-    from prune_common import interleaved
     from sizewise.compress.distill import DistillConfig, build_student, distill
     from sizewise.train.finetuning import FinetuneConfig, finetune
 
@@ -86,22 +78,25 @@ def teacher_and_student(labels: int, student_epochs: int) -> None:
     checks = [("≥ 98.5% of the teacher's dev accuracy", kept >= 0.985, f"{kept:.2%}"),
               ("≥ 1.8x measured CPU speed", speed >= 1.8, f"{speed:.2f}x"),
               ("≥ 40% fewer encoder parameters", fewer >= 0.40, f"{fewer:.0%}")]
-    lines = header("## SST-2: fine-tuned MiniLM teacher → distilled `layers:3` student",
-                   f"teacher: all-MiniLM-L6-v2 + new 2-class head, 1 epoch on the first {labels:,} SST-2 train "
-                   f"sentences (AdamW lr 5e-5, batch 32), {teacher_seconds / 60:.1f} min; student: teacher layers "
-                   f"{[i + 1 for i in info['kept_layers']]} (+ embeddings, pooler, head) kept, {student_epochs} epoch(s) "
-                   f"of logit KD (T 2, alpha 0.5) on the same sentences, lr 1e-4, {student_seconds / 60:.1f} min; "
-                   "accuracy on the 872 dev sentences; 1 thread")
-    lines += ["| model | encoder params | dev accuracy | latency p50 ms (batch 1, 128 tokens) |", "|---|---:|---:|---:|",
-              f"| teacher (MiniLM-L6, fine-tuned) | {enc_t:,} | {teacher_acc:.2%} | {timing['before_p50_ms']:.2f} |",
-              f"| student layers:3 before KD | {enc_s:,} | {before:.2%} | |",
-              f"| **student layers:3 after KD** | {enc_s:,} | **{after:.2%}** | {timing['after_p50_ms']:.2f} |", "",
-              f"Speed-up {speed:.2f}x (95% interval {timing['ratio_ci95'][0]:.2f}-{timing['ratio_ci95'][1]:.2f}, "
-              f"{timing['pairs']} alternating pairs; other processes used {timing['other_cores']:.2f} cores).", "",
-              "| goal | measured | verdict |", "|---|---:|---|"]
-    lines += [f"| {name} | {value} | {'MET' if ok else 'NOT MET'} |" for name, ok, value in checks]
-    lines += ["", "| student epoch | loss | val accuracy | seconds |", "|---:|---:|---:|---:|"]
-    lines += [f"| {e.epoch} | {e.train_loss:.4f} | {e.val_accuracy:.2%} | {e.seconds:.0f} |" for e in result.epochs]
+    lines = short_header("## SST-2: fine-tuned MiniLM teacher → distilled `layers:3` student",
+                         f"teacher: all-MiniLM-L6-v2 + new 2-class head, 1 epoch on the first {labels:,} SST-2 train "
+                         f"sentences (AdamW lr 5e-5, batch 32), {teacher_seconds / 60:.1f} min; student: teacher "
+                         f"layers {[i + 1 for i in info['kept_layers']]} (+ embeddings, pooler, head) kept, "
+                         f"{student_epochs} epoch(s) of logit KD (T 2, alpha 0.5) on the same sentences, lr 1e-4, "
+                         f"{student_seconds / 60:.1f} min; accuracy on the 872 dev sentences; 1 thread")
+    lines += md_table([["teacher (MiniLM-L6, fine-tuned)", f"{enc_t:,}", f"{teacher_acc:.2%}",
+                        f"{timing['before_p50_ms']:.2f}"],
+                       ["student layers:3 before KD", f"{enc_s:,}", f"{before:.2%}", ""],
+                       ["**student layers:3 after KD**", f"{enc_s:,}", f"**{after:.2%}**",
+                        f"{timing['after_p50_ms']:.2f}"]],
+                      "lrrr", columns=["model", "encoder params", "dev accuracy", "latency p50 ms (batch 1, 128 tokens)"])
+    lines += ["", f"Speed-up {speed:.2f}x (95% interval {timing['ratio_ci95'][0]:.2f}-{timing['ratio_ci95'][1]:.2f}, "
+              f"{timing['pairs']} alternating pairs; other processes used {timing['other_cores']:.2f} cores).", ""]
+    lines += md_table([[name, value, "MET" if ok else "NOT MET"] for name, ok, value in checks], "lrl",
+                      columns=["goal", "measured", "verdict"])
+    lines += [""] + md_table([[e.epoch, f"{e.train_loss:.4f}", f"{e.val_accuracy:.2%}", f"{e.seconds:.0f}"]
+                              for e in result.epochs], "rrrr",
+                             columns=["student epoch", "loss", "val accuracy", "seconds"])
     (RESULTS / "distill_sst2.json").write_text(json.dumps({
         "labels": labels, "teacher_accuracy": teacher_acc, "student_before": before, "student_after": after,
         "retention": kept, "timing": timing, "encoder_params": [enc_t, enc_s], "teacher_seconds": teacher_seconds,
@@ -138,16 +133,16 @@ def curve(points: list[int]) -> None:
                                      "energy_joules": c.energy_joules, "gco2e": c.gco2e,
                                      "examples_seen": c.examples_seen}})
             log(f"  dev accuracy {result.metrics_after['accuracy']:.2%}")
-    lines = header("## Transfer learning on SST-2: pretrained MiniLM vs the same architecture from scratch",
-                   "new 2-class head; the first N labelled train sentences; 10 / 3 / 1 epochs for 100 / 1,000 / "
-                   "10,000 labels; AdamW lr 5e-5 (pretrained) or 3e-4 (scratch), batch 32, 1 thread; dev accuracy "
-                   "(872 sentences); compute and energy as recorded by `sizewise finetune` (estimates: see the notes)")
-    lines += ["| labels | start | epochs | dev accuracy | training FLOPs (est.) | wall s | energy J (est.) |",
-              "|---:|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        c = r["compute"]
-        lines.append(f"| {r['labels']:,} | {r['start']} | {r['epochs']} | {r['accuracy']:.2%} | "
-                     f"{c['training_flops_3x_forward']:.3g} | {c['wall_seconds']:.0f} | {c['energy_joules']:.3g} |")
+    lines = short_header("## Transfer learning on SST-2: pretrained MiniLM vs the same architecture from scratch",
+                         "new 2-class head; the first N labelled train sentences; 10 / 3 / 1 epochs for 100 / 1,000 / "
+                         "10,000 labels; AdamW lr 5e-5 (pretrained) or 3e-4 (scratch), batch 32, 1 thread; dev "
+                         "accuracy (872 sentences); compute and energy as recorded by `sizewise finetune` (estimates: "
+                         "see the notes)")
+    lines += md_table([[f"{r['labels']:,}", r["start"], r["epochs"], f"{r['accuracy']:.2%}",
+                        f"{r['compute']['training_flops_3x_forward']:.3g}", f"{r['compute']['wall_seconds']:.0f}",
+                        f"{r['compute']['energy_joules']:.3g}"] for r in rows], "rlrrrrr",
+                      columns=["labels", "start", "epochs", "dev accuracy", "training FLOPs (est.)", "wall s",
+                               "energy J (est.)"])
     lines += ["", "Training FLOPs are 3 x the forward FLOPs counted at each batch's real (padded) shape (backward taken "
               "as 2 x forward); energy is this process's CPU seconds x 10 W per busy core x PUE (sizewise's CPU power "
               "model): both are estimates. The pretrained start's own pre-training cost is not included."]
@@ -163,7 +158,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=8000)
     parser.add_argument("--student-epochs", type=int, default=2)
     parser.add_argument("--points", type=int, nargs="+", default=[100, 1000, 10000])
-    args = parser.parse_args()
+    args = parse_args(parser)
     torch.set_num_threads(1)
     if args.part == "student":
         teacher_and_student(args.labels, args.student_epochs)

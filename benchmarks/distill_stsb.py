@@ -16,11 +16,10 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, command, git_head, log, machine, versions  # noqa: E402
+from _common import DATA, RESULTS, interleaved, log, md_table, parse_args, short_header  # noqa: E402
 from distill_common import render  # noqa: E402
 
 WORK = Path("/tmp/distill-bench/stsb")
@@ -35,7 +34,6 @@ def main() -> None:
     import torch
 
     import sizewise
-    from prune_common import interleaved
     from sizewise.compress.distill import DistillConfig, build_student, distill
 
     parser = argparse.ArgumentParser()
@@ -46,7 +44,7 @@ def main() -> None:
     parser.add_argument("--continue-round", action="store_true",
                         help="Round 2: start from round 1's student (/tmp/distill-bench/stsb) with a fresh schedule; "
                              "round 1's numbers (results/distill_stsb.json) stay in the table.")
-    args = parser.parse_args()
+    args = parse_args(parser)
     work = WORK.with_name("stsb-round2") if args.continue_round else WORK
     previous = json.loads((RESULTS / "distill_stsb.json").read_text()) if args.continue_round else None
     torch.set_num_threads(1)
@@ -78,33 +76,33 @@ def main() -> None:
     enc_t, enc_s = encoder_params(teacher.module), encoder_params(student.module)
     all_t = sum(p.numel() for p in teacher.module.parameters())
     all_s = sum(p.numel() for p in student.module.parameters())
-    lines = ["## STS-B: embedding distillation into `layers:3` (no labels)", "",
-             f"- command: `{command()}`; date {datetime.now(timezone.utc).isoformat(timespec='seconds')}; "
-             f"commit {git_head()}",
-             f"- machine: {machine()}; " + ", ".join(f"{k} {v}" for k, v in versions().items()),
-             f"- student: teacher layers {[i + 1 for i in info['kept_layers']]} of 6 kept, initialised from the "
-             f"teacher; trained {args.epochs} epoch(s) on {len(sentences):,} unlabeled sentences (both sides of the "
-             f"STS-B train pairs + the first {args.sst2_sentences:,} SST-2 train sentences), MSE to the teacher's "
-             f"mean-pooled embedding, AdamW lr {args.lr}, batch {args.batch_size}, 1 thread, "
-             f"{seconds / 60:.1f} min"
-             + (f"; **round 2**: the same sentences again, starting from round 1's student with a fresh cosine "
-                f"schedule (round 1: {previous['args']['epochs']} epoch at lr {previous['args']['lr']}, "
-                f"{previous['seconds'] / 60:.1f} min, Spearman {round1:.2f})" if previous else ""), "",
-             "| model | encoder params | all params | STS-B test Spearman | latency p50 ms (batch 1, 128 tokens) |",
-             "|---|---:|---:|---:|---:|",
-             f"| teacher all-MiniLM-L6-v2 | {enc_t:,} | {all_t:,} | {teacher_score:.2f} | {timing['before_p50_ms']:.2f} |",
-             f"| student layers:3, before KD | {enc_s:,} | {all_s:,} | {before:.2f} | |",
-             *([f"| student after round 1 (1 epoch, lr {previous['args']['lr']}, "
-                f"{previous['seconds'] / 60:.1f} min) | {enc_s:,} | {all_s:,} | {round1:.2f} | |"] if previous else []),
-             f"| **student layers:3, after KD{' round 2' if previous else ''}** | {enc_s:,} | {all_s:,} | **{after:.2f}** | "
-             f"{timing['after_p50_ms']:.2f} |", "",
-             f"Measured speed-up {speed:.2f}x (95% interval {timing['ratio_ci95'][0]:.2f}-{timing['ratio_ci95'][1]:.2f}, "
-             f"{timing['pairs']} alternating pairs, other processes used {timing['other_cores']:.2f} cores meanwhile); "
-             f"{1 - enc_s / enc_t:.0%} fewer encoder parameters ({1 - all_s / all_t:.0%} of all: the 30,522-token "
-             "embedding table is kept whole).", "",
-             f"Goal: Spearman ≥ {GOAL} — **{'MET' if after >= GOAL else 'NOT MET'}** ({after:.2f}).",
-             "", "| epoch | loss (MSE) | seconds |", "|---:|---:|---:|"]
-    lines += [f"| {e.epoch} | {e.train_loss:.5f} | {e.seconds:.0f} |" for e in result.epochs]
+    student_line = (
+        f"student: teacher layers {[i + 1 for i in info['kept_layers']]} of 6 kept, initialised from the "
+        f"teacher; trained {args.epochs} epoch(s) on {len(sentences):,} unlabeled sentences (both sides of the "
+        f"STS-B train pairs + the first {args.sst2_sentences:,} SST-2 train sentences), MSE to the teacher's "
+        f"mean-pooled embedding, AdamW lr {args.lr}, batch {args.batch_size}, 1 thread, {seconds / 60:.1f} min"
+        + (f"; **round 2**: the same sentences again, starting from round 1's student with a fresh cosine "
+           f"schedule (round 1: {previous['args']['epochs']} epoch at lr {previous['args']['lr']}, "
+           f"{previous['seconds'] / 60:.1f} min, Spearman {round1:.2f})" if previous else ""))
+    rows = [["teacher all-MiniLM-L6-v2", f"{enc_t:,}", f"{all_t:,}", f"{teacher_score:.2f}",
+             f"{timing['before_p50_ms']:.2f}"],
+            ["student layers:3, before KD", f"{enc_s:,}", f"{all_s:,}", f"{before:.2f}", ""]]
+    if previous:
+        rows.append([f"student after round 1 (1 epoch, lr {previous['args']['lr']}, {previous['seconds'] / 60:.1f} "
+                     f"min)", f"{enc_s:,}", f"{all_s:,}", f"{round1:.2f}", ""])
+    rows.append([f"**student layers:3, after KD{' round 2' if previous else ''}**", f"{enc_s:,}", f"{all_s:,}",
+                 f"**{after:.2f}**", f"{timing['after_p50_ms']:.2f}"])
+    lines = short_header("## STS-B: embedding distillation into `layers:3` (no labels)", student_line)
+    lines += md_table(rows, "lrrrr", columns=["model", "encoder params", "all params", "STS-B test Spearman",
+                                              "latency p50 ms (batch 1, 128 tokens)"])
+    lines += ["",
+              f"Measured speed-up {speed:.2f}x (95% interval {timing['ratio_ci95'][0]:.2f}-"
+              f"{timing['ratio_ci95'][1]:.2f}, {timing['pairs']} alternating pairs, other processes used "
+              f"{timing['other_cores']:.2f} cores meanwhile); {1 - enc_s / enc_t:.0%} fewer encoder parameters "
+              f"({1 - all_s / all_t:.0%} of all: the 30,522-token embedding table is kept whole).", "",
+              f"Goal: Spearman ≥ {GOAL} — **{'MET' if after >= GOAL else 'NOT MET'}** ({after:.2f}).", ""]
+    lines += md_table([[e.epoch, f"{e.train_loss:.5f}", f"{e.seconds:.0f}"] for e in result.epochs], "rrr",
+                      columns=["epoch", "loss (MSE)", "seconds"])
     payload = {"teacher_spearman": teacher_score, "student_before": before, "student_after": after,
                "round1": previous and {k: v for k, v in previous.items() if k != "markdown"},
                "encoder_params": [enc_t, enc_s], "params": [all_t, all_s], "timing": timing, "seconds": seconds,

@@ -8,21 +8,17 @@ are being written and it cannot import, through an app that registers only ``est
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import typer  # noqa: E402
+from _common import RESULTS, machine, md_table, now_utc  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 LBS_PER_KG = 2.20462262
@@ -63,18 +59,8 @@ def _run(app: typer.Typer, args: list[str], out: Path) -> tuple[dict, float]:
     return json.loads(out.read_text()), seconds
 
 
-def _machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
-def _row(what: str, published: float, source: str, ours: float, fmt: str) -> str:
-    diff = (ours - published) / published
-    return f"| {what} | {format(published, fmt)} | {source} | {format(ours, fmt)} | {diff:+.2%} |"
+def _row(what: str, published: float, source: str, ours: float, fmt: str) -> list[str]:
+    return [what, format(published, fmt), source, format(ours, fmt), f"{(ours - published) / published:+.2%}"]
 
 
 def main() -> None:
@@ -100,18 +86,15 @@ def main() -> None:
         _row("BERT-base CO2e (lbs)", 1438, "Strubell et al. 2019, Table 3", s["training"]["co2e_kg"] * LBS_PER_KG,
              ",.1f"),
     ]
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     lines = [
         "# `sizewise estimate` vs published figures",
         "",
-        f"- date: {now}",
-        f"- machine: {_machine()}",
+        f"- date: {now_utc()}",
+        f"- machine: {machine(flags=True)}",
         f"- torch {torch.__version__}, transformers {transformers.__version__}",
         f"- produced by: `.venv/bin/python benchmarks/estimate.py`, commands run through {how}",
         "",
-        "| quantity | published | source | sizewise | difference |",
-        "|---|---|---|---|---|",
-        *rows,
+        *md_table(rows, columns=["quantity", "published", "source", "sizewise", "difference"]),
         "",
         "## Commands",
         "",
@@ -131,7 +114,7 @@ def main() -> None:
         "prints 1,507 kWh (and 1,438 lbs = 1,507 x 0.954), so the paper's own row differs by 0.27% from its inputs.",
         "",
     ]
-    out = ROOT / "benchmarks" / "results" / "estimate.md"
+    out = RESULTS / "estimate.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import prune_common as pc  # noqa: E402
-from _common import DATA, RESULTS, log  # noqa: E402
+from _common import DATA, RESULTS, cached, log, md_table  # noqa: E402
 
 SEQ = 128
 WORK = Path("/tmp/factorize-bench")
@@ -114,14 +114,14 @@ def quick_dataset(dataset):
 
 def recover(src: Path, out: Path, dataset, ft_cfg, mc) -> dict:
     """``sizewise.train`` on the compressed run directory, saved to ``out/model``, reloaded and measured."""
+    return cached(out / "bench.json", lambda: _recover(src, out, dataset, ft_cfg, mc))
+
+
+def _recover(src: Path, out: Path, dataset, ft_cfg, mc) -> dict:
     import sizewise
     from sizewise.measure import measure
     from sizewise.models.lowrank import lowrank_ranks
 
-    cache = out / "bench.json"
-    if cache.exists():
-        log(f"{out.name}: reusing the finished recovery in {cache}")
-        return json.loads(cache.read_text()) | {"reused": True}
     log(f"{out.name}: recovery fine-tuning of {src}: {ft_cfg}")
     loaded = sizewise.load(str(src))
     t0 = time.perf_counter()
@@ -135,31 +135,32 @@ def recover(src: Path, out: Path, dataset, ft_cfg, mc) -> dict:
            "ffn_params": ffn_params(reloaded.module), "lowrank_ranks": lowrank_ranks(reloaded.module),
            "model_dir": str(out)}
     log(f"{out.name}: {card['metrics']} ({seconds / 60:.1f} min)")
-    cache.write_text(json.dumps(res, indent=2, default=str))
     return res
 
 
 def dense_control(out: Path, dataset, ft_cfg) -> dict:
-    import sizewise
+    def run() -> dict:
+        import sizewise
 
-    cache = out / "bench.json"
-    if cache.exists():
-        log(f"dense control: reusing {cache}")
-        return json.loads(cache.read_text()) | {"reused": True}
-    log("dense control: the unpruned model, same fine-tuning")
-    dense = sizewise.load("minilm")
-    t0 = time.perf_counter()
-    result = sizewise.train(dense, dataset, ft_cfg, out=out, resume=True, progress=True)
-    res = {"history": pc.history(result), "this_run_seconds": time.perf_counter() - t0,
-           "metrics": sizewise.evaluate(dense, dataset)}
-    log(f"dense control: {res['metrics']}")
-    cache.write_text(json.dumps(res, indent=2, default=str))
-    return res
+        log("dense control: the unpruned model, same fine-tuning")
+        dense = sizewise.load("minilm")
+        t0 = time.perf_counter()
+        result = sizewise.train(dense, dataset, ft_cfg, out=out, resume=True, progress=True)
+        res = {"history": pc.history(result), "this_run_seconds": time.perf_counter() - t0,
+               "metrics": sizewise.evaluate(dense, dataset)}
+        log(f"dense control: {res['metrics']}")
+        return res
+
+    return cached(out / "bench.json", run)
 
 
 def paired_bootstrap(fact_dir: Path, prune_dir: Path, dataset, out: Path, resamples: int = 2000) -> dict:
     """95% interval of Spearman(factorized) - Spearman(pruned) over test pairs resampled with replacement (paired:
     both models scored on the same resample). It covers the test-set sampling only, not the training seed."""
+    return cached(out / "bootstrap.json", lambda: _bootstrap(fact_dir, prune_dir, dataset, resamples))
+
+
+def _bootstrap(fact_dir: Path, prune_dir: Path, dataset, resamples: int) -> dict:
     import numpy as np
     from scipy.stats import spearmanr
 
@@ -167,9 +168,6 @@ def paired_bootstrap(fact_dir: Path, prune_dir: Path, dataset, out: Path, resamp
     from sizewise.data.dataset import Split
     from sizewise.tasks.evaluate import model_outputs
 
-    cache = out / "bootstrap.json"
-    if cache.exists():
-        return json.loads(cache.read_text()) | {"reused": True}
     test = dataset.split("test")
 
     def cosines(ref: Path) -> np.ndarray:
@@ -189,8 +187,6 @@ def paired_bootstrap(fact_dir: Path, prune_dir: Path, dataset, out: Path, resamp
            "spearman_pruned": 100 * spearmanr(cp, y).statistic, "diff_ci95": [float(lo), float(hi)],
            "share_factorized_better": float(np.mean(np.asarray(diffs) > 0))}
     log(f"paired bootstrap, factorized - pruned Spearman: 95% interval {lo:+.2f} to {hi:+.2f}")
-    out.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(res, indent=2))
     return res
 
 
@@ -216,7 +212,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: 100 train / 200 test pairs, short timings")
     parser.add_argument("--no-dense-control", action="store_true", help="skip fine-tuning the dense model")
     parser.add_argument("--render", action="store_true", help="only rebuild the markdown from the saved JSON")
-    args = parser.parse_args()
+    args = pc.parse_args(parser)
     result_path = (WORK / "quick" if args.quick else RESULTS) / "factorize_minilm.json"
     if args.render:
         payload = json.loads(result_path.read_text())
@@ -345,18 +341,19 @@ def markdown(p: dict) -> str:
         f"**interleaved** with the dense model (ABBA, call by call, same inputs); the p50s are from that run, the "
         f"speed-up is the median of per-pair ratios with its 95% interval. FLOPs: `sizewise.measure` `flops.total` "
         f"(2 x MACs) at batch 1, seq-len {SEQ}.", "",
-        "| variant | FFN params | total params | FLOPs | Spearman before recovery | Spearman after recovery | "
-        "p50 ms (variant / dense, interleaved) | speed-up vs dense, interleaved [95% CI] | other load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-        f"| dense all-MiniLM-L6-v2 | {d_ffn:,} | {d_card['params']:,} | {d_card['flops']:,} | {sp(s_dense)} | "
-        + (f"{sp(ctl['metrics']['spearman'])} (control: same fine-tuning)" if ctl else "-")
-        + " | - | 1.00x | - |",
-        f"| factorized, FFN rank {ranks[0]}-{ranks[-1]} | {f_ffn:,} ({f_ffn / d_ffn:.1%}) | {fr['card']['params']:,} "
-        f"| {fr['card']['flops']:,} | {sp(s_fb)} | {sp(s_fa)} | {pc.ms(df['after_p50_ms'])} / "
-        f"{pc.ms(df['before_p50_ms'])} | {ab(df)} | other processes {df['other_cores']:.2f} cores |",
-        f"| FFN-pruned, width {width} | {p_ffn:,} ({p_ffn / d_ffn:.1%}) | {prc['card']['params']:,} "
-        f"| {prc['card']['flops']:,} | {sp(s_pb)} | {sp(s_pa)} | {pc.ms(dp['after_p50_ms'])} / "
-        f"{pc.ms(dp['before_p50_ms'])} | {ab(dp)} | other processes {dp['other_cores']:.2f} cores |", "",
+        *md_table([
+            ["dense all-MiniLM-L6-v2", f"{d_ffn:,}", f"{d_card['params']:,}", f"{d_card['flops']:,}", sp(s_dense),
+             f"{sp(ctl['metrics']['spearman'])} (control: same fine-tuning)" if ctl else "-", "-", "1.00x", "-"],
+            [f"factorized, FFN rank {ranks[0]}-{ranks[-1]}", f"{f_ffn:,} ({f_ffn / d_ffn:.1%})",
+             f"{fr['card']['params']:,}", f"{fr['card']['flops']:,}", sp(s_fb), sp(s_fa),
+             f"{pc.ms(df['after_p50_ms'])} / {pc.ms(df['before_p50_ms'])}", ab(df),
+             f"other processes {df['other_cores']:.2f} cores"],
+            [f"FFN-pruned, width {width}", f"{p_ffn:,} ({p_ffn / d_ffn:.1%})", f"{prc['card']['params']:,}",
+             f"{prc['card']['flops']:,}", sp(s_pb), sp(s_pa), f"{pc.ms(dp['after_p50_ms'])} / "
+             f"{pc.ms(dp['before_p50_ms'])}", ab(dp), f"other processes {dp['other_cores']:.2f} cores"]],
+            "lrrrrrrrl", columns=["variant", "FFN params", "total params", "FLOPs", "Spearman before recovery",
+                                  "Spearman after recovery", "p50 ms (variant / dense, interleaved)",
+                                  "speed-up vs dense, interleaved [95% CI]", "other load"]), "",
         (f"Head to head (interleaved, same run): pruned {pc.ms(pf['before_p50_ms'])} ms vs factorized "
          f"{pc.ms(pf['after_p50_ms'])} ms p50; pruned/factorized time ratio {pf['ratio_median']:.2f} (95% interval "
          f"{pf['ratio_ci95'][0]:.2f}-{pf['ratio_ci95'][1]:.2f}; below 1 = pruned faster), others "

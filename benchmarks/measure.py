@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime as dt
-import importlib.metadata
 import io
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,10 +32,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sizewise.measure.latency import OtherLoad
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, MachineLoad, log, machine, md_table, now_utc, ratio_summary, time_modules  # noqa: E402
+from _common import versions as _versions  # noqa: E402
 
 SEQ_LEN = 128
 AB_PAIRS = 40  # interleaved torch/onnxruntime call pairs (or AB_SECONDS, whichever comes first)
@@ -48,26 +43,6 @@ AB_SECONDS = 20.0
 HAND_FLOPS = {"lenet-300-100": 532_400, "lenet5": 4_586_000, "resnet20": 81_102_080, "minilm": 2_869_198_848}
 HAND_PARAMS = {"resnet20": 269_722, "resnet56": 853_018, "minilm": 22_713_216}
 VERSIONED = ("sizewise", "torch", "transformers", "onnxruntime", "onnx", "fvcore", "ptflops", "thop", "numpy")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -86,27 +61,6 @@ def _seq(name: str) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------------- 1. measure
-
-
-class MachineLoad(OtherLoad):
-    """CPU used by *other* processes (sizewise's ``OtherLoad``) and stolen by the hypervisor while the block runs,
-    in cores."""
-
-    def __enter__(self) -> MachineLoad:
-        import psutil
-
-        self._steal0 = getattr(psutil.cpu_times(), "steal", 0.0)
-        return super().__enter__()
-
-    def __exit__(self, *exc) -> None:
-        import psutil
-
-        super().__exit__(*exc)
-        self.others_cores = self.cores
-        self.steal_cores = (getattr(psutil.cpu_times(), "steal", 0.0) - self._steal0) / self.wall_s
-
-    def as_dict(self) -> dict[str, float]:
-        return {"wall_s": self.wall_s, "others_cores": self.others_cores, "steal_cores": self.steal_cores}
 
 
 def measure_cards(names: list[str]) -> list[dict[str, Any]]:
@@ -137,7 +91,7 @@ def interleaved_torch_vs_ort(thread_counts: list[int]) -> list[dict[str, Any]]:
     import numpy as np
     import torch
 
-    from sizewise.measure.latency import median_ci95, torch_threads
+    from sizewise.measure.latency import torch_threads
     from sizewise.models.convert import to_onnx
     from sizewise.models.onnx_module import OnnxModule
 
@@ -150,31 +104,20 @@ def interleaved_torch_vs_ort(thread_counts: list[int]) -> list[dict[str, Any]]:
         for threads in thread_counts:
             log(f"torch eager vs onnxruntime, interleaved, {threads} thread(s)")
             ort.set_threads(threads)
-            with MachineLoad() as load, torch_threads(threads), torch.inference_mode():
-                eager = loaded.module(**inputs).last_hidden_state
-                max_abs_diff = float((eager - ort(**inputs)).abs().max())
-                for _ in range(3):
-                    loaded.module(**inputs)
-                    ort(**inputs)
-                t_torch, t_ort = [], []
-                start = time.perf_counter()
-                for i in range(AB_PAIRS):
-                    order = [("torch", loaded.module), ("ort", ort)]
-                    for label, fn in (order if i % 2 == 0 else order[::-1]):
-                        t0 = time.perf_counter_ns()
-                        fn(**inputs)
-                        (t_torch if label == "torch" else t_ort).append((time.perf_counter_ns() - t0) / 1e6)
-                    if time.perf_counter() - start > AB_SECONDS and i >= 19:
-                        break
-            a, b = np.asarray(t_torch), np.asarray(t_ort)
-            ratios = a / b
-            lo, hi = median_ci95(ratios)
+            with MachineLoad() as load:
+                with torch_threads(threads), torch.inference_mode():
+                    eager = loaded.module(**inputs).last_hidden_state
+                    max_abs_diff = float((eager - ort(**inputs)).abs().max())
+                times, _ = time_modules({"torch": loaded.module, "ort": ort}, inputs, threads=threads,
+                                        rounds=AB_PAIRS, seconds=AB_SECONDS, min_rounds=20, load=load)
+            a, b = times["torch"], times["ort"]
+            median, ci = ratio_summary(a, b)
             results.append({
-                "threads": threads, "pairs": len(ratios), "torch_p50_ms": float(np.median(a)),
-                "ort_p50_ms": float(np.median(b)), "ratio_median": float(np.median(ratios)), "ratio_ci95": [lo, hi],
+                "threads": threads, "pairs": len(a), "torch_p50_ms": float(np.median(a)),
+                "ort_p50_ms": float(np.median(b)), "ratio_median": median, "ratio_ci95": ci,
                 "max_abs_diff_last_hidden_state": max_abs_diff, "onnx_file_bytes": onnx_bytes,
                 "load": load.as_dict(),
-                "torch_ms": [round(x, 3) for x in t_torch], "ort_ms": [round(x, 3) for x in t_ort]})
+                "torch_ms": [round(x, 3) for x in a.tolist()], "ort_ms": [round(x, 3) for x in b.tolist()]})
     return results
 
 
@@ -442,6 +385,7 @@ def render(meta, cards, ab, counts) -> str:
     env = cards[0]["card"].environment
     flags = env.get("cpu_flags", {})
     flag_text = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
+    int8_dot = any(flags.get(k) for k in ("avx512_vnni", "avx_vnni", "amx_int8"))
     energy0 = cards[0]["card"].energy
     noisy = [f"{r['model']} ({r['runtime']})" for r in cards if r["card"].latency.noisy]
     others = [r["load"]["others_cores"] for r in cards]
@@ -453,9 +397,14 @@ def render(meta, cards, ab, counts) -> str:
         f"- machine: {meta['machine']}; {env.get('physical_cores')} physical / {env.get('logical_cores')} logical "
         f"cores, virtual machine: {'yes' if env.get('virtual_machine') else 'no'}, "
         f"RAPL energy counter: {'yes' if env.get('rapl') else 'no'}",
-        f"- CPU features (from /proc/cpuinfo): {flag_text}. This CPU has AVX2 (and FMA) but no AVX-512 and no VNNI "
-        "(neither AVX512-VNNI nor AVX-VNNI) or AMX: no int8 dot-product instructions, so int8 speed-ups measured here "
-        "do not transfer to VNNI/AMX machines, or the reverse.",
+        f"- CPU features (from /proc/cpuinfo): {flag_text}. " + (
+            "This CPU has int8 dot-product instructions (VNNI and/or AMX), so int8 speed-ups measured here do not "
+            "transfer to AVX2-only machines, or the reverse." if int8_dot else
+            "This CPU has AVX2 (and FMA) but no AVX-512 and no VNNI (neither AVX512-VNNI nor AVX-VNNI) or AMX: no "
+            "int8 dot-product instructions, so int8 speed-ups measured here do not transfer to VNNI/AMX machines, or "
+            "the reverse." if not flags.get("avx512f") else
+            "This CPU has AVX-512 but no VNNI or AMX: no int8 dot-product instructions, so int8 speed-ups measured "
+            "here do not transfer to VNNI/AMX machines, or the reverse."),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- produced by: `{meta['command']}` (run from the repository root; {meta['seconds']:.0f} s in all)",
         f"- load average (1 min) before / after the run: {meta['load_before']:.2f} / {meta['load_after']:.2f} on "
@@ -482,20 +431,20 @@ def render(meta, cards, ab, counts) -> str:
         "(3 warm-up calls, every call timed, at least 20 calls and 1 s; throughput sweep 1/8/32), memory measured in a "
         "child process. The last row is the same MiniLM with `runtime=\"onnxruntime\"`.",
         "",
-        "| model | runtime | params | disk bytes | FLOPs | coverage | p50 ms | p90 ms | 95% CI of median (ms) | runs |"
-        " threads | noisy | peak RSS delta | energy J/1k inferences | measure() s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---|---:|",
     ]
+    rows = []
     for r in cards:
         c = r["card"]
         lat, mem, en = c.latency, c.memory, c.energy
         lo, hi = lat.ci95_median_ms
-        L.append(
-            f"| {r['model']} | {lat.runtime} | {c.params.total:,} | {c.size.disk_bytes:,} | {c.flops.total:,} | "
-            f"{c.flops.coverage:.2%} | {_ms(lat.p50_ms)} | {_ms(lat.p90_ms)} | {_ms(lo)} - {_ms(hi)} | {lat.runs} | "
-            f"{lat.threads} | {'**yes**' if lat.noisy else 'no'} | "
-            f"{_bytes(mem.peak_rss_delta_bytes) if mem else 'n/a'} | {en.joules_per_1k:,.1f} ({en.method}) | "
-            f"{r['seconds']:.1f} |")
+        rows.append([r["model"], lat.runtime, f"{c.params.total:,}", f"{c.size.disk_bytes:,}", f"{c.flops.total:,}",
+                     f"{c.flops.coverage:.2%}", _ms(lat.p50_ms), _ms(lat.p90_ms), f"{_ms(lo)} - {_ms(hi)}", lat.runs,
+                     lat.threads, "**yes**" if lat.noisy else "no",
+                     _bytes(mem.peak_rss_delta_bytes) if mem else "n/a", f"{en.joules_per_1k:,.1f} ({en.method})",
+                     f"{r['seconds']:.1f}"])
+    L += md_table(rows, "llrrrrrrlrrlrlr", columns=[
+        "model", "runtime", "params", "disk bytes", "FLOPs", "coverage", "p50 ms", "p90 ms", "95% CI of median (ms)",
+        "runs", "threads", "noisy", "peak RSS delta", "energy J/1k inferences", "measure() s"])
     libs = env.get("libraries", {})
     L += [
         "",
@@ -524,12 +473,8 @@ def render(meta, cards, ab, counts) -> str:
         "slower than 1, so a card slower than its 1-thread check means its threads were fighting other processes "
         "for the cores.",
         "",
-        "| model | runtime | other processes during measure() (cores) | card `other_load_cores` | hypervisor steal "
-        "(cores) | card p50 ms (threads) | spread (p90-p50)/p50 | 1-thread p50 ms right after (95% CI) | other "
-        "processes then (cores) | 1-thread flagged noisy | card / 1-thread |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
-    slow = []
+    slow, rows = [], []
     for r in cards:
         lat, load = r["card"].latency, r["load"]
         own = getattr(lat, "other_load_cores", None)
@@ -538,13 +483,17 @@ def render(meta, cards, ab, counts) -> str:
             ratio = lat.p50_ms / one["p50_ms"]
             if ratio > 1.5:
                 slow.append((r["model"], ratio, lat.noisy, lat.spread > 0.25))
-            check = (f"{_ms(one['p50_ms'])} ({_ms(one['ci95_median_ms'][0])} - {_ms(one['ci95_median_ms'][1])}) | "
-                     f"{one['load']['others_cores']:.2f} | {'yes' if one['noisy'] else 'no'} | {ratio:.2f}x")
+            check = [f"{_ms(one['p50_ms'])} ({_ms(one['ci95_median_ms'][0])} - {_ms(one['ci95_median_ms'][1])})",
+                     f"{one['load']['others_cores']:.2f}", "yes" if one["noisy"] else "no", f"{ratio:.2f}x"]
         else:
-            check = "- | - | - | -"
-        L.append(f"| {r['model']} | {lat.runtime} | {load['others_cores']:.2f} | "
-                 f"{'-' if own is None else f'{own:.2f}'} | {load['steal_cores']:.2f} | "
-                 f"{_ms(lat.p50_ms)} ({lat.threads}) | {lat.spread:.1%} | {check} |")
+            check = ["-"] * 4
+        rows.append([r["model"], lat.runtime, f"{load['others_cores']:.2f}", "-" if own is None else f"{own:.2f}",
+                     f"{load['steal_cores']:.2f}", f"{_ms(lat.p50_ms)} ({lat.threads})", f"{lat.spread:.1%}", *check])
+    L += md_table(rows, "llrrrrrrrlr", columns=[
+        "model", "runtime", "other processes during measure() (cores)", "card `other_load_cores`",
+        "hypervisor steal (cores)", "card p50 ms (threads)", "spread (p90-p50)/p50",
+        "1-thread p50 ms right after (95% CI)", "other processes then (cores)", "1-thread flagged noisy",
+        "card / 1-thread"])
     if slow:
         flagged = sum(1 for s_ in slow if s_[2])
         by_spread = sum(1 for s_ in slow if s_[3])
@@ -577,19 +526,17 @@ def render(meta, cards, ab, counts) -> str:
     L += [
         "### MiniLM: torch eager vs onnxruntime, same run",
         "",
-        "| comparison | threads | torch eager p50 ms | onnxruntime p50 ms | torch / onnxruntime | 95% interval | "
-        "other processes (cores) |",
-        "|---|---:|---:|---:|---:|---|---:|",
-        f"| the two `measure()` cards above (run one after the other) | {torch_row.threads} | "
-        f"{_ms(torch_row.p50_ms)} | {_ms(ort_row.p50_ms)} | {ratio:.2f}x | {cons[0]:.2f}x - {cons[1]:.2f}x "
-        "(conservative: from the two medians' CIs) | "
-        + " / ".join(f"{r['load']['others_cores']:.2f}" for r in cards if r["model"] == "minilm") + " |",
     ]
-    for a in ab:
-        L.append(f"| interleaved, {a['pairs']} call pairs in ABBA order, same inputs | {a['threads']} | "
-                 f"{_ms(a['torch_p50_ms'])} | {_ms(a['ort_p50_ms'])} | {a['ratio_median']:.2f}x (median of "
-                 f"per-pair ratios) | {a['ratio_ci95'][0]:.2f}x - {a['ratio_ci95'][1]:.2f}x (order statistics) | "
-                 f"{a['load']['others_cores']:.2f} |")
+    rows = [["the two `measure()` cards above (run one after the other)", torch_row.threads, _ms(torch_row.p50_ms),
+             _ms(ort_row.p50_ms), f"{ratio:.2f}x",
+             f"{cons[0]:.2f}x - {cons[1]:.2f}x (conservative: from the two medians' CIs)",
+             " / ".join(f"{r['load']['others_cores']:.2f}" for r in cards if r["model"] == "minilm")]]
+    rows += [[f"interleaved, {a['pairs']} call pairs in ABBA order, same inputs", a["threads"], _ms(a["torch_p50_ms"]),
+              _ms(a["ort_p50_ms"]), f"{a['ratio_median']:.2f}x (median of per-pair ratios)",
+              f"{a['ratio_ci95'][0]:.2f}x - {a['ratio_ci95'][1]:.2f}x (order statistics)",
+              f"{a['load']['others_cores']:.2f}"] for a in ab]
+    L += md_table(rows, "lrrrrlr", columns=["comparison", "threads", "torch eager p50 ms", "onnxruntime p50 ms",
+                                            "torch / onnxruntime", "95% interval", "other processes (cores)"])
     L += [
         "",
         f"Both run the same weights on the same 1 x {SEQ_LEN} inputs; the largest absolute difference of "
@@ -605,15 +552,12 @@ def render(meta, cards, ab, counts) -> str:
         "",
     ]
     # ---- references
-    L += ["## 2. sizewise against the hand-derived counts", "",
-          "| model | quantity | hand-derived | sizewise | match |", "|---|---|---:|---:|---|"]
     by_model = {r["model"]: r["card"] for r in cards if r["runtime"] == "torch"}
-    for model, ref in HAND_FLOPS.items():
-        got = by_model[model].flops.total
-        L.append(f"| {model} | FLOPs | {ref:,} | {got:,} | {'yes' if got == ref else '**NO**'} |")
-    for model, ref in HAND_PARAMS.items():
-        got = by_model[model].params.total
-        L.append(f"| {model} | params | {ref:,} | {got:,} | {'yes' if got == ref else '**NO**'} |")
+    hand = [(m, "FLOPs", ref, by_model[m].flops.total) for m, ref in HAND_FLOPS.items()]
+    hand += [(m, "params", ref, by_model[m].params.total) for m, ref in HAND_PARAMS.items()]
+    L += ["## 2. sizewise against the hand-derived counts", ""]
+    L += md_table([[m, q, f"{ref:,}", f"{got:,}", "yes" if got == ref else "**NO**"] for m, q, ref, got in hand],
+                  "llrrl", columns=["model", "quantity", "hand-derived", "sizewise", "match"])
     L += [
         "",
         "MiniLM by hand, 6 layers x 128 tokens: Q, K, V, O projections 4 x 384 x 384 MACs and the MLP 2 x 384 x 1536 "
@@ -636,19 +580,20 @@ def render(meta, cards, ab, counts) -> str:
     ]
     for name, info in counts.items():
         card = by_model[name]
-        L += [f"### {name} (sizewise: {card.flops.total:,} FLOPs, {card.params.total:,} params)", "",
-              "| counter | raw (as returned) | unit it reports | FLOP | FLOP vs sizewise | params | params vs sizewise |"
-              " s |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+        rows = []
         for e in info["tools"]:
             if "error" in e:
-                L.append(f"| {e['tool']} | crashed: `{e['error']}` | {e['unit']} | - | - | - | - | "
-                         f"{e['seconds']:.1f} |")
+                rows.append([e["tool"], f"crashed: `{e['error']}`", e["unit"], "-", "-", "-", "-", f"{e['seconds']:.1f}"])
                 continue
-            diff = (e["flop"] - card.flops.total) / card.flops.total
             params = e.get("params")
-            pdiff = "" if params is None else f"{(params - card.params.total) / card.params.total:+.2%}"
-            L.append(f"| {e['tool']} | {e['raw']!r} | {e['unit']} | {e['flop']:,} | {diff:+.3%} | "
-                     f"{'-' if params is None else f'{params:,}'} | {pdiff or '-'} | {e['seconds']:.1f} |")
+            rows.append([e["tool"], repr(e["raw"]), e["unit"], f"{e['flop']:,}",
+                         f"{(e['flop'] - card.flops.total) / card.flops.total:+.3%}",
+                         "-" if params is None else f"{params:,}",
+                         "-" if params is None else f"{(params - card.params.total) / card.params.total:+.2%}",
+                         f"{e['seconds']:.1f}"])
+        L += [f"### {name} (sizewise: {card.flops.total:,} FLOPs, {card.params.total:,} params)", ""]
+        L += md_table(rows, "lrlrrrrr", columns=["counter", "raw (as returned)", "unit it reports", "FLOP",
+                                                 "FLOP vs sizewise", "params", "params vs sizewise", "s"])
         L.append("")
     # ---- why
     L += [
@@ -663,9 +608,8 @@ def render(meta, cards, ab, counts) -> str:
         "row, i.e. on matmul/conv arithmetic all tools agree with sizewise exactly; they differ only in what else "
         "they add and in what they cannot see.",
         "",
-        "| model | counter | raw | rebuilt from | residual | 2 x (matmul/conv MACs + missed attention) = sizewise? |",
-        "|---|---|---:|---|---:|---|",
     ]
+    rows = []
     for name, info in counts.items():
         t = info["ledger"]
         total = by_model[name].flops.total
@@ -686,8 +630,10 @@ def render(meta, cards, ab, counts) -> str:
                           if rec["missed_attention_mac"] else "")
                 check = ("yes" if back == total else f"**no** ({back:,})") + missed
             residual = rec.get("residual")
-            L.append(f"| {name} | {e['tool']} | {e.get('raw', 'crashed')!r} | {terms} | "
-                     f"{'-' if residual is None else f'{residual:,}'} | {check} |")
+            rows.append([name, e["tool"], repr(e.get("raw", "crashed")), terms,
+                         "-" if residual is None else f"{residual:,}", check])
+    L += md_table(rows, "llrlrl", columns=["model", "counter", "raw", "rebuilt from", "residual",
+                                           "2 x (matmul/conv MACs + missed attention) = sizewise?"])
     mini = counts.get("minilm", {}).get("ledger", {})
     thop_mini = next((e for e in counts.get("minilm", {}).get("tools", []) if e["tool"] == "thop"), {})
     leftovers = sorted({e.get("leftover_buffers", 0) for info in counts.values() for e in info["tools"]
@@ -791,11 +737,11 @@ def main() -> None:
                 e["reconcile"] = reconcile(e["tool"], e["raw"], t)
         counts[name] = {"ledger": t, "tools": tools}
 
-    versions = {k: _version(k) for k in VERSIONED}
+    versions = _versions(VERSIONED)
     versions["torch"] = torch.__version__
     meta = {
-        "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "machine": _machine(),
+        "date": now_utc(),
+        "machine": machine(),
         "versions": versions,
         "command": ".venv/bin/python benchmarks/measure.py",
         "seconds": time.perf_counter() - start,
@@ -803,7 +749,7 @@ def main() -> None:
         "load_after": os.getloadavg()[0],
     }
     text = render(meta, cards, ab, counts)
-    out = ROOT / "benchmarks" / "results" / "measure.md"
+    out = RESULTS / "measure.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     data = {"meta": meta,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import sys
 import time
@@ -18,26 +17,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from _common import command, git_head, log, machine  # noqa: E402,F401  (re-exported to the prune scripts)
+from _common import DATA, RESULTS, floor_to, interleaved, log, md_table, parse_args  # noqa: E402,F401  (re-exported)
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 WORK = Path(os.environ.get("PRUNE_BENCH_DIR", "/tmp/prune-bench"))
-DATA = Path(os.environ.get("SIZEWISE_DATA", ROOT.parent / "shared" / "data"))
 VERSIONED = ("sizewise", "torch", "torch-pruning", "transformers", "numpy", "scipy")
 ORDER = ("lenet", "resnet20", "minilm")
 TITLES = {"lenet": "1. LeNet-300-100 on MNIST (unstructured magnitude pruning)",
           "minilm": "3. all-MiniLM-L6-v2 on STS-B (attention heads + FFN neurons)",
           "resnet20": "2. ResNet-20 on CIFAR-10 (unstructured 90% and structured channels)"}
 TIMING_THREADS = 1  # every latency in these benchmarks is measured at 1 thread (see the header of prune.md)
-
-
-def versions() -> dict[str, str]:
-    return _common.versions(VERSIONED)
-
-
-def loadavg() -> float:
-    return os.getloadavg()[0]
 
 
 class Stopwatch:
@@ -110,51 +98,6 @@ class PhaseClock:
         return None
 
 
-# --------------------------------------------------------------------------------------------- latency
-
-
-def interleaved(module_a, module_b, inputs: dict, *, pairs: int = 40, seconds: float = 20.0,
-                threads: int = TIMING_THREADS) -> dict[str, Any]:
-    """Time ``module_a`` (before) and ``module_b`` (after) call by call in ABBA order on the same inputs.
-
-    Returns each one's median, and the median of the per-pair ratios a/b with a distribution-free 95% interval
-    (order statistics), plus other processes' CPU use while it ran. A ratio from adjacent calls does not depend on
-    what the shared machine did minutes earlier, unlike two separate ``measure()`` cards.
-    """
-    import numpy as np
-    import torch
-
-    from sizewise.measure.latency import OtherLoad, median_ci95, torch_threads
-
-    def once(module) -> float:
-        t0 = time.perf_counter_ns()
-        module(**inputs)
-        return (time.perf_counter_ns() - t0) / 1e6
-
-    ta, tb = [], []
-    with torch_threads(threads), torch.inference_mode(), OtherLoad() as load:
-        for _ in range(3):
-            once(module_a), once(module_b)
-        start = time.perf_counter()
-        for i in range(pairs):
-            if i % 2 == 0:
-                a = once(module_a)
-                b = once(module_b)
-            else:
-                b = once(module_b)
-                a = once(module_a)
-            ta.append(a)
-            tb.append(b)
-            if i >= 9 and time.perf_counter() - start > seconds:
-                break
-    ta, tb = np.asarray(ta), np.asarray(tb)
-    ratios = ta / tb
-    lo, hi = median_ci95(ratios)
-    return {"pairs": len(ratios), "threads": threads, "before_p50_ms": float(np.median(ta)),
-            "after_p50_ms": float(np.median(tb)), "ratio_median": float(np.median(ratios)), "ratio_ci95": [lo, hi],
-            "other_cores": load.cores}
-
-
 # --------------------------------------------------------------------------------------------- formatting
 
 
@@ -181,12 +124,6 @@ def ms(x: float | None) -> str:
     return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:,.1f}"
 
 
-def floor_to(x: float, digits: int) -> float:
-    """Round down: used for every ratio we claim, so the table never rounds in our favour."""
-    f = 10 ** digits
-    return math.floor(x * f + 1e-9) / f
-
-
 def ratio(x: float, digits: int = 2) -> str:
     return f"{floor_to(x, digits):.{digits}f}x"
 
@@ -208,29 +145,14 @@ def ab_cell(ab: dict) -> str:
             f"{ms(ab['after_p50_ms'])} ms, {ab['pairs']} pairs, others {ab['other_cores']:.2f} cores)")
 
 
-def meta_lines(meta: dict[str, Any]) -> list[str]:
-    v = ", ".join(f"{k} {val}" for k, val in meta["versions"].items())
-    return [f"- date: {meta['date']} (finished {meta['finished']})",
-            f"- machine: {meta['machine']}",
-            f"- versions: {v}; sizewise at git {meta['git']}",
-            f"- produced by: `{meta['command']}` (run from the repository root); wall time of this run "
-            f"{meta['wall_s'] / 60:.1f} min" + (f"; {meta['resumed']}" if meta.get("resumed") else ""),
-            f"- load average (1 min) before / after: {meta['load_before']:.2f} / {meta['load_after']:.2f} on "
-            f"{os.cpu_count()} cores"]
+meta_lines = _common.header_lines
 
 
 def new_meta() -> dict[str, Any]:
-    return {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
-            "versions": versions(), "git": git_head(), "command": command(), "load_before": loadavg(),
-            "t0": time.perf_counter()}
+    return _common.new_meta(VERSIONED)
 
 
-def finish_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    meta = dict(meta)
-    meta["wall_s"] = time.perf_counter() - meta.pop("t0")
-    meta["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    meta["load_after"] = loadavg()
-    return meta
+finish_meta = _common.finish_meta
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
@@ -296,13 +218,8 @@ def comparison_table(metric: str, metric_label: str, metric_fmt, columns: list[d
                      extra_rows: list[tuple[str, list[str]]] = ()) -> str:
     """Rows = quantities, columns = models. ``columns[0]`` is the baseline; each column has ``label``, ``b1`` and
     ``bN`` (card summaries at batch 1 and the larger batch) and, after the first, ``ab1``/``abN`` (interleaved)."""
-    base = columns[0]
-    head = "| | " + " | ".join(c["label"] for c in columns) + " |"
-    sep = "|---|" + "---:|" * len(columns)
+    base, b = columns[0], columns[0]["b1"]
     bN = base["bN"]["latency"]["batch"] if base.get("bN") else None
-
-    def row(label: str, cells: list[str]) -> str:
-        return f"| {label} | " + " | ".join(cells) + " |"
 
     def each(fn) -> list[str]:
         return [fn(c) for c in columns]
@@ -310,29 +227,32 @@ def comparison_table(metric: str, metric_label: str, metric_fmt, columns: list[d
     def vs_base(fn) -> list[str]:
         return ["-" if i == 0 else fn(c) for i, c in enumerate(columns)]
 
-    b = base["b1"]
-    rows = [head, sep,
-            row(metric_label, each(lambda c: metric_fmt(c["b1"]["metrics"].get(metric)))),
-            row("params", each(lambda c: n(c["b1"]["params"]))),
-            row("non-zero params", each(lambda c: n(c["b1"]["nonzero"]))),
-            row("fewer non-zero params than baseline", vs_base(lambda c: ratio(b["nonzero"] / c["b1"]["nonzero"]))),
-            row("disk bytes (saved artifact)", each(lambda c: n(c["b1"]["disk_bytes"]))),
-            row("disk bytes, smaller by", vs_base(lambda c: ratio(b["disk_bytes"] / c["b1"]["disk_bytes"]))),
-            row("FLOPs (batch 1)", each(lambda c: n(c["b1"]["flops"]))),
-            row("effective FLOPs (zeros skipped)", each(lambda c: n(c["b1"]["flops_effective"]))),
-            row("FLOP reduction", vs_base(lambda c: ratio(b["flops"] / c["b1"]["flops"]))),
-            row("effective FLOP reduction", vs_base(lambda c: ratio(b["flops_effective"] / c["b1"]["flops_effective"]))),
-            row("p50 ms, batch 1, card [95% CI]", each(lambda c: lat_cell(c["b1"]["latency"]))),
-            row("speedup, batch 1, cards", vs_base(lambda c: ratio(b["latency"]["p50_ms"] / c["b1"]["latency"]["p50_ms"]))),
-            row("speedup, batch 1, interleaved [95% CI]", vs_base(lambda c: ab_cell(c["ab1"]) if c.get("ab1") else "-"))]
+    def ab(key: str):
+        return vs_base(lambda c: ab_cell(c[key]) if c.get(key) else "-")
+
+    rows = [(metric_label, each(lambda c: metric_fmt(c["b1"]["metrics"].get(metric)))),
+            ("params", each(lambda c: n(c["b1"]["params"]))),
+            ("non-zero params", each(lambda c: n(c["b1"]["nonzero"]))),
+            ("fewer non-zero params than baseline", vs_base(lambda c: ratio(b["nonzero"] / c["b1"]["nonzero"]))),
+            ("disk bytes (saved artifact)", each(lambda c: n(c["b1"]["disk_bytes"]))),
+            ("disk bytes, smaller by", vs_base(lambda c: ratio(b["disk_bytes"] / c["b1"]["disk_bytes"]))),
+            ("FLOPs (batch 1)", each(lambda c: n(c["b1"]["flops"]))),
+            ("effective FLOPs (zeros skipped)", each(lambda c: n(c["b1"]["flops_effective"]))),
+            ("FLOP reduction", vs_base(lambda c: ratio(b["flops"] / c["b1"]["flops"]))),
+            ("effective FLOP reduction", vs_base(lambda c: ratio(b["flops_effective"] / c["b1"]["flops_effective"]))),
+            ("p50 ms, batch 1, card [95% CI]", each(lambda c: lat_cell(c["b1"]["latency"]))),
+            ("speedup, batch 1, cards", vs_base(lambda c: ratio(b["latency"]["p50_ms"] / c["b1"]["latency"]["p50_ms"]))),
+            ("speedup, batch 1, interleaved [95% CI]", ab("ab1"))]
     if bN:
-        rows += [row(f"p50 ms, batch {bN}, card [95% CI]", each(lambda c: lat_cell(c["bN"]["latency"]) if c.get("bN") else "-")),
-                 row(f"speedup, batch {bN}, cards",
-                     vs_base(lambda c: ratio(base["bN"]["latency"]["p50_ms"] / c["bN"]["latency"]["p50_ms"])
-                             if c.get("bN") else "-")),
-                 row(f"speedup, batch {bN}, interleaved [95% CI]", vs_base(lambda c: ab_cell(c["abN"]) if c.get("abN") else "-"))]
-    rows += [row(label, cells) for label, cells in extra_rows]
-    return "\n".join(rows)
+        rows += [(f"p50 ms, batch {bN}, card [95% CI]",
+                  each(lambda c: lat_cell(c["bN"]["latency"]) if c.get("bN") else "-")),
+                 (f"speedup, batch {bN}, cards",
+                  vs_base(lambda c: ratio(base["bN"]["latency"]["p50_ms"] / c["bN"]["latency"]["p50_ms"])
+                          if c.get("bN") else "-")),
+                 (f"speedup, batch {bN}, interleaved [95% CI]", ab("abN"))]
+    rows += list(extra_rows)
+    return "\n".join(md_table([[label, *cells] for label, cells in rows], "l" + "r" * len(columns),
+                              columns=["", *(c["label"] for c in columns)]))
 
 
 def measure_cfg(batch: int, seq_len: int | None = None):
@@ -360,15 +280,17 @@ def compare_latency(before_ref: str, after_ref: str, batch_n: int, seq_len: int 
 def run_variant(name: str, baseline_ref: str, config, dataset, finetune, workdir: Path, batch_n: int,
                 method_modules: tuple, seq_len: int | None = None, latency: bool = True) -> dict[str, Any]:
     """``compress`` the baseline run directory with ``config`` into ``workdir``; cached in ``workdir/bench.json``."""
+    return _common.cached(workdir / "bench.json", lambda: _run_variant(name, baseline_ref, config, dataset, finetune,
+                                                                      workdir, batch_n, method_modules, seq_len,
+                                                                      latency))
+
+
+def _run_variant(name, baseline_ref, config, dataset, finetune, workdir, batch_n, method_modules, seq_len, latency):
     import dataclasses
 
     import sizewise
     from sizewise.compress import compress
 
-    cache = workdir / "bench.json"
-    if cache.exists():
-        log(f"{name}: reusing the finished result in {cache}")
-        return json.loads(cache.read_text()) | {"reused": True}
     log(f"{name}: {config} with fine-tuning {finetune}")
     loaded = sizewise.load(baseline_ref)
     clock = PhaseClock()
@@ -377,9 +299,8 @@ def run_variant(name: str, baseline_ref: str, config, dataset, finetune, workdir
         result = compress(loaded, config, workdir, dataset=dataset, finetune=finetune,
                           measure_config=measure_cfg(1, seq_len), progress=clock)
     wall = time.perf_counter() - t0
-    details = {k: v for k, v in result.details.items()}
     out = {"name": name, "config": {"type": type(config).__name__, **dataclasses.asdict(config)},
-           "finetune": finetune and dataclasses.asdict(finetune), "details": details,
+           "finetune": finetune and dataclasses.asdict(finetune), "details": dict(result.details),
            "before": card_summary(result.before), "after": card_summary(result.after),
            "method_seconds": clock.seconds_of("applying"), "compress_seconds": wall,
            "finetune_history": [history(r) for r in rec.results], "model_dir": str(result.model_dir)}
@@ -387,7 +308,6 @@ def run_variant(name: str, baseline_ref: str, config, dataset, finetune, workdir
         f"(method {out['method_seconds']:.0f} s)")
     if latency:
         out |= compare_latency(baseline_ref, str(workdir), batch_n, seq_len)
-    cache.write_text(json.dumps(out, indent=2, default=str))
     return out
 
 
@@ -415,9 +335,11 @@ def schedule_line(cfg: dict[str, Any]) -> str:
 
 
 def history_table(hist: list[dict[str, Any]], metric: str = "val accuracy") -> str:
-    rows = [f"| epoch | train loss | train acc | {metric} | lr at end | seconds |", "|---:|---:|---:|---:|---:|---:|"]
-    for e in hist:
-        acc = "-" if e["train_accuracy"] is None else pct(e["train_accuracy"])
-        val = "-" if e["val_metric"] is None else (pct(e["val_metric"]) if e["val_metric"] <= 1 else f"{e['val_metric']:.2f}")
-        rows.append(f"| {e['epoch']} | {e['train_loss']:.4f} | {acc} | {val} | {e['lr_end']:.2e} | {e['seconds']:.0f} |")
-    return "\n".join(rows)
+    def val(x: float | None) -> str:
+        return "-" if x is None else (pct(x) if x <= 1 else f"{x:.2f}")
+
+    return "\n".join(md_table([{"epoch": e["epoch"], "train loss": f"{e['train_loss']:.4f}",
+                                "train acc": "-" if e["train_accuracy"] is None else pct(e["train_accuracy"]),
+                                metric: val(e["val_metric"]), "lr at end": f"{e['lr_end']:.2e}",
+                                "seconds": f"{e['seconds']:.0f}"} for e in hist], "rrrrrr",
+                              columns=["epoch", "train loss", "train acc", metric, "lr at end", "seconds"]))

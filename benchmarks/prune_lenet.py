@@ -17,6 +17,7 @@ interrupted), then prunes 92% of the Linear weights three ways with ``sizewise.c
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -35,7 +36,9 @@ GOAL_RATIO, GOAL_ERROR = 12.0, 1.64  # Han et al. 2015, Table 1: 12x fewer weigh
 
 
 def main() -> None:
-    if "--render" in sys.argv[1:]:  # rebuild the markdown from the numbers this script already wrote
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--render", action="store_true", help="only rebuild the markdown from the saved JSON")
+    if pc.parse_args(parser).render:
         payload = json.loads((pc.RESULTS / "prune_lenet.json").read_text())
         runs = [(LABELS[k], r) for k, r in payload["variants"].items()]
         payload["markdown"] = markdown(payload, runs)

@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--no-dense-control", action="store_true", help="skip fine-tuning the unpruned model")
     parser.add_argument("--render", action="store_true", help="only rebuild the markdown from the saved JSON")
-    args = parser.parse_args()
+    args = pc.parse_args(parser)
     if args.render:
         payload = json.loads((pc.RESULTS / "prune_minilm.json").read_text())
         payload["markdown"] = markdown(payload)

@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--base-epochs", type=int, default=8)
     parser.add_argument("--ft-epochs", type=int, default=3, help="fine-tuning epochs of each pruning variant")
     parser.add_argument("--render", action="store_true", help="only rebuild the markdown from the saved JSON")
-    args = parser.parse_args()
+    args = pc.parse_args(parser)
     if args.render:
         payload = json.loads((pc.RESULTS / "prune_resnet20.json").read_text())
         runs = list(zip(payload["labels"], payload["variants"].values()))

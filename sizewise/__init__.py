@@ -1,49 +1,55 @@
 """sizewise: how big and costly is a model, and how to make it smaller, faster and greener.
 
-``import sizewise`` stays light: the API below is imported on first use, so torch and friends load only when needed.
+``import sizewise`` stays light: the API (:mod:`sizewise.api`) is imported on first use of one of its names, so
+torch and friends load only when needed.
 """
 
 from __future__ import annotations
 
-import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
 
-_API = {
-    "load": "sizewise.models.loader",
-    "LoadedModel": "sizewise.models.loaded",
-    "save_model": "sizewise.models.artifact",
-    "load_dataset": "sizewise.data",
-    "evaluate": "sizewise.tasks",
-    "measure": "sizewise.measure",
-    "MeasureConfig": "sizewise.measure",
-    "EnergySettings": "sizewise.measure",
-    "ModelCard": "sizewise.measure",
-    "train": "sizewise.train",
-    "estimate": "sizewise.estimate",
-    "shrink": "sizewise.report.shrink_report",
-    "ShrinkConfig": "sizewise.pipeline",
-    "quantize": "sizewise.compress.quantize",
-    "compress": "sizewise.compress",
-    "TrainConfig": "sizewise.train",
-    "finetune": "sizewise.train.finetuning",
-    "FinetuneConfig": "sizewise.train.finetuning",
-}
-
-__all__ = ["__version__", *_API]
+__all__ = [
+    "__version__",
+    # verbs
+    "wrap", "apply", "measure", "run", "list_methods", "load", "load_dataset", "evaluate", "estimate", "train",
+    "save_model", "load_plan",
+    # objects
+    "Plan", "Step", "LoadedModel", "ModelCard", "RunResult", "MeasureConfig", "EnergySettings", "Budget",
+    "TrainConfig",
+    # method configs
+    "MagnitudePrune", "GradualPrune", "LotteryPrune", "NMPrune", "ChannelPrune", "HeadPrune", "Int8Dynamic",
+    "Int8Static", "WeightOnly", "HalfPrecision", "QuantizationAwareTraining", "Factorize", "ClusterWeights",
+    "Distill", "Finetune", "HuffmanEncode", "OnnxExport", "OrtOptimize",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
-        module = importlib.import_module(_API[name])
-        # sizewise.measure / sizewise.train are callable packages (see core/callable_module.py): return the package
-        # itself, since importing it already bound that name here.
-        value = module if module.__name__ == f"sizewise.{name}" else getattr(module, name)
-        globals()[name] = value
-        return value
+    if name in __all__ and name != "__version__":
+        from sizewise.api import PUBLIC
+
+        globals().update(PUBLIC)  # bind them all: later lookups do not come here again
+        return PUBLIC[name]
     raise AttributeError(f"module 'sizewise' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """``sizewise.measure``, ``sizewise.train`` and ``sizewise.estimate`` are both verbs of the API and subpackages.
+    Importing a subpackage makes Python set the parent's attribute of that name to the module; this keeps the verb:
+    the subpackage stays importable by its dotted name (``from sizewise.measure import MeasureConfig``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _VERBS_NAMED_LIKE_PACKAGES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_VERBS_NAMED_LIKE_PACKAGES = frozenset({"measure", "train", "estimate"})
+sys.modules[__name__].__class__ = _Package

@@ -6,6 +6,7 @@ import typer
 
 from sizewise.cli import (
     cluster_cmd,
+    compare_cmd,
     compress_cmd,
     demo_cmd,
     distill_cmd,
@@ -37,6 +38,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 app.command("measure")(measure_cmd.measure)
+app.command("compare")(compare_cmd.compare)
 app.command("train")(train_cmd.train)
 app.command("prune")(prune_cmd.prune)
 app.command("quantize")(quantize_cmd.quantize)

@@ -1,6 +1,8 @@
-"""``sizewise report FILE``: render a run's JSON in the terminal and as report.md + a self-contained report.html.
+"""``sizewise report DIR|FILE``: render a run in the terminal and as report.md + a self-contained report.html.
 
-Dispatches on the JSON's ``"kind"`` (or ``"schema"``) key, so each kind of run registers one renderer below.
+Three kinds of JSON are reports' sources: the run record every model-changing command writes (``OUT/card.json``,
+schema ``sizewise.run/1``), a shrink search's ``results.json``, and an estimate's JSON. Records of the schemas
+this version replaced are refused with one line saying to re-run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import typer
 from sizewise.cli.common import console, handles_errors
 from sizewise.core.errors import SizewiseError
 from sizewise.core.serialize import write_text_atomic as _write_text
+
+# run records of earlier versions: each command now writes sizewise.run/1
+OLD_SCHEMAS = ("sizewise.compression/1", "sizewise.quantization/1", "sizewise.recipe/1", "sizewise.finetune/1",
+               "sizewise.distill/1")
 
 
 def _report_estimate(path: Path, data: dict[str, Any]) -> list[Path]:
@@ -43,62 +49,60 @@ def _report_shrink(path: Path, data: dict[str, Any]) -> list[Path]:
     return list(render_reports(path.parent, data))
 
 
-def _report_quantize(path: Path, data: dict[str, Any]) -> list[Path]:
-    from sizewise.report.shrink_report import render_quantize_html
+def _report_run(path: Path, data: dict[str, Any]) -> list[Path]:
+    from sizewise.report.run_report import print_record, write_reports
 
-    console.print(data["verdict"]["message"], highlight=False)
-    return [_write_text(path.parent / "report.html", render_quantize_html(data))]
-
-
-def _report_compare(path: Path, data: dict[str, Any]) -> list[Path]:
-    from sizewise.report.card_view import compare_table, savings_line
-    from sizewise.report.compare_report import cards_of, to_html, to_markdown
-
-    title, a, b, a_name, b_name = cards_of(data)
-    console.print(compare_table(a, b, title=title, before_name=a_name, after_name=b_name))
-    console.print(savings_line(a, b))
-    return [_write_text(path.parent / "report.md", to_markdown(data)),
-            _write_text(path.parent / "report.html", to_html(data))]
+    try:
+        print_record(data, console)
+        return write_reports(path.parent, data)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SizewiseError(f"'{path}' is an incomplete run record: missing or malformed {exc}",
+                            hint="re-run the command that wrote it") from exc
 
 
 _RENDERERS: dict[str, Callable[[Path, dict[str, Any]], list[Path]]] = {"estimate": _report_estimate,
-                                                                        "shrink": _report_shrink,
-                                                                        "quantize": _report_quantize,
-                                                                        "compare": _report_compare}
+                                                                        "shrink": _report_shrink}
+
+
+def _renderer(path: Path, data: Any) -> Callable[[Path, dict[str, Any]], list[Path]]:
+    from sizewise.pipeline.record import SCHEMA
+
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema == SCHEMA:
+        return _report_run
+    if schema in OLD_SCHEMAS:
+        raise SizewiseError(f"'{path}' is a {schema} record from an earlier sizewise; this version reports {SCHEMA}",
+                            hint="re-run the command that wrote it with this version of sizewise")
+    kind = data.get("kind") if isinstance(data, dict) else None
+    renderer = _RENDERERS.get(kind) if isinstance(kind, str) else None
+    if renderer is None:
+        raise SizewiseError(f"'{path}' is not a sizewise run sizewise can report on (schema {schema!r}, kind {kind!r})",
+                            hint="pass the directory of a prune, quantize, distill, finetune, factorize, cluster, "
+                                 "compress, train or shrink run, or the JSON of `sizewise estimate MODEL --json FILE`")
+    return renderer
 
 
 @handles_errors
 def report(
-    path: Path = typer.Argument(..., help="A shrink directory (with results.json), or a run's JSON such as the file "
-                                          "`sizewise estimate MODEL --json FILE` wrote."),
+    path: Path = typer.Argument(..., help="A run directory (its card.json, from prune, quantize, distill, finetune, "
+                                          "factorize, cluster, compress or train), a shrink directory (its "
+                                          "results.json), or the JSON `sizewise estimate MODEL --json FILE` wrote."),
 ) -> None:
     """Show a run's results and write report.md and a self-contained report.html next to its JSON."""
-    if path.is_dir() and (path / "results.json").is_file():
+    if path.is_dir() and (path / "card.json").is_file():
+        path = path / "card.json"  # the run record of a command that changed a model
+    elif path.is_dir() and (path / "results.json").is_file():
         path = path / "results.json"  # a shrink (or demo) directory
-    elif path.is_dir() and (path / "card.json").is_file():
-        path = path / "card.json"  # a quantize (or prune) run directory
     elif path.is_dir():
-        raise SizewiseError(f"'{path}' is a directory without results.json; pass the run's JSON file",
-                            hint="e.g. `sizewise report g.json` after `sizewise estimate gpt3-175b --json g.json`")
+        raise SizewiseError(f"'{path}' is a directory without card.json or results.json",
+                            hint="pass the --out directory of a finished run, or a run's JSON file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SizewiseError(f"no such file '{path}'", hint="write one with `sizewise estimate MODEL --json FILE`") from None
+        raise SizewiseError(f"no such file '{path}'", hint="pass a run directory or a run's JSON file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SizewiseError(f"cannot read '{path}' as JSON: {exc}",
-                            hint="pass a file written by `sizewise estimate ... --json FILE`") from None
-    kind = data.get("kind") if isinstance(data, dict) else None
-    if isinstance(data, dict) and data.get("schema") == "sizewise.quantization/1":
-        kind = "quantize"
-    from sizewise.report.compare_report import KINDS
-
-    if isinstance(data, dict) and data.get("schema") in KINDS:
-        kind = "compare"  # prune, cluster, factorize, recipe, finetune, distill runs: two cards side by side
-    renderer = _RENDERERS.get(kind) if isinstance(kind, str) else None
-    if renderer is None:
-        raise SizewiseError(f"'{path}' is not a sizewise run sizewise can report on (kind {kind!r})",
-                            hint="known kinds: estimate, shrink, quantize, and the card.json of prune, cluster, "
-                                 "factorize, compress, finetune and distill runs; write one with e.g. "
-                                 "`sizewise estimate MODEL --json FILE`")
-    for written in renderer(path, data):
+                            hint="pass a run directory or a file written by `sizewise estimate ... --json FILE`") \
+            from None
+    for written in _renderer(path, data)(path, data):
         console.print(f"wrote {written}", highlight=False)

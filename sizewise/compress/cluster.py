@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sizewise.compress.prune.masks import PRUNABLE
-from sizewise.compress.registry import register
+from sizewise.compress.registry import SHARED, Method, StepContext, register
 from sizewise.core.errors import ConfigError
 from sizewise.models.artifact import ENCODING_DEEP_COMPRESSION
 from sizewise.train import TrainConfig, train
@@ -115,7 +115,7 @@ def distinct_values(weight: torch.Tensor) -> int:
     return int(torch.unique(weight.detach()[weight.detach() != 0]).numel())
 
 
-def finetune_centroids(loaded, dataset, finetune: TrainConfig) -> dict[str, int]:
+def finetune_centroids(loaded, ctx: StepContext, finetune: TrainConfig) -> dict[str, int]:
     """Fine-tune the shared values of every layer whose weights already take few values (after :func:`cluster`):
     each distinct value becomes a trainable centroid, so sharing (and every zero) survives training exactly."""
     shared = {}
@@ -130,7 +130,7 @@ def finetune_centroids(loaded, dataset, finetune: TrainConfig) -> dict[str, int]
         parametrize.register_parametrization(layer, "weight", SharedWeight(indices, nonzero, codebook), unsafe=True)
         shared[name] = int(codebook.numel())
     try:
-        train(loaded, dataset, finetune, progress=True)
+        ctx.fit(loaded, finetune)
     finally:
         for layer in loaded.module.modules():
             if isinstance(layer, PRUNABLE) and parametrize.is_parametrized(layer, "weight"):
@@ -138,8 +138,9 @@ def finetune_centroids(loaded, dataset, finetune: TrainConfig) -> dict[str, int]
     return shared
 
 
-def cluster(loaded, config: ClusterWeights, dataset, finetune: TrainConfig | None) -> dict:
+def cluster(loaded, config: ClusterWeights, ctx: StepContext) -> dict:
     """k-means each layer's non-zero weights into ``2**bits`` shared values, then (optionally) fine-tune them."""
+    dataset, finetune = ctx.data, ctx.train
     layers = shareable_layers(loaded.module)
     if not layers:
         raise ConfigError(f"'{loaded.reference}' has no Linear or Conv layers to share weights in")
@@ -151,11 +152,17 @@ def cluster(loaded, config: ClusterWeights, dataset, finetune: TrainConfig | Non
             layer.weight.copy_(SharedWeight(indices, nonzero, codebook)(codebook))
         report[name] = {"bits": bits, "centroids": int(codebook.numel()), "nonzero": float(nonzero.float().mean())}
     if finetune:
-        finetune_centroids(loaded, dataset, finetune)
+        finetune_centroids(loaded, ctx, finetune)
     for name, layer in layers.items():
         report[name]["distinct_values"] = distinct_values(layer.weight)
     return {"layers": report, "init": config.init, "finetuned": bool(finetune)}
 
 
-register("cluster", ClusterWeights, cluster, False, "weight sharing: per-layer k-means codebooks, fine-tuned centroids",
-         encoding=ENCODING_DEEP_COMPRESSION)
+def _search(trial, space) -> ClusterWeights:
+    return ClusterWeights(bits=trial.suggest_int("cluster.bits", 3, 8))
+
+
+register(Method("cluster", "cluster", ClusterWeights, cluster,
+                "weight sharing: per-layer k-means codebooks, fine-tuned centroids", leaves=frozenset({SHARED}),
+                options=("bits", "conv_bits", "linear_bits", "init"), search=_search,
+                applies=lambda space: space.objective == "size", encoding=ENCODING_DEEP_COMPRESSION))

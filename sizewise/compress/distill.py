@@ -25,10 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from sizewise.compress.registry import SHARED, SPARSE, Method, StepContext, StepOutput, register
 from sizewise.core.errors import ConfigError, DataError
-from sizewise.data.dataset import Dataset, Split
+from sizewise.data.dataset import Dataset, Split, take
 from sizewise.models.loaded import LoadedModel
-from sizewise.train.objectives import Objective, objective_for, take
+from sizewise.tasks.evaluate import mean_pool
+from sizewise.train.objectives import Objective, objective_for
 
 CLASSIFICATION = ("image-classification", "text-classification")
 
@@ -143,7 +145,7 @@ def _narrow_transformer(teacher: LoadedModel, fraction: float) -> LoadedModel:
 
 def build_student(teacher: LoadedModel, spec: str, seed: int = 0) -> tuple[LoadedModel, dict]:
     """The student a SPEC names, and what was done (kept layers, widths)."""
-    import sizewise
+    from sizewise.models.loader import load
 
     torch.manual_seed(seed)  # a width transformer starts from random weights: the same ones on resume
     kind, _, value = spec.partition(":")
@@ -160,7 +162,7 @@ def build_student(teacher: LoadedModel, spec: str, seed: int = 0) -> tuple[Loade
         except ValueError:
             raise ConfigError(f"width:F needs a number F, got '{value}'") from None
         return _trainable(_width_student(teacher, fraction)), {"spec": spec, "width": fraction}
-    student = sizewise.load(spec)
+    student = load(spec)
     check_student(teacher, student)
     return student, {"spec": spec}
 
@@ -183,11 +185,6 @@ def check_student(teacher: LoadedModel, student: LoadedModel) -> None:
 
 
 # -- the objective ---------------------------------------------------------------------------------------------------
-
-def _mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.unsqueeze(-1).to(states.dtype)
-    return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
 
 class _FeatureTap:
     """Outputs of named layers, captured by forward hooks (features of CNN/MLP students and teachers)."""
@@ -318,8 +315,8 @@ class Distillation(Objective):
         texts = [t for item in batch for t in (item if isinstance(item, (tuple, list)) else (item,))]
         s_out, s_enc = self._run(self.loaded, texts, grad=True)
         t_out, t_enc = self._run(self.teacher, texts, grad=False)
-        s_emb = _mean_pool(s_out.last_hidden_state, s_enc["attention_mask"])
-        t_emb = _mean_pool(t_out.last_hidden_state, t_enc["attention_mask"])
+        s_emb = mean_pool(s_out.last_hidden_state, s_enc["attention_mask"])
+        t_emb = mean_pool(t_out.last_hidden_state, t_enc["attention_mask"])
         loss = nn.functional.mse_loss(self._project("embedding", s_emb), t_emb)
         if self.config.hidden_loss:
             loss = loss + self.config.hidden_weight * self._hidden_mse(s_out.hidden_states, t_out.hidden_states)
@@ -371,7 +368,7 @@ def training_data(dataset: Dataset, config: DistillConfig, unlabeled: list[str] 
 
 def distill(teacher: LoadedModel, student: LoadedModel, dataset: Dataset, config: DistillConfig, train_config,
             out: str | Path | None = None, resume: bool = False, unlabeled: list[str] | None = None,
-            layer_map: list[tuple[int, int]] | None = None, progress: bool = True, on_epoch=None):
+            layer_map: list[tuple[int, int]] | None = None, bar: bool = True, on_epoch=None):
     """Train ``student`` in place to imitate ``teacher``; resumable through ``out``/``resume`` like ``train``."""
     from sizewise.tasks import check_compatible
     from sizewise.train import train
@@ -385,7 +382,7 @@ def distill(teacher: LoadedModel, student: LoadedModel, dataset: Dataset, config
         # the held-out split is measured afterwards)
         train_config = dataclasses.replace(train_config, val_fraction=0.0, patience=None)
     try:
-        return train(student, data, train_config, out=out, resume=resume, progress=progress, objective=objective,
+        return train(student, data, train_config, out=out, resume=resume, bar=bar, objective=objective,
                      on_epoch=on_epoch)
     finally:
         objective.close()
@@ -394,3 +391,52 @@ def distill(teacher: LoadedModel, student: LoadedModel, dataset: Dataset, config
 def params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
+
+
+# -- the registered method -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Distill:
+    """Distil the step's input model (the teacher) into ``student``: ``layers:K`` (K evenly spaced transformer layers,
+    initialised from the teacher's), ``width:F`` (a narrower copy), or any model reference."""
+
+    student: str
+    temperature: float = 2.0
+    alpha: float = 0.5
+    hidden_loss: bool = False
+    hidden_weight: float = 1.0
+    unlabeled: str | None = None  # a text file of sentences to distil on instead of the labelled train split
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.student, str) or not self.student.strip():
+            raise ConfigError("distillation needs a student", hint="e.g. layers:3, width:0.5, or a model reference")
+        self.loss()  # its own checks
+
+    def loss(self) -> DistillConfig:
+        return DistillConfig(self.temperature, self.alpha, self.hidden_loss, self.hidden_weight)
+
+
+def distill_step(teacher: LoadedModel, config: Distill, ctx: StepContext) -> StepOutput:
+    from sizewise.train import TrainConfig
+
+    train_config = ctx.train or TrainConfig(epochs=3)
+    data = ctx.need_data("distillation")
+    student, info = build_student(teacher, config.student, seed=train_config.seed)
+    info = info | {"teacher_params": params(teacher.module), "student_params": params(student.module)}
+    ctx.progress(f"teacher {info['teacher_params']:,} parameters → student {info['student_params']:,}")
+    sentences = read_unlabeled(config.unlabeled) if config.unlabeled else None
+    result = distill(teacher, student, data, config.loss(), train_config, out=ctx.workdir,
+                     resume=ctx.resume and ctx.workdir is not None, unlabeled=sentences)
+    return StepOutput(student, {"student": info, "training": result})
+
+
+def _search(trial, space) -> Distill:
+    if space.input_kind == "tokens":
+        return Distill(f"layers:{trial.suggest_int('distill.layers', 2, 4)}", alpha=1.0)
+    return Distill(f"width:{trial.suggest_categorical('distill.width', [0.25, 0.5, 0.75])}")
+
+
+register(Method("distill", "distill", Distill, distill_step, "knowledge distillation into a smaller student",
+                needs_data=True, trains=True, structured=True, breaks=frozenset({SHARED, SPARSE}),
+                options=("student", "temperature", "alpha", "hidden_loss", "hidden_weight", "unlabeled"),
+                search=_search))

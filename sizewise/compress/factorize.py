@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sizewise.compress.registry import register
+from sizewise.compress.registry import SHARED, SPARSE, Method, StepContext, register
 from sizewise.core.errors import ConfigError
 from sizewise.models.lowrank import LOW_RANK, lowrank_like, replace_module
 from sizewise.train import TrainConfig, train
@@ -176,7 +176,8 @@ def _factor(layer: _Layer, r: int) -> nn.Module:
     return new
 
 
-def factorize(loaded, config: Factorize, dataset, finetune: TrainConfig | None) -> dict:
+def factorize(loaded, config: Factorize, ctx: StepContext) -> dict:
+    dataset, finetune = ctx.data, ctx.train
     model = loaded.module
     if finetune and dataset is None:
         raise ConfigError("fine-tuning after factorization needs training data", hint="pass --data")
@@ -203,10 +204,17 @@ def factorize(loaded, config: Factorize, dataset, finetune: TrainConfig | None) 
     before = sum(v["params_before"] for v in report.values())
     after = sum(v["params_after"] for v in report.values())
     if finetune:
-        train(loaded, dataset, finetune, progress=True)
+        ctx.fit(loaded, finetune)
     return {"layers": report, "params_before": before, "params_after": after, "params_kept": after / before,
             "factorized": sum(v["factorized"] for v in report.values()),
             "left_dense": [n for n, v in report.items() if not v["factorized"]], "skipped": skipped}
 
 
-register("factorize", Factorize, factorize, True, "low-rank factorization of Linear/Conv2d weights (truncated SVD)")
+def _search(trial, space) -> Factorize:
+    return Factorize(target_params=trial.suggest_float("factorize.target_params", 0.3, 0.8, step=0.05))
+
+
+register(Method("factorize", "factorize", Factorize, factorize,
+                "low-rank factorization of Linear/Conv2d weights (truncated SVD)", structured=True,
+                breaks=frozenset({SHARED, SPARSE}), options=("rank", "energy", "target_params", "layers"),
+                search=_search))

@@ -1,30 +1,169 @@
-"""Every compression method: a frozen config dataclass and the function that applies it (torchao's pattern)."""
+"""The one registry of transformations: every method is a frozen config dataclass and a handler registered once.
+
+torchao's ``quantize_(model, Config)`` and timm's ``@register_model`` are the pattern. An entry says what the rest of
+sizewise needs to know, so that the CLI, recipes and ``shrink`` all read this table and keep none of their own:
+
+- ``family``: the command a method belongs to (``sizewise prune --method NAME``, ``sizewise quantize ...``);
+- ``needs_data`` / ``trains`` / ``structured`` (changes shapes) / ``runtimes`` (where its result runs);
+- ``leaves`` / ``breaks``: invariants later steps must keep (``sparse``: pruned weights stay zero; ``shared``: shared
+  weights stay shared), and the ones it ends;
+- ``options``: the config fields a command line sets; ``preset``: fields fixed by the name (``int4-weight`` is
+  ``WeightOnly(bits=4)``);
+- ``search``: how ``shrink`` samples a config of it (an Optuna define-by-run function), or None when it is not searched.
+
+A handler is ``handler(model, config, ctx) -> StepOutput``: it may change ``model`` in place or return a new one
+(a student, an ONNX graph). ``ctx`` gives it the data *without the test split*, the training settings, a working
+folder for checkpoints and files, and the teacher for knowledge distillation.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from sizewise.core.errors import ConfigError, DataError
+from sizewise.core.progress import Progress, silent
 from sizewise.core.registry import Registry
+
+FAMILIES = ("train", "prune", "quantize", "distill", "finetune", "factorize", "cluster", "encode", "runtime")
+SPARSE, SHARED = "sparse", "shared"
+
+
+@dataclass
+class StepContext:
+    """What a handler may use besides its model and config."""
+
+    data: Any = None  # sizewise.data.Dataset without its test split, or None
+    train: Any = None  # sizewise.train.TrainConfig for the step's training (recovery, distillation), or None
+    workdir: Path | None = None  # this step's folder: checkpoints and intermediate files; resumable
+    invariants: frozenset[str] = frozenset()  # in force from earlier steps (SPARSE, SHARED)
+    teacher: Any = None  # LoadedModel the step may learn from (the plan's input model)
+    budget: Any = None  # sizewise.core.budget.Budget the run must hold (quantization falls back to meet it)
+    progress: Progress = silent
+    resume: bool = True  # continue a training checkpoint found in workdir
+    eval_limit: int | None = None  # decisions evaluate the first N validation examples only
+
+    def need_data(self, method: str):
+        if self.data is None:
+            raise DataError(f"{method} needs data", hint="pass --data (or data= in Python)")
+        return self.data
+
+    def need_train(self, method: str, default=None):
+        if self.train is None and default is None:
+            raise ConfigError(f"{method} trains while it works", hint="give it epochs (--epochs / --finetune-epochs)")
+        return self.train or default
+
+    def fit(self, model, config=None, *, tag: str = "", **kwargs):
+        """The one training loop on this step's data, checkpointed under ``workdir`` so a killed run resumes."""
+        from sizewise.train import train
+
+        data = self.need_data("training")
+        out = None if self.workdir is None else (self.workdir / tag if tag else self.workdir)
+        return train(model, data, config or self.need_train("training"), out=out, resume=self.resume and out is not None,
+                     bar=True, **kwargs)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What a search knows about the model when it asks a method for a config."""
+
+    task: str  # the model's task (image-classification, text-classification, sentence-embedding, ...)
+    input_kind: str  # "tensor" | "tokens" | "onnx"
+    runtime: str  # where candidates are measured
+    objective: str  # latency | size | energy | flops
+
+
+@dataclass
+class StepOutput:
+    model: Any  # LoadedModel
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
+    family: str
     config: type
-    apply: Callable  # (loaded, config, dataset, finetune) -> details dict; changes loaded.module in place
-    structured: bool  # changes the architecture (shapes), not just values
+    apply: Callable[[Any, Any, StepContext], StepOutput]
     summary: str
-    encoding: str | None = None  # the artifact's weight encoding (see sizewise.models.artifact.save_model)
+    needs_data: bool = False
+    trains: bool = False
+    structured: bool = False
+    runtimes: tuple[str, ...] = ("torch", "onnxruntime")
+    leaves: frozenset[str] = frozenset()
+    breaks: frozenset[str] = frozenset()
+    options: tuple[str, ...] = ()
+    preset: dict[str, Any] = field(default_factory=dict)
+    search: Callable | None = None  # (optuna trial, SearchSpace) -> config
+    applies: Callable[[Any], bool] = lambda _space: True  # (SearchSpace) -> whether shrink proposes it for a model
+    encoding: str | None = None  # the artifact's weight encoding (sizewise.models.artifact.save_model)
+    accepts_onnx: bool = False  # can run on a model that is already an ONNX graph
+    makes_onnx: Callable[[Any], bool] = lambda _config: False  # whether its result is an ONNX graph
+
+    def make(self, **fields: Any):
+        """A config of this method from ``fields`` (the preset wins over nothing: giving a preset field is an error)."""
+        clash = set(fields) & set(self.preset)
+        if clash:
+            raise ConfigError(f"{self.name} fixes {', '.join(sorted(clash))}",
+                              hint=f"drop {', '.join(sorted(clash))}, or use another method name")
+        known = {f.name for f in dataclasses.fields(self.config) if f.init}
+        unknown = set(fields) - known
+        if unknown:
+            raise ConfigError(f"{self.name} has no option {', '.join(sorted(unknown))}",
+                              hint=f"its options: {', '.join(sorted(known - set(self.preset)))}")
+        try:
+            return self.config(**self.preset, **fields)
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"{self.name}: {exc}") from exc
+
+    def matches(self, config: Any) -> bool:
+        return type(config) is self.config and all(getattr(config, k) == v for k, v in self.preset.items())
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "summary": self.summary, "needs_data": self.needs_data,
+                "trains": self.trains, "structured": self.structured, "runtimes": list(self.runtimes),
+                "leaves": sorted(self.leaves), "config": self.config.__name__, "preset": self.preset,
+                "searchable": self.search is not None}
 
 
-METHODS: Registry[Method] = Registry("compression method")
+METHODS: Registry[Method] = Registry("method")
 
 
-def register(name: str, config: type, apply: Callable, structured: bool, summary: str,
-             encoding: str | None = None) -> None:
-    METHODS.register(name)(Method(name, config, apply, structured, summary, encoding))
+def register(method: Method) -> Method:
+    if method.family not in FAMILIES:
+        raise ValueError(f"method {method.name}: unknown family {method.family!r}")
+    return METHODS.register(method.name)(method)
 
 
-def list_methods() -> list[str]:
-    return METHODS.names()
+def _ensure_registered() -> None:
+    # Importing the method modules registers them; done on first use so that ``import sizewise`` stays light.
+    import sizewise.compress  # noqa: F401
+
+
+def list_methods(family: str | None = None) -> list[str]:
+    """Every registered method's name (of one ``family`` if given)."""
+    _ensure_registered()
+    return [n for n in METHODS.names() if family is None or METHODS.get(n).family == family]
+
+
+def get_method(name: str) -> Method:
+    _ensure_registered()
+    return METHODS.get(name)
+
+
+def method_for(config: Any) -> Method:
+    """The registered method a config object belongs to."""
+    _ensure_registered()
+    found = [METHODS.get(n) for n in METHODS.names() if METHODS.get(n).matches(config)]
+    if not found:
+        raise ConfigError(f"{type(config).__name__} is not the config of a registered method",
+                          hint=f"known methods: {', '.join(METHODS.names())}")
+    return max(found, key=lambda m: len(m.preset))  # the most specific name: int4-weight over a generic entry
+
+
+def make_config(name: str, **fields: Any):
+    """``make_config("magnitude", sparsity=0.5)`` -> ``MagnitudePrune(sparsity=0.5)``."""
+    return get_method(name).make(**fields)

@@ -6,14 +6,20 @@ import os
 from pathlib import Path
 
 from sizewise.core.errors import DataError
-from sizewise.data.dataset import Dataset, Split
+from sizewise.data.dataset import TEST, TRAIN, VALIDATION, Dataset, Split, carve_validation
 
 ACCEPTED = ("'digits' (scikit-learn's bundled 8x8 digits); an MNIST-style .npz (x_train, y_train, x_test, y_test); "
             "a CIFAR-10 folder with train.zip/test.zip; an SST-2 folder of TSVs (sentence<TAB>label); "
             "an STS-B folder of TSVs (score, sentence1, sentence2 in columns 5-7)")
 
 
-def load_dataset(spec: str | os.PathLike) -> Dataset:
+def load_dataset(spec: str | os.PathLike, seed: int = 0) -> Dataset:
+    """The dataset at ``spec`` with train / validation / test splits (validation carved from train, seeded and
+    stratified, where the source has none: see :func:`sizewise.data.dataset.carve_validation`)."""
+    return carve_validation(_read(spec), seed=seed)
+
+
+def _read(spec: str | os.PathLike) -> Dataset:
     from sizewise.data import formats
 
     text = str(spec).strip()
@@ -39,4 +45,4 @@ def load_dataset(spec: str | os.PathLike) -> Dataset:
     raise DataError(f"unrecognized dataset format at '{text}'", hint=f"--data accepts {ACCEPTED}")
 
 
-__all__ = ["ACCEPTED", "Dataset", "Split", "load_dataset"]
+__all__ = ["ACCEPTED", "TEST", "TRAIN", "VALIDATION", "Dataset", "Split", "carve_validation", "load_dataset"]

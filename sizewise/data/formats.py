@@ -124,9 +124,14 @@ def load_sst2_folder(folder: Path) -> Dataset:
         except (IndexError, ValueError) as exc:
             raise DataError(f"{path}: a row is not 'sentence<TAB>0|1': {exc}") from exc
         splits[split] = Split(texts, labels)
-    return Dataset(name="sst2", task="text-classification", splits=splits,
-                   heldout="dev" if "dev" in splits else "test", num_classes=2, source=str(folder),
-                   notes=["SST-2 as released with GLUE; metrics are on the dev split."])
+    if "dev" in splits:
+        splits["validation"] = splits.pop("dev")
+    if "test" not in splits and "validation" in splits:  # GLUE's own test file has no labels: report on dev
+        splits["test"] = splits.pop("validation")
+    return Dataset(name="sst2", task="text-classification", splits=splits, heldout="test", num_classes=2,
+                   source=str(folder), validation_source="dev.tsv" if "validation" in splits else "",
+                   notes=["SST-2 as released with GLUE; decisions on dev.tsv, reported metrics on the labelled "
+                          "test.tsv."])
 
 
 def load_stsb_folder(folder: Path) -> Dataset:
@@ -145,6 +150,8 @@ def load_stsb_folder(folder: Path) -> Dataset:
             except ValueError as exc:
                 raise DataError(f"{path}:{i}: score {row[4]!r} is not a number") from exc
             pairs.append((row[5], row[6]))
-        splits[split] = Split(pairs, np.asarray(scores, dtype=np.float32))
+        splits["validation" if split == "dev" else split] = Split(pairs, np.asarray(scores, dtype=np.float32))
     return Dataset(name="stsb", task="sentence-similarity", splits=splits, heldout="test", source=str(folder),
-                   notes=["STS Benchmark (CC BY-SA 4.0); Spearman x 100 of cosine similarity vs gold score, test split."])
+                   validation_source="dev.tsv" if "validation" in splits else "",
+                   notes=["STS Benchmark (CC BY-SA 4.0); Spearman x 100 of cosine similarity vs gold score; "
+                          "decisions on dev, reported on test."])

@@ -10,6 +10,3 @@ from sizewise.estimate.presets import PRESETS, preset_names
 
 __all__ = ["SCHEMA", "PRESETS", "Assumption", "Estimate", "EstimateConfig", "estimate", "preset_names"]
 
-from sizewise.core.callable_module import make_callable  # noqa: E402
-
-make_callable(__name__, estimate)

@@ -6,6 +6,3 @@ from sizewise.measure.energy import EnergySettings
 
 __all__ = ["EnergySettings", "MeasureConfig", "ModelCard", "measure"]
 
-from sizewise.core.callable_module import make_callable  # noqa: E402
-
-make_callable(__name__, measure)

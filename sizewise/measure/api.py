@@ -29,7 +29,8 @@ class MeasureConfig:
     latency_seconds: float = 1.0  # minimum time spent in timed calls at the main batch size
     throughput_sweep: tuple[int, ...] = (1, 8, 32)
     measure_memory: bool = True
-    eval_limit: int | None = None  # evaluate on the first N held-out examples only
+    eval_limit: int | None = None  # evaluate on the first N examples of the split only
+    split: str | None = None  # the split metrics are computed on; None = the dataset's reported split (test)
     energy: EnergySettings = EnergySettings()
 
     def __post_init__(self) -> None:
@@ -82,7 +83,8 @@ def _runtime_module(loaded: LoadedModel, runtime: str, seq_len: int | None, work
 
 def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=None,
             progress=None) -> ModelCard:
-    """Measure ``loaded``. ``dataset`` (a :class:`~sizewise.data.Dataset`) adds metrics on its held-out split.
+    """Measure ``loaded``. ``dataset`` (a :class:`~sizewise.data.Dataset`) adds metrics on ``config.split``
+    (default: its reported split, test); ``metrics["split"]`` names the split.
 
     ``progress`` is an optional callable taking a short description of the step about to run.
     """
@@ -157,8 +159,9 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
     if dataset is not None:
         from sizewise.tasks import evaluate
 
-        step(f"evaluating on {dataset.name} ({dataset.heldout} split)")
-        metrics = evaluate(loaded, dataset, limit=config.eval_limit)
+        split = config.split or dataset.heldout
+        step(f"evaluating on {dataset.name} ({split} split)")
+        metrics = {**evaluate(loaded, dataset, split=split, limit=config.eval_limit), "split": split}
     return ModelCard(model=loaded.reference, params=params, size=size, flops=flops, latency=latency, memory=memory,
                      energy=energy, carbon=carbon, metrics=metrics, environment=describe_environment(threads),
                      warnings=warnings)

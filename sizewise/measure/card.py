@@ -129,7 +129,7 @@ class ModelCard:
     memory: MemoryStats | None
     energy: EnergyStats | None
     carbon: CarbonStats | None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # scores, "examples", and "split" they were computed on
     environment: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     schema: str = SCHEMA

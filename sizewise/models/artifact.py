@@ -25,6 +25,7 @@ MANIFEST = "sizewise-model.json"
 FORMAT = "sizewise.model/1"
 WEIGHTS = "model.safetensors"
 ENCODING_DEEP_COMPRESSION = "deep-compression"
+IN_MEMORY = "in-memory"  # the arch of a module wrapped in Python: no reference rebuilds it
 
 
 def find_model_dir(path: Path) -> Path | None:
@@ -87,9 +88,6 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
                 manifest.update(weights=compressed_format.WEIGHTS, weights_format=compressed_format.FORMAT)
                 compressed_format.write(tmp / compressed_format.WEIGHTS, loaded.module.state_dict(), manifest)
         elif loaded.inputs.kind == "tensor":
-            if not loaded.arch:
-                raise ModelReferenceError(f"cannot save '{loaded.reference}': its architecture has no reference",
-                                          hint="load it from zoo:NAME or package.module:factory")
             from sizewise.models.torch_quant import QUANTIZED_LINEAR, dynamic_linear_modules, quantized_state
 
             if dynamic_linear_modules(loaded.module):
@@ -100,7 +98,9 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
             else:
                 save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
             manifest["dtype"] = loaded.inputs.dtype
-            manifest = {"weights": WEIGHTS, "weights_format": SPARSE_FORMAT, **manifest, "arch": loaded.arch,
+            # a module wrapped in Python (sizewise.wrap) has no reference that rebuilds it: its weights are saved, and
+            # reloading them needs the module (load_model_dir's ``template``)
+            manifest = {"weights": WEIGHTS, "weights_format": SPARSE_FORMAT, **manifest, "arch": loaded.arch or IN_MEMORY,
                         "input": {"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name}}
             if encoding:  # written last: the file carries the finished manifest, so it also loads on its own
                 compressed_format.write(tmp / compressed_format.WEIGHTS, loaded.module.state_dict(), manifest)
@@ -216,7 +216,8 @@ def weight_files(directory: Path) -> list[Path]:
                       or p.name == "config.json"))
 
 
-def load_model_dir(directory: Path, reference: str) -> LoadedModel:
+def load_model_dir(directory: Path, reference: str, template: LoadedModel | None = None) -> LoadedModel:
+    """The model saved in ``directory``. ``template``: the in-memory model a wrapped module's weights belong to."""
     from sizewise.models import loader  # the factory/zoo resolvers live there
 
     try:
@@ -250,7 +251,7 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
         elif spec.get("kind") == "tensor":
             loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"))
     else:
-        loaded = _build_tensor_model(manifest, directory / manifest["weights"], reference)
+        loaded = _build_tensor_model(manifest, directory / manifest["weights"], reference, template=template)
     loaded.task = manifest.get("task") or loaded.task
     loaded.num_classes = manifest.get("num_classes", loaded.num_classes)
     loaded.metadata["model_dir"] = str(directory)
@@ -258,12 +259,22 @@ def load_model_dir(directory: Path, reference: str) -> LoadedModel:
 
 
 def _build_tensor_model(manifest: dict, weights: Path, reference: str,
-                        state: dict[str, torch.Tensor] | None = None) -> LoadedModel:
+                        state: dict[str, torch.Tensor] | None = None, template: LoadedModel | None = None) -> LoadedModel:
     """A zoo/factory model rebuilt from its manifest and weights file (or an already decoded ``state``)."""
     from sizewise.models import loader  # the factory/zoo resolvers live there
     from sizewise.models.reshape import fit_shapes
 
-    loaded = loader.build_architecture(manifest["arch"], reference=reference)
+    if manifest["arch"] == IN_MEMORY:
+        if template is None:
+            raise ModelReferenceError(f"{weights.parent} holds the weights of a module wrapped in Python "
+                                      f"(sizewise.wrap): there is no reference that rebuilds its architecture",
+                                      hint="build the module in Python and load the weights with "
+                                           "safetensors.torch.load_file, or save it from a zoo:/factory reference")
+        if manifest.get("torch_quantization"):  # the template is already the quantized module
+            return _in_memory_copy(template)
+        loaded = _in_memory_copy(template)
+    else:
+        loaded = loader.build_architecture(manifest["arch"], reference=reference)
     try:
         state = read_state(weights, manifest) if state is None else state
         dtype = manifest.get("dtype", "float32")
@@ -287,6 +298,15 @@ def _build_tensor_model(manifest: dict, weights: Path, reference: str,
         loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"), dtype=dtype)
     if manifest.get("weights_format") == compressed_format.FORMAT:
         loaded.metadata["encoding"] = ENCODING_DEEP_COMPRESSION
+    return loaded
+
+
+def _in_memory_copy(template: LoadedModel) -> LoadedModel:
+    import copy
+
+    loaded = copy.copy(template)
+    loaded.module = copy.deepcopy(template.module)
+    loaded.metadata = dict(template.metadata)
     return loaded
 
 

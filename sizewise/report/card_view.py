@@ -6,6 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from sizewise.core.metrics import METRIC_KEYS_NOT_SCORES
 from sizewise.core.units import format_bytes, format_count, format_flops
 from sizewise.measure.card import ModelCard
 
@@ -54,9 +55,10 @@ def card_table(card: ModelCard, title: str | None = None) -> Table:
         t.add_row("CO2e", f"{c.gco2e_per_1k:.4g} g per 1,000 inferences · grid {c.grid_gco2_per_kwh:g} gCO2e/kWh "
                           f"({c.region}, {c.year or 'user value'})")
     for name, value in card.metrics.items():
-        if name != "examples":
+        if name not in METRIC_KEYS_NOT_SCORES:
             shown = f"{value:.2%}" if name == "accuracy" else f"{value:.2f}"
-            t.add_row(name, f"{shown} on {int(card.metrics.get('examples', 0)):,} held-out examples")
+            t.add_row(name, f"{shown} on {int(card.metrics.get('examples', 0)):,} examples of the "
+                                 f"{card.metrics.get('split', 'held-out')} split")
     env = card.environment
     if env:
         flags = " ".join(k for k, v in env.get("cpu_flags", {}).items() if v)
@@ -94,7 +96,7 @@ def compare_rows(before: ModelCard, after: ModelCard) -> list[tuple[str, str, st
         rows.append((f"latency p50 ({runtimes}, batch {after.latency.batch_size}, {after.latency.threads} thr)",
                      f"{before.latency.p50_ms:.3f} ms", f"{after.latency.p50_ms:.3f} ms",
                      ratio(before.latency.p50_ms, after.latency.p50_ms)))
-    for name in sorted(before.metrics.keys() & after.metrics.keys() - {"examples"}):
+    for name in sorted(before.metrics.keys() & after.metrics.keys() - set(METRIC_KEYS_NOT_SCORES)):
         a, b = before.metrics[name], after.metrics[name]
         shown = (lambda v: f"{v:.2%}") if name == "accuracy" else (lambda v: f"{v:.2f}")
         delta = f"{(b - a) * 100:+.2f} pp" if name == "accuracy" else f"{b - a:+.2f}"

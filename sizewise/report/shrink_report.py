@@ -9,7 +9,8 @@ from typing import Any
 
 from sizewise.core.budget import points
 from sizewise.core.units import format_bytes, format_flops
-from sizewise.report.svg import Point, bars_svg, scatter_svg
+from sizewise.report.run_report import sensitivity_section
+from sizewise.report.svg import Point, scatter_svg
 
 _OBJECTIVE = {"latency": ("latency p50 (ms)", lambda c: c["latency"]["p50_ms"]),
               "size": ("bytes on disk", lambda c: c["size"]["disk_bytes"]),
@@ -135,46 +136,6 @@ red star: chosen; black square: the fp32 baseline; dashed: the budget.</figcapti
 <p>Command: <code>{escape(r['command'])}</code></p>
 </body></html>
 """
-
-
-def sensitivity_section(rows: list[dict], table_rows: str) -> str:
-    if not rows:
-        return '<p class="muted">Not computed for this runtime.</p>'
-    chart = bars_svg([(s["node"], s["output_error"]) for s in rows], "relative output error, this layer alone in int8")
-    return (f'<figure id="sensitivity">{chart}<figcaption class="muted">Each layer quantized alone; the longest bars '
-            f'are the layers the fallback keeps in float first.</figcaption></figure>'
-            f'<table><tr><th>layer</th><th>op</th><th>relative output error</th></tr>{table_rows}</table>')
-
-
-def _sensitivity_row(s: dict) -> str:
-    drop = "" if s.get("metric_drop") is None else f"{s['metric_drop']:.2f}"
-    return (f"<tr><td>{escape(s['node'])}</td><td>{escape(s['op_type'])}</td><td>{s['output_error']:.3g}</td>"
-            f"<td>{drop}</td></tr>")
-
-
-def render_quantize_html(r: dict) -> str:
-    """A quantize run directory's card.json as a page: the three cards and the sensitivity plot."""
-    metric = (r.get("verdict") or {}).get("metric")
-    cards = [("fp32, torch eager", r.get("torch_fp32")), ("fp32, deployment runtime", r["before"]),
-             (f"{r['method']} (saved artifact)", r["after"])]
-    base = r.get("torch_fp32") or r["before"]
-    head = "".join(f"<th>{h}</th>" for h in ("", metric or "metric", "disk", "FLOPs", "latency p50",
-                                              "speed vs torch fp32", "energy / 1k"))
-    rows = "".join(f"<tr><th>{escape(n)}</th>{''.join(f'<td>{c}</td>' for c in _cells(metric, c, base))}</tr>"
-                   for n, c in cards if c and metric)
-    sens = r.get("sensitivity") or []
-    table = "".join(_sensitivity_row(s) for s in sens)
-    chart = bars_svg([(s["node"], s["output_error"]) for s in sens], "relative output error, this layer alone") \
-        if sens else "<p>No sensitivity analysis was needed: the fully quantized model met the budget.</p>"
-    kept = ", ".join(r.get("kept_in_float") or []) or "none"
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sizewise quantize report</title>'
-            f'<style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2rem auto;padding:0 1rem}}'
-            f'table{{border-collapse:collapse;width:100%}}th,td{{border-bottom:1px solid #eaeef2;padding:.3rem .5rem;'
-            f'text-align:right}}</style></head><body><h1>sizewise quantize: {escape(r["method"])}</h1>'
-            f'<p><strong>{escape(r["verdict"]["message"])}</strong></p><p>Kept in float: {escape(kept)}</p>'
-            f'<table><tr>{head}</tr>{rows}</table><h2>Per-layer sensitivity</h2><figure id="sensitivity">{chart}'
-            f'</figure><table><tr><th>layer</th><th>op</th><th>output error</th><th>{escape(metric or "metric")} '
-            f'drop (points)</th></tr>{table}</table></body></html>\n')
 
 
 def render_markdown(r: dict) -> str:

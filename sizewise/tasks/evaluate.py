@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from sizewise.core.errors import DataError
+from sizewise.core.metrics import METRIC_KEYS_NOT_SCORES, primary_metric  # noqa: F401  (re-exported)
 from sizewise.data.dataset import Dataset, Split
 from sizewise.models.loaded import LoadedModel
 
@@ -57,6 +58,12 @@ def _tokenize(loaded: LoadedModel, texts: list[str], max_length: int) -> dict[st
     return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
 
 
+def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The sentence embedding of token states: their mean over real (non-padding) tokens."""
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
 def first_output(output) -> torch.Tensor:
     """The tensor that matters in whatever a model returns: itself, logits, the token states, or the first item."""
     if isinstance(output, torch.Tensor):
@@ -79,15 +86,15 @@ def model_outputs(loaded: LoadedModel, split: Split, batch_size: int = 64, max_l
                 enc = _tokenize(loaded, list(split.inputs[s]), max_length)
                 out = first_output(loaded.module(**enc))
                 if out.dim() == 3:  # token states -> mean over real tokens
-                    mask = enc["attention_mask"].unsqueeze(-1).to(out.dtype)
-                    out = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                    out = torch.nn.functional.normalize(out, dim=-1)
+                    out = torch.nn.functional.normalize(mean_pool(out, enc["attention_mask"]), dim=-1)
             chunks.append(out.float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.empty((0,))
 
 
 def evaluate(loaded: LoadedModel, dataset: Dataset, split: str | None = None, limit: int | None = None,
              batch_size: int = 64) -> dict[str, float]:
+    """The task's metric on ``split`` (default: the dataset's reported split). Decisions pass
+    ``split=dataset.decision_split``; the reported number is the test split's, scored once."""
     check_compatible(loaded, dataset)
     data = dataset.split(split).head(limit)
     if dataset.task in ("image-classification", "text-classification"):

@@ -4,6 +4,3 @@ from sizewise.train.loop import TrainConfig, TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
-from sizewise.core.callable_module import make_callable  # noqa: E402
-
-make_callable(__name__, train)

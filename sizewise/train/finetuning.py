@@ -12,6 +12,7 @@ unfreezing epoch, and adds the compute of earlier epochs from ``OUT/finetune-com
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ import numpy as np
 import torch
 
 from sizewise.core.errors import ConfigError, DataError
+from sizewise.core.progress import Progress, silent
 from sizewise.core.serialize import from_dict, to_dict, write_json_atomic
 from sizewise.data.dataset import Dataset, Split
 from sizewise.measure import MeasureConfig, ModelCard, measure
 from sizewise.models.loaded import LoadedModel
 from sizewise.train.cost import ComputeMeter, EpochCompute, TrainingCompute
-from sizewise.train.loop import CHECKPOINT, TrainConfig, TrainResult, split_validation, train
+from sizewise.train.loop import CHECKPOINT, TrainConfig, TrainResult, train, train_and_validation
 from sizewise.train.transfer import (
     Frozen,
     add_lora,
@@ -215,14 +217,15 @@ def _first_matrix(params: list[torch.nn.Parameter]) -> torch.nn.Parameter | None
 
 def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | None = None,
              train_config: TrainConfig | None = None, *, out: str | Path | None = None, resume: bool = False,
-             measure_config: MeasureConfig | None = None, on_epoch=None, progress: bool = False,
-             status=None) -> FinetuneResult:
+             measure_config: MeasureConfig | None = None, on_epoch=None, bar: bool = False,
+             progress: Progress | None = None, cards: bool = True) -> FinetuneResult:
     """Adapt ``loaded`` (in place) to ``dataset``. With ``out``: cards before/after, ``out/model``, ``out/card.json``.
 
-    ``train_config`` defaults to 3 epochs, batch 32 and :func:`suggested_lr`. ``status(text)`` hears each step.
+    ``train_config`` defaults to 3 epochs, batch 32 and :func:`suggested_lr`. ``progress(text)`` hears each step; ``bar`` shows the training bar.
+    ``cards=False`` (a plan's step: the executor measures and saves) only trains, checkpointing under ``out``.
     """
     config = config or FinetuneConfig()
-    step = status or (lambda _text: None)
+    step = progress or silent
     out = Path(out) if out is not None else None
     check_trainable(loaded)
     labelled = labelled_train(dataset, config.labels)
@@ -254,7 +257,7 @@ def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | Non
 
     mc = measure_config or MeasureConfig()
     before_card = None
-    if out is not None:
+    if out is not None and cards:
         step("measuring the model before")
         before_card = measure(loaded, mc, dataset=dataset)
         metrics_before = dict(before_card.metrics)
@@ -262,11 +265,10 @@ def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | Non
         step("evaluating the model before")
         metrics_before = evaluate(loaded, dataset)
 
-    data = Dataset(dataset.name, dataset.task, {**dataset.splits, "train": labelled}, dataset.heldout,
-                   dataset.num_classes, dataset.input_shape, list(dataset.notes), dataset.source)
+    data = dataclasses.replace(dataset, splits={**dataset.splits, "train": labelled}, notes=list(dataset.notes))
     if config.labels is not None:
         data.notes.append(f"fine-tuned on the first {len(labelled):,} labelled training examples")
-    train_split, val_split = split_validation(labelled, train_config.val_fraction, train_config.seed)
+    train_split, val_split = train_and_validation(data, train_config)
 
     lora_info = None
     frozen = Frozen()
@@ -301,7 +303,7 @@ def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | Non
     meter.attach()
     step("training")
     try:
-        result = train(loaded, data, train_config, out=out, resume=resume, on_epoch=epoch_done, progress=progress)
+        result = train(loaded, data, train_config, out=out, resume=resume, on_epoch=epoch_done, bar=bar)
     finally:
         meter.detach()
         frozen.release()
@@ -317,7 +319,7 @@ def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | Non
     compute = meter.summary([e.epoch for e in result.epochs], mc.energy)
 
     after_card, model_dir = None, None
-    if out is not None:
+    if out is not None and cards:
         from sizewise.models.artifact import save_model
         from sizewise.models.loader import load
 
@@ -335,7 +337,7 @@ def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | Non
         head_replaced=config.head == "new", frozen_modules=[] if config.lora else frozen_names,
         trainable_parameters=trainable, total_parameters=total, lora=lora_info, warnings=warnings,
         before=before_card, after=after_card, model_dir=model_dir)
-    if out is not None:
+    if out is not None and cards:
         write_json_atomic(out / "card.json", finished.to_dict())
     return finished
 

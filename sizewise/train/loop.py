@@ -25,7 +25,8 @@ import torch
 from sizewise.core.errors import ConfigError, DataError
 from sizewise.data.dataset import Dataset, Split
 from sizewise.models.loaded import LoadedModel
-from sizewise.train.objectives import Objective, objective_for, take
+from sizewise.data.dataset import VALIDATION
+from sizewise.train.objectives import Objective, objective_for
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
@@ -41,7 +42,9 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4
     schedule: str = "cosine"
-    val_fraction: float = 0.1  # held out from the train split for early stopping; the test split is never seen
+    # Early stopping reads the dataset's validation split; only a dataset without one (made by hand) has this
+    # fraction of its train split held out instead. The test split is never seen.
+    val_fraction: float = 0.1
     patience: int | None = None  # stop after this many epochs without validation improvement; None = never
     seed: int = 0
     threads: int | None = None
@@ -90,8 +93,15 @@ def split_validation(split: Split, fraction: float, seed: int) -> tuple[Split, S
     order = np.random.default_rng(seed).permutation(len(split))
     n_val = max(1, int(round(len(split) * fraction)))
     val, train = order[:n_val], order[n_val:]
-    return (Split(take(split.inputs, train), split.labels[train]),
-            Split(take(split.inputs, val), split.labels[val]))
+    return split.subset(train), split.subset(val)
+
+
+def train_and_validation(dataset: Dataset, config: TrainConfig) -> tuple[Split, Split | None]:
+    """The dataset's own validation split when it has one (``load_dataset`` always gives one); otherwise a
+    ``val_fraction`` of train, so a hand-made dataset still gets early stopping without touching its test split."""
+    if VALIDATION in dataset.splits:
+        return dataset.split("train"), (dataset.split(VALIDATION) if config.val_fraction > 0 else None)
+    return split_validation(dataset.split("train"), config.val_fraction, config.seed)
 
 
 def _make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -157,7 +167,7 @@ class _ProgressHandle:
 
 def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = None, *, out: str | Path | None = None,
           resume: bool = False, on_epoch: Callable[[EpochStats], None] | None = None,
-          after_step: Callable[[int], None] | None = None, progress: bool = False,
+          after_step: Callable[[int], None] | None = None, bar: bool = False,
           objective: Objective | None = None) -> TrainResult:
     """Train ``loaded.module`` in place on ``dataset``'s train split.
 
@@ -173,14 +183,14 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
 
     check_compatible(loaded, dataset)
     objective = objective or objective_for(loaded, dataset)
-    train_split, val_split = split_validation(dataset.split("train"), config.val_fraction, config.seed)
+    train_split, val_split = train_and_validation(dataset, config)
     module = loaded.module
     steps_per_epoch = max(1, -(-len(train_split) // config.batch_size))
     optimizer = _make_optimizer([*module.parameters(), *objective.extra_parameters()], config)
     scheduler = _make_schedule(optimizer, config, config.epochs * steps_per_epoch)
     checkpoint = Path(out) / CHECKPOINT if out else None
     history: list[EpochStats] = []
-    best = (-1.0, None, None)  # (val accuracy, epoch, state dict)
+    best = (-float("inf"), None, None)  # (validation metric, epoch, state dict); Spearman x 100 can be < -1
     start_epoch = 0
     torch.manual_seed(config.seed)
     if resume and checkpoint and checkpoint.exists():
@@ -197,7 +207,7 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
 
     started, stopped_early, step = time.perf_counter(), False, start_epoch * steps_per_epoch
-    with _threads(config.threads), _progress(progress, "training", (config.epochs - start_epoch) * steps_per_epoch) \
+    with _threads(config.threads), _progress(bar, "training", (config.epochs - start_epoch) * steps_per_epoch) \
             as bar:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             module.train()

@@ -12,12 +12,9 @@ import numpy as np
 import torch
 
 from sizewise.core.errors import DataError
-from sizewise.data.dataset import Dataset, Split
+from sizewise.data.dataset import Dataset, Split, take
 from sizewise.models.loaded import LoadedModel
-
-
-def take(inputs, idx: np.ndarray):
-    return inputs[idx] if isinstance(inputs, np.ndarray) else [inputs[i] for i in idx]
+from sizewise.tasks.evaluate import mean_pool
 
 
 class Objective(abc.ABC):
@@ -74,8 +71,7 @@ class SentenceSimilarity(Objective):
         enc = self._tokens(texts)
         states = self.loaded.module(**enc)
         states = getattr(states, "last_hidden_state", states)
-        mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
-        return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return mean_pool(states, enc["attention_mask"])
 
     def loss(self, split, idx):
         pairs = take(split.inputs, idx)

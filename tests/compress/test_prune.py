@@ -3,12 +3,133 @@ import pytest
 import torch
 
 import sizewise
-from sizewise.compress import compress, list_methods
+from sizewise.compress import list_methods
+from sizewise.compress.registry import StepContext, get_method
 from sizewise.compress.prune import ChannelPrune, GradualPrune, HeadPrune, LotteryPrune, MagnitudePrune, NMPrune
 from sizewise.compress.prune.masks import magnitude_masks, prunable_weights, weight_sparsity
 from sizewise.compress.prune.structured import UnprunableLayerError
 from sizewise.compress.prune.unstructured import cubic_schedule
 from sizewise.core.errors import ConfigError, DataError
+
+
+def compress(*args, **kwargs):
+    """Before/after cards around one method (the end-to-end path; being replaced by the one-plan executor)."""
+    from sizewise.compress import compress as run
+
+    return run(*args, **kwargs)
+
+
+def apply(name, loaded, config, **context):
+    """Run one registered method's handler in memory; returns the (possibly new) model and the details."""
+    out = get_method(name).apply(loaded, config, StepContext(**context))
+    return getattr(out, "model", loaded), getattr(out, "details", out)
+
+
+def random_digits_cnn(seed=0):
+    torch.manual_seed(seed)
+    return sizewise.load("zoo:digits-cnn")
+
+
+def state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# DigitsCNN: conv1 1->16 (3x3), conv2 16->32 (3x3), 2x2 pool, fc1 32*4*4=512->64, fc2 64->10.
+# Its prunable weights (Linear/Conv weights; biases stay dense): 144 + 4,608 + 32,768 + 640 = 38,160.
+PRUNABLE = {"conv1.weight": 1 * 16 * 9, "conv2.weight": 16 * 32 * 9, "fc1.weight": 512 * 64, "fc2.weight": 64 * 10}
+
+
+def test_digits_cnn_prunable_weights_are_the_conv_and_linear_weights():
+    weights = prunable_weights(random_digits_cnn().module)
+    assert {k: w.numel() for k, w in weights.items()} == PRUNABLE and sum(PRUNABLE.values()) == 38_160
+
+
+@pytest.mark.parametrize("scope, zeros", [
+    # global: round(0.9 x 38,160) = 34,344 over all prunable weights together
+    ("global", {"all": 34_344}),
+    # layer: round(0.9 x n) per layer: 129.6 -> 130, 4,147.2 -> 4,147, 29,491.2 -> 29,491, 576
+    ("layer", {"conv1.weight": 130, "conv2.weight": 4_147, "fc1.weight": 29_491, "fc2.weight": 576}),
+])
+def test_magnitude_removes_exactly_the_smallest_weights(scope, zeros):
+    loaded = random_digits_cnn()
+    before = state(loaded.module)
+    _, details = apply("magnitude", loaded, MagnitudePrune(0.9, scope))
+    after = state(loaded.module)
+    removed = {n: after[n] == 0 for n in PRUNABLE}
+    assert not any((before[n] == 0).any() for n in PRUNABLE)  # every zero below was made by pruning
+    if scope == "global":
+        assert sum(int(r.sum()) for r in removed.values()) == zeros["all"]
+        groups = [list(PRUNABLE)]  # one threshold over all layers
+    else:
+        assert {n: int(r.sum()) for n, r in removed.items()} == zeros
+        groups = [[n] for n in PRUNABLE]  # one threshold per layer
+    assert details["weight_sparsity"] == pytest.approx(sum(int(r.sum()) for r in removed.values()) / 38_160)
+    for group in groups:  # no removed weight was larger than a kept one
+        gone = torch.cat([before[n][removed[n]].abs() for n in group])
+        kept = torch.cat([before[n][~removed[n]].abs() for n in group])
+        assert gone.max() <= kept.min()
+    for name in after:  # survivors and biases are untouched, bit for bit
+        keep = ~removed[name] if name in removed else torch.ones_like(after[name], dtype=torch.bool)
+        assert torch.equal(after[name][keep], before[name][keep]), name
+
+
+def _rows(pruned: torch.Tensor, original: torch.Tensor) -> list[int]:
+    """Which rows of ``original`` the rows of ``pruned`` are (each must be exactly one of them)."""
+    rows = []
+    for row in pruned:
+        match = (original == row).flatten(1).all(1).nonzero().flatten().tolist()
+        assert len(match) == 1, "a pruned row is not an unchanged row of the original"
+        rows.append(match[0])
+    return rows
+
+
+def test_channel_pruning_half_gives_the_hand_counted_network_and_keeps_its_function():
+    from sizewise.measure.flops import count_flops
+
+    loaded = random_digits_cnn()
+    original = {k: v for k, v in state(loaded.module).items()}
+    x = torch.randn(5, 1, 8, 8)
+    model, details = apply("channel", loaded, ChannelPrune(0.5))
+    m = model.module
+    # half the channels of every layer but the classifier, whose 10 outputs are the classes
+    assert (m.conv1.out_channels, m.conv2.in_channels, m.conv2.out_channels) == (8, 8, 16)
+    assert (m.fc1.in_features, m.fc1.out_features, m.fc2.in_features, m.fc2.out_features) == (16 * 4 * 4, 32, 32, 10)
+    # conv1 1*8*9+8 = 80, conv2 8*16*9+16 = 1,168, fc1 256*32+32 = 8,224, fc2 32*10+10 = 330
+    assert sum(p.numel() for p in m.parameters()) == 80 + 1_168 + 8_224 + 330 == 9_802
+    assert details["params_kept"] == pytest.approx(9_802 / 38_282) and details["left_unpruned"] == []
+    # FLOPs at batch 1 (2 x MACs; 8x8 maps before the pool): 2*64*8*9 + 2*64*16*8*9 + 2*256*32 + 2*32*10
+    assert count_flops(m, {"x": x[:1]})[0].total == 9_216 + 147_456 + 16_384 + 640 == 173_696
+    # the survivors are unchanged slices of the original, cut consistently along every dependency...
+    k1 = _rows(m.conv1.weight, original["conv1.weight"])
+    k2 = _rows(m.conv2.weight, original["conv2.weight"][:, k1])
+    cols = [c * 16 + j for c in k2 for j in range(16)]  # conv2 channel c feeds fc1 inputs 16c .. 16c+15
+    k3 = _rows(m.fc1.weight, original["fc1.weight"][:, cols])
+    assert k1 == sorted(k1) and k2 == sorted(k2) and k3 == sorted(k3)
+    assert torch.equal(m.fc2.weight, original["fc2.weight"][:, k3]) and torch.equal(m.fc2.bias, original["fc2.bias"])
+    for name, kept in (("conv1.bias", k1), ("conv2.bias", k2), ("fc1.bias", k3)):
+        assert torch.equal(dict(m.named_parameters())[name], original[name][kept])
+    # ...so the small model computes what the original does with the removed channels switched off
+    masked = random_digits_cnn().module.eval()
+    masked.load_state_dict(original)
+    with torch.no_grad():
+        for layer, kept in (("conv1", k1), ("conv2", k2), ("fc1", k3)):
+            off = torch.ones(getattr(masked, layer).weight.shape[0], dtype=torch.bool)
+            off[kept] = False
+            getattr(masked, layer).weight[off] = 0
+            getattr(masked, layer).bias[off] = 0
+        torch.testing.assert_close(m.eval()(x), masked(x))
+
+
+def test_nm_keeps_the_two_largest_of_every_four():
+    loaded = random_digits_cnn()
+    before = state(loaded.module)["fc1.weight"].reshape(64, -1, 4)
+    apply("nm", loaded, NMPrune(2, 4))
+    after = loaded.module.fc1.weight.detach().reshape(64, -1, 4)
+    kept = after != 0
+    assert (kept.sum(-1) == 2).all()  # exactly 2 of every 4, in all 64 x 128 groups
+    top2 = before.abs().topk(2, dim=-1).indices
+    assert torch.equal(kept, torch.zeros_like(kept).scatter_(-1, top2, True))
+    assert torch.equal(after[kept], before[kept])
 
 
 def test_registry_lists_every_method():
@@ -101,8 +222,10 @@ def test_channel_pruning_makes_a_smaller_module_that_reloads(trained_digits_dir,
                       measure_config=quick)
     reloaded = sizewise.load(tmp_path)
     assert reloaded.module.conv1.out_channels == 8 and reloaded.module.fc2.out_features == 10
-    assert result.after.params.total < 0.3 * result.before.params.total
-    assert result.after.flops.total < 0.5 * result.before.flops.total
+    # by hand in test_channel_pruning_half_gives_the_hand_counted_network_and_keeps_its_function
+    assert (result.before.params.total, result.after.params.total) == (38_282, 9_802)
+    # 2*64*16*9 + 2*64*32*16*9 + 2*512*64 + 2*64*10 = 675,072 before; 173,696 after
+    assert (result.before.flops.total, result.after.flops.total) == (675_072, 173_696)
     x = reloaded.example_inputs(3)
     assert reloaded.module(**x).shape == (3, 10)
 
@@ -132,7 +255,9 @@ def test_bn_scale_importance(quick, tmp_path, digits, trained_digits_dir):
 def test_channel_importances(trained_digits_dir, digits, quick, tmp_path, importance):
     result = compress(sizewise.load(trained_digits_dir), ChannelPrune(0.25, importance=importance), tmp_path,
                       dataset=digits, measure_config=quick)
-    assert result.after.params.total < result.before.params.total
+    # a quarter of each layer's channels, whatever ranks them: conv1 16 -> 12, conv2 32 -> 24, fc1 64 -> 48
+    # 1*12*9+12 + 12*24*9+24 + 24*16*48+48 + 48*10+10 = 120 + 2,616 + 18,480 + 490
+    assert result.after.params.total == 21_706
 
 
 def test_head_pruning_saves_reloads_and_exports(tiny_bert_dir, quick, tmp_path):

@@ -36,11 +36,22 @@ def test_method_runtime_pairs_shrink_keep_accuracy_and_reload(config, max_fracti
 def test_torch_int8_artifact_round_trips_exactly(trained_digits_dir, quick, tmp_path):
     from sizewise.compress.quantize.torch_backend import quantize_torch
 
-    quantized, _ = quantize_torch(sizewise.load(trained_digits_dir), Int8Dynamic(runtime="torch"))
+    quantized, details = quantize_torch(sizewise.load(trained_digits_dir), Int8Dynamic(runtime="torch"))
     sizewise.save_model(quantized, tmp_path / "model")
     reloaded = sizewise.load(tmp_path)
+    _assert_same_int8_layers(reloaded.module, quantized.module, details["quantized_layers"])
     x = quantized.example_inputs(4)
     assert torch.equal(reloaded.module(**x), quantized.module(**x))
+
+
+def _assert_same_int8_layers(reloaded, quantized, names) -> None:
+    """Every int8 Linear came back with the same integers and scales, bit for bit (torchao Int8Tensor weights)."""
+    from sizewise.models.torch_quant import dynamic_linear_modules
+
+    assert sorted(dynamic_linear_modules(reloaded)) == sorted(dynamic_linear_modules(quantized)) == sorted(names) != []
+    for name in names:
+        a, b = reloaded.get_submodule(name).weight, quantized.get_submodule(name).weight
+        assert torch.equal(a.qdata, b.qdata) and torch.equal(a.scale, b.scale)
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +201,9 @@ def test_entropy_calibration_differs_from_minmax(trained_digits_dir, digits, tmp
 def test_torch_int8_hugging_face_model_saves_and_reloads(tiny_bert_dir, tmp_path):
     from sizewise.compress.quantize.torch_backend import quantize_torch
 
-    quantized, _ = quantize_torch(sizewise.load(tiny_bert_dir), Int8Dynamic(runtime="torch"))
+    quantized, details = quantize_torch(sizewise.load(tiny_bert_dir), Int8Dynamic(runtime="torch"))
     sizewise.save_model(quantized, tmp_path / "model")
     reloaded = sizewise.load(tmp_path)
+    _assert_same_int8_layers(reloaded.module, quantized.module, details["quantized_layers"])
     x = quantized.example_inputs(2, 8)
     assert torch.equal(reloaded.module(**x).last_hidden_state, quantized.module(**x).last_hidden_state)

@@ -8,8 +8,40 @@ from sizewise.data import load_dataset
 def test_digits_is_bundled_and_split_stratified():
     ds = load_dataset("digits")
     assert ds.task == "image-classification" and ds.input_shape == (1, 8, 8)
-    assert len(ds.split("train")) + len(ds.split("test")) == 1797
+    sizes = {k: len(v) for k, v in ds.splits.items()}
+    assert sizes == {"train": 1212, "validation": 135, "test": 450}  # 25% test, then 10% of train for validation
     assert ds.split().inputs.max() <= 1.0 and set(np.unique(ds.split().labels)) == set(range(10))
+    # stratified: every class is in validation in proportion (13 or 14 of 135)
+    counts = np.bincount(ds.split("validation").labels, minlength=10)
+    assert counts.min() >= 13 and counts.max() <= 14
+    assert ds.validation_source == "carved from train: 135 of 1,347 examples (10%), stratified by class, seed 0"
+
+
+def test_validation_carving_is_seeded_and_disjoint():
+    a, b, c = load_dataset("digits"), load_dataset("digits"), load_dataset("digits", seed=1)
+    assert np.array_equal(a.split("validation").labels, b.split("validation").labels)
+    assert np.array_equal(a.split("validation").inputs, b.split("validation").inputs)
+    assert not np.array_equal(a.split("validation").inputs, c.split("validation").inputs)
+    train = {x.tobytes() for x in a.split("train").inputs}
+    assert not any(x.tobytes() in train for x in a.split("validation").inputs)
+
+
+def test_calibration_never_reads_the_test_split():
+    from sizewise.compress.quantize.calibration import calibration_batches
+    from sizewise.data.dataset import Dataset, Split
+    from sizewise.models.loader import load
+
+    loaded = load("zoo:digits-cnn")
+    x = np.zeros((4, 1, 8, 8), dtype=np.float32)
+    only_test = Dataset("t", "image-classification", {"test": Split(x, np.zeros(4, dtype=np.int64))},
+                        num_classes=10, input_shape=(1, 8, 8))
+    with pytest.raises(DataError, match="the test split is never used for calibration"):
+        calibration_batches(loaded, only_test, 4)
+    marked = Dataset("t", "image-classification", {"validation": Split(x + 0.5, np.zeros(4, dtype=np.int64)),
+                                                   "test": Split(x, np.zeros(4, dtype=np.int64))},
+                     num_classes=10, input_shape=(1, 8, 8))
+    batches = calibration_batches(loaded, marked, 4)
+    assert all(float(v.min()) == 0.5 for b in batches for v in b.values())
 
 
 def test_mnist_style_npz(tmp_path):
@@ -29,9 +61,13 @@ def test_npz_without_mnist_keys(tmp_path):
 
 def test_sst2_folder(tmp_path):
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\na fine film . \t1\ndull \t0\n")
-    ds = load_dataset(tmp_path)
-    assert ds.task == "text-classification" and ds.heldout == "dev"
+    ds = load_dataset(tmp_path)  # dev alone: it is what is reported on (GLUE's test file has no labels)
+    assert ds.task == "text-classification" and ds.heldout == "test"
     assert ds.split().inputs == ["a fine film .", "dull"] and list(ds.split().labels) == [1, 0]
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\ngreat . \t1\n")
+    ds = load_dataset(tmp_path)  # a labelled test file too: dev decides, test reports
+    assert ds.split("validation").inputs == ["a fine film .", "dull"] and ds.split().inputs == ["great ."]
+    assert ds.validation_source == "dev.tsv"
 
 
 def test_stsb_folder_tolerates_extra_trailing_columns(tmp_path):
@@ -77,6 +113,9 @@ def test_unrecognized_data_lists_the_accepted_formats(spec, message, tmp_path, m
 @pytest.mark.slow
 def test_real_shared_datasets(shared_data):
     mnist = load_dataset(shared_data / "mnist" / "mnist.npz")
-    assert len(mnist.split("train")) == 60_000 and len(mnist.split("test")) == 10_000
-    assert len(load_dataset(shared_data / "sst2").split("dev")) == 872
+    assert len(mnist.split("train")) == 54_000 and len(mnist.split("validation")) == 6_000
+    assert len(mnist.split("test")) == 10_000
+    sst2 = load_dataset(shared_data / "sst2")
+    assert len(sst2.split("validation")) == 872 and len(sst2.split("test")) == 1821
+    assert len(load_dataset(shared_data / "stsb").split("validation")) == 1500
     assert len(load_dataset(shared_data / "stsb").split("test")) == 1379

@@ -137,30 +137,95 @@ def test_minilm_params_match_the_published_count():
     assert count_params(sizewise.load("minilm").module).total == 22_713_216
 
 
-def test_other_processes_load_is_measured_and_flagged():
+def _spinner(seconds: float):
+    """A child process that keeps one core busy for ``seconds``."""
     import subprocess
     import sys
 
+    return subprocess.Popen([sys.executable, "-c", f"import time\nt=time.time()\nwhile time.time()-t<{seconds}: pass"])
+
+
+def test_other_processes_load_is_measured_and_flagged():
+    import time
+
+    import psutil
+
     from sizewise.measure.latency import OtherLoad
 
+    logical = psutil.cpu_count(logical=True)
     with OtherLoad() as idle:
-        sum(range(200_000))
-    hog = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
+        time.sleep(0.5)  # this process waits: whatever CPU was used, others used it
+    hog = _spinner(3)
     try:
-        import time
-
         time.sleep(0.3)
         with OtherLoad() as busy:
             time.sleep(1.0)
     finally:
         hog.kill()
+        hog.wait()
     assert busy.cores > 0.5  # the spinning child held about one core
+    # physical bounds: other processes cannot use more cores than the machine has (0.25: 10 ms clock ticks over
+    # a 0.5 s window), and a sleeping process uses next to no CPU of its own
+    for load in (idle, busy):
+        assert 0 <= load.cores <= logical + 0.25
+        assert 0 <= load.own_cpu_seconds < 0.05 and load.wall_s >= 0.5
+    flagged = summarize(np.full(30, 5.0), "torch", 1, logical, 3, other_load_cores=busy.cores)
+    assert flagged.noisy and flagged.other_load_cores == busy.cores  # all cores ours: any competitor takes one
+    assert not summarize(np.full(30, 5.0), "torch", 1, logical, 3, other_load_cores=0.0).noisy
+
+
+def test_card_warns_that_the_machine_was_busy_when_another_process_spins():
+    import time
+
     import psutil
 
-    threads = psutil.cpu_count(logical=True)  # all cores ours: any competitor takes one of them
-    flagged = summarize(np.full(30, 5.0), "torch", 1, threads, 3, other_load_cores=busy.cores)
-    assert flagged.noisy and flagged.other_load_cores == busy.cores
-    assert idle.cores >= 0
+    logical = psutil.cpu_count(logical=True)
+    config = MeasureConfig(threads=logical, latency_seconds=0.5, throughput_sweep=(1,), measure_memory=False)
+    loaded = sizewise.load("tiny_models:tiny_mlp")
+    hog = _spinner(30)
+    try:
+        time.sleep(0.3)
+        card = sizewise.measure(loaded, config)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert card.latency.threads == logical and card.latency.other_load_cores > 0.5
+    assert card.latency.noisy
+    busy = [w for w in card.warnings if w.startswith("the machine was busy")]
+    assert len(busy) == 1 and f"used {card.latency.other_load_cores:.1f} cores" in busy[0]
+
+
+def test_card_numbers_follow_from_the_model_and_the_settings(monkeypatch):
+    import os
+
+    monkeypatch.setattr(energy_module, "rapl_energy_files", lambda: [])  # the power model, whatever the machine
+    settings = EnergySettings(watts_per_core=10.0, pue=1.5, grid_gco2_per_kwh=400)
+    config = MeasureConfig(batch_size=2, threads=1, latency_seconds=0.05, throughput_sweep=(1, 2),
+                           measure_memory=False, energy=settings)
+    card = sizewise.measure(sizewise.load("tiny_models:tiny_mlp"), config)
+    # fc1 64 -> 16 and fc2 16 -> 10 at batch 2; FLOPs = 2 x multiply-accumulates; bias adds and ReLU not counted
+    assert card.flops.total == 2 * 2 * (64 * 16 + 16 * 10) == 4_736
+    # the ReLU has no FLOP formula: listed, estimated at 1 per output element (2 x 16), and taken off coverage
+    assert [(op.op, op.flops) for op in card.flops.uncounted] == [("relu", 2 * 16)]
+    assert card.flops.coverage == pytest.approx(4_736 / (4_736 + 32))
+    assert card.params.total == (64 * 16 + 16) + (16 * 10 + 10) == 1_210
+    assert card.size.memory_bytes == 1_210 * 4
+    lat = card.latency
+    assert (lat.batch_size, lat.threads, card.environment["threads"]) == (2, 1, 1)
+    assert lat.runs >= 20 and lat.warmup >= 1
+    assert 0 < lat.min_ms <= lat.p50_ms <= lat.p90_ms <= lat.p99_ms and lat.min_ms <= lat.mean_ms
+    assert lat.ci95_median_ms[0] <= lat.p50_ms <= lat.ci95_median_ms[1]
+    assert lat.spread == pytest.approx((lat.p90_ms - lat.p50_ms) / lat.p50_ms)
+    points = {p.batch_size: p for p in lat.throughput}
+    assert sorted(points) == [1, 2] and points[2].p50_ms == lat.p50_ms  # the main batch size reuses its own timing
+    for b, point in points.items():
+        assert point.items_per_s == pytest.approx(b / (point.p50_ms / 1e3))
+    env = card.environment
+    assert env["logical_cores"] == os.cpu_count() and 1 <= env["physical_cores"] <= env["logical_cores"]
+    # energy: 10 W x this process's CPU-seconds per example x 1,000 x PUE 1.5; carbon: kWh x 400 g/kWh
+    assert card.energy.method == "estimated:cpu-power-model"
+    assert card.energy.joules_per_1k == pytest.approx(10.0 * lat.cpu_ms_per_call / 1e3 / 2 * 1000 * 1.5)
+    assert card.carbon.gco2e_per_1k == pytest.approx(card.energy.joules_per_1k / 3.6e6 * 400)
 
 
 def test_busy_means_other_processes_needed_our_cores(monkeypatch):

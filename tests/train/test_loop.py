@@ -30,10 +30,16 @@ def test_same_seed_same_weights(digits):
     assert all(torch.equal(x, y) for x, y in zip(weights(a).values(), weights(b).values(), strict=True))
 
 
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ: {different}"
+
+
 def test_resume_after_interruption_equals_uninterrupted_run(digits, tmp_path):
     torch.manual_seed(0)
     init = sizewise.load("zoo:digits-cnn").module.state_dict()
-    config = TrainConfig(epochs=3, seed=5, optimizer="sgd", lr=0.05)
+    config = TrainConfig(epochs=3, seed=5, optimizer="sgd", lr=0.05, threads=1)
 
     full = sizewise.load("zoo:digits-cnn")
     full.module.load_state_dict(init)
@@ -42,25 +48,46 @@ def test_resume_after_interruption_equals_uninterrupted_run(digits, tmp_path):
     class Interrupt(Exception):
         pass
 
-    def kill_in_epoch_2(step):
-        if step == 2 * 19 + 3:  # 19 steps per epoch (1,212 examples / 64): dies mid-way through epoch 3
+    last_step, epoch_ends = [0], []
+
+    def note_epoch(stats):
+        epoch_ends.append(last_step[0])
+
+    def kill_in_epoch_3(step):  # dies 3 steps into epoch 3, after epoch 2's checkpoint was written
+        last_step[0] = step
+        if len(epoch_ends) == 2 and step == epoch_ends[1] + 3:
             raise Interrupt
 
     killed = sizewise.load("zoo:digits-cnn")
     killed.module.load_state_dict(init)
     with pytest.raises(Interrupt):
-        train(killed, digits, config, out=tmp_path / "run", after_step=kill_in_epoch_2)
-    resumed = sizewise.load("zoo:digits-cnn")
-    result = train(resumed, digits, config, out=tmp_path / "run", resume=True)
+        train(killed, digits, config, out=tmp_path / "run", after_step=kill_in_epoch_3, on_epoch=note_epoch)
+    with pytest.raises(AssertionError):  # the kill really cut the run short: its weights are not the final ones
+        assert_same_weights(weights(full), weights(killed))
+
+    resumed = sizewise.load("zoo:digits-cnn")  # fresh random weights: everything must come from the checkpoint
+    trained_epochs = []
+    result = train(resumed, digits, config, out=tmp_path / "run", resume=True,
+                   on_epoch=lambda stats: trained_epochs.append(stats.epoch))
     assert result.resumed_from_epoch == 2 and [e.epoch for e in result.epochs] == [1, 2, 3]
-    assert all(torch.equal(x, y) for x, y in zip(weights(full).values(), weights(resumed).values(), strict=True))
+    assert trained_epochs == [3]  # only the unfinished epoch was trained again
+    assert_same_weights(weights(full), weights(resumed))  # bit for bit, every tensor of the state dict
 
 
 def test_early_stopping_restores_the_best_epoch(digits):
+    torch.manual_seed(0)
     loaded = sizewise.load("zoo:digits-cnn")
-    result = train(loaded, digits, TrainConfig(epochs=30, lr=0.05, patience=1, seed=0))
+    saved = {}  # each epoch's weights, copied as the epoch ends
+    result = train(loaded, digits, TrainConfig(epochs=30, lr=0.05, patience=1, seed=0, threads=1),
+                   on_epoch=lambda stats: saved.__setitem__(stats.epoch, weights(loaded)))
     assert result.stopped_early and len(result.epochs) < 30
-    assert result.best_epoch == max(result.epochs, key=lambda e: e.val_accuracy).epoch
+    scores = [e.val_accuracy for e in result.epochs]
+    best = result.best_epoch
+    assert scores[best - 1] == max(scores) and scores.index(max(scores)) == best - 1  # the first best epoch
+    assert result.epochs[-1].epoch == best + 1  # patience 1: stopped one epoch after the last improvement
+    assert_same_weights(saved[best], weights(loaded))  # handed back: the best epoch's weights...
+    with pytest.raises(AssertionError):  # ...not the last epoch's
+        assert_same_weights(saved[result.epochs[-1].epoch], weights(loaded))
 
 
 @pytest.mark.parametrize("kwargs, message", [

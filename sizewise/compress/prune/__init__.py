@@ -1,4 +1,4 @@
-"""Pruning: unstructured (magnitude, gradual, lottery), semi-structured N:M, and structured channels."""
+"""Pruning: unstructured (magnitude, gradual, lottery), semi-structured N:M, and structured channels and heads."""
 
 from sizewise.compress.prune import structured, transformer, unstructured
 from sizewise.compress.prune.config import (
@@ -9,13 +9,40 @@ from sizewise.compress.prune.config import (
     MagnitudePrune,
     NMPrune,
 )
-from sizewise.compress.registry import register
+from sizewise.compress.registry import SHARED, SPARSE, Method, register
 
-register("magnitude", MagnitudePrune, unstructured.magnitude, False, "one-shot magnitude pruning (Han et al. 2015)")
-register("gradual", GradualPrune, unstructured.gradual, False, "cubic sparsity schedule while fine-tuning (Zhu & Gupta)")
-register("lottery", LotteryPrune, unstructured.lottery, False, "iterative magnitude pruning with weight rewinding")
-register("nm", NMPrune, unstructured.n_m, False, "semi-structured N:M (2:4) sparsity")
-register("channel", ChannelPrune, structured.channel, True, "remove channels/neurons (Torch-Pruning dependency graph)")
-register("head", HeadPrune, transformer.heads, True, "remove attention heads and FFN neurons of BERT-family encoders")
+
+def _magnitude_search(trial, space):
+    return MagnitudePrune(trial.suggest_float("magnitude.sparsity", 0.3, 0.9, step=0.05), scope="layer")
+
+
+def _channel_search(trial, space):
+    return ChannelPrune(trial.suggest_float("channel.sparsity", 0.1, 0.7, step=0.05), skip_unprunable=True)
+
+
+def _head_search(trial, space):
+    return HeadPrune(trial.suggest_float("head.sparsity", 0.1, 0.7, step=0.05))
+
+
+_UNSTRUCTURED = {"leaves": frozenset({SPARSE}), "runtimes": ("torch", "onnxruntime")}
+register(Method("magnitude", "prune", MagnitudePrune, unstructured.magnitude,
+                "one-shot magnitude pruning (Han et al. 2015)", options=("sparsity", "scope"),
+                search=_magnitude_search, applies=lambda s: s.task == "image-classification", **_UNSTRUCTURED))
+register(Method("gradual", "prune", GradualPrune, unstructured.gradual,
+                "cubic sparsity schedule while fine-tuning (Zhu & Gupta)", needs_data=True, trains=True,
+                options=("sparsity", "scope"), **_UNSTRUCTURED))
+register(Method("lottery", "prune", LotteryPrune, unstructured.lottery,
+                "iterative magnitude pruning with weight rewinding", needs_data=True, trains=True,
+                options=("sparsity", "scope", "rounds"), **_UNSTRUCTURED))
+register(Method("nm", "prune", NMPrune, unstructured.n_m, "semi-structured N:M (2:4) sparsity", options=("n", "m"),
+                **_UNSTRUCTURED))
+register(Method("channel", "prune", ChannelPrune, structured.channel,
+                "remove channels/neurons (Torch-Pruning dependency graph)", structured=True, breaks=frozenset({SHARED}),
+                options=("sparsity", "importance", "scope", "skip_unprunable"), search=_channel_search,
+                applies=lambda s: s.task == "image-classification"))
+register(Method("head", "prune", HeadPrune, transformer.heads,
+                "remove attention heads and FFN neurons of BERT-family encoders", structured=True,
+                breaks=frozenset({SHARED}), options=("sparsity", "importance"), search=_head_search,
+                applies=lambda s: s.input_kind == "tokens"))
 
 __all__ = ["ChannelPrune", "GradualPrune", "HeadPrune", "LotteryPrune", "MagnitudePrune", "NMPrune"]

@@ -19,6 +19,7 @@ from sizewise.compress.prune.config import ChannelPrune
 from sizewise.core.errors import ConfigError, SizewiseError
 from sizewise.core.optional import require
 from sizewise.train import TrainConfig, train
+from sizewise.compress.registry import StepContext
 
 
 class UnprunableLayerError(SizewiseError):
@@ -64,7 +65,8 @@ def _importance(tp, name: str):
             "taylor": lambda: tp.importance.TaylorImportance()}[name]()
 
 
-def channel(loaded, config: ChannelPrune, dataset, finetune: TrainConfig | None) -> dict:
+def channel(loaded, config: ChannelPrune, ctx: StepContext) -> dict:
+    dataset, finetune = ctx.data, ctx.train
     tp = require("torch_pruning", "prune", "structured pruning")
     model = loaded.module.eval()
     example = loaded.example_inputs(1)[loaded.inputs.name]
@@ -94,5 +96,5 @@ def channel(loaded, config: ChannelPrune, dataset, finetune: TrainConfig | None)
     model.zero_grad(set_to_none=True)
     after = sum(p.numel() for p in model.parameters())
     if finetune:
-        train(loaded, dataset, finetune, progress=True)
+        ctx.fit(loaded, finetune)
     return {"params_kept": after / before, "left_unpruned": broken, "importance": config.importance}

@@ -15,6 +15,7 @@ from sizewise.compress.prune.config import HeadPrune
 from sizewise.core.errors import ConfigError
 from sizewise.core.optional import require
 from sizewise.tasks.evaluate import first_output
+from sizewise.compress.registry import StepContext
 
 
 def _attention_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -22,7 +23,8 @@ def _attention_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if all(hasattr(m, a) for a in ("query", "key", "value")) and hasattr(m, "num_attention_heads")]
 
 
-def heads(loaded, config: HeadPrune, dataset, finetune) -> dict:
+def heads(loaded, config: HeadPrune, ctx: StepContext) -> dict:
+    dataset, finetune = ctx.data, ctx.train
     tp = require("torch_pruning", "prune", "head pruning")
     model = loaded.module.eval()
     blocks = _attention_blocks(model)
@@ -63,7 +65,7 @@ def heads(loaded, config: HeadPrune, dataset, finetune) -> dict:
     if finetune:
         from sizewise.train import train
 
-        train(loaded, dataset, finetune, progress=True)
+        ctx.fit(loaded, finetune)
     return {"heads_before": heads_before, "heads_after": {n: m.num_attention_heads for n, m in blocks},
             "intermediate_size": getattr(getattr(model, "config", None), "intermediate_size", None),
             "params_kept": after / before, "encoder_params_after": sum(p.numel() for p in encoder)}

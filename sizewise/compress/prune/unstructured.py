@@ -10,13 +10,15 @@ from sizewise.compress.prune.config import GradualPrune, LotteryPrune, Magnitude
 from sizewise.compress.prune.masks import MaskKeeper, magnitude_masks, prunable_weights
 from sizewise.core.errors import ConfigError
 from sizewise.train import TrainConfig, train
+from sizewise.compress.registry import StepContext
 
 
-def magnitude(loaded, config: MagnitudePrune, dataset, finetune: TrainConfig | None) -> dict:
+def magnitude(loaded, config: MagnitudePrune, ctx: StepContext) -> dict:
+    dataset, finetune = ctx.data, ctx.train
     weights = prunable_weights(loaded.module)
     keeper = MaskKeeper(weights, magnitude_masks(weights, config.sparsity, config.scope))
     if finetune:
-        train(loaded, dataset, finetune, after_step=keeper.apply, progress=True)
+        ctx.fit(loaded, finetune, after_step=keeper.apply)
     return {"weight_sparsity": keeper.sparsity(), "layers": len(weights)}
 
 
@@ -50,17 +52,18 @@ def scheduled_masks(weights: dict, config: GradualPrune, step: int, total: int) 
     return masks
 
 
-def gradual(loaded, config: GradualPrune, dataset, finetune: TrainConfig | None) -> dict:
+def gradual(loaded, config: GradualPrune, ctx: StepContext) -> dict:
+    dataset, finetune = ctx.data, ctx.train
     if not finetune:
         raise ConfigError("gradual pruning prunes while fine-tuning", hint="pass --finetune-epochs 1 or more")
-    from sizewise.train.loop import split_validation
+    from sizewise.train.loop import train_and_validation
 
     weights = prunable_weights(loaded.module)
     unknown = sorted(set(config.layer_sparsity or {}) - set(_layer_names(weights)))
     if unknown:
         raise ConfigError(f"layer_sparsity names {unknown}, which are not prunable layers of '{loaded.reference}'",
                           hint=f"prunable layers: {', '.join(_layer_names(weights))}")
-    n_train = len(split_validation(dataset.split("train"), finetune.val_fraction, finetune.seed)[0])
+    n_train = len(train_and_validation(dataset, finetune)[0])
     total = finetune.epochs * -(-n_train // finetune.batch_size)
     keeper = MaskKeeper(weights, scheduled_masks(weights, config, 0, total))
     schedule = []
@@ -72,12 +75,13 @@ def gradual(loaded, config: GradualPrune, dataset, finetune: TrainConfig | None)
             schedule.append((global_step, cubic_schedule(global_step, config, total), progress))
         keeper.apply()
 
-    train(loaded, dataset, finetune, after_step=step, progress=True)
+    ctx.fit(loaded, finetune, after_step=step)
     return {"weight_sparsity": keeper.sparsity(), "schedule": [row[:2] for row in schedule], "total_steps": total,
             "layer_sparsity": {name: 1 - float(m.float().mean()) for name, m in keeper.masks.items()}}
 
 
-def lottery(loaded, config: LotteryPrune, dataset, finetune: TrainConfig | None) -> dict:
+def lottery(loaded, config: LotteryPrune, ctx: StepContext) -> dict:
+    dataset, finetune = ctx.data, ctx.train
     if not finetune:
         raise ConfigError("lottery-ticket pruning retrains after every round", hint="pass --finetune-epochs 1 or more")
     weights = prunable_weights(loaded.module)
@@ -89,13 +93,13 @@ def lottery(loaded, config: LotteryPrune, dataset, finetune: TrainConfig | None)
             if r == 1 and stats.epoch == config.rewind_epoch:
                 rewind_state.update(copy.deepcopy(loaded.module.state_dict()))
 
-        train(loaded, dataset, finetune, after_step=keeper.apply, on_epoch=capture, progress=True)
+        ctx.fit(loaded, finetune, tag=f"round-{r}", after_step=keeper.apply, on_epoch=capture)
         target = 1 - (1 - config.sparsity) ** (r / config.rounds)  # prune the same fraction of survivors each round
         keeper.masks = magnitude_masks(weights, target, config.scope)
         loaded.module.load_state_dict(rewind_state)  # rewind the survivors...
         keeper.apply()  # ...and keep the pruned ones at zero
         rounds.append({"round": r, "sparsity": keeper.sparsity()})
-    train(loaded, dataset, finetune, after_step=keeper.apply, progress=True)
+    ctx.fit(loaded, finetune, tag="final", after_step=keeper.apply)
     return {"weight_sparsity": keeper.sparsity(), "rounds": rounds}
 
 
@@ -113,12 +117,13 @@ def nm_masks(weights: dict[str, torch.nn.Parameter], n: int, m: int) -> dict[str
     return masks
 
 
-def n_m(loaded, config: NMPrune, dataset, finetune: TrainConfig | None) -> dict:
+def n_m(loaded, config: NMPrune, ctx: StepContext) -> dict:
+    dataset, finetune = ctx.data, ctx.train
     weights = prunable_weights(loaded.module)
     masks = nm_masks(weights, config.n, config.m)
     keeper = MaskKeeper({k: weights[k] for k in masks}, masks)
     if finetune:
-        train(loaded, dataset, finetune, after_step=keeper.apply, progress=True)
+        ctx.fit(loaded, finetune, after_step=keeper.apply)
     skipped = sorted(set(weights) - set(masks))
     return {"pattern": f"{config.n}:{config.m}", "weight_sparsity": keeper.sparsity(), "dense_layers": skipped,
             "kernel": "none on CPU: PyTorch's semi-structured (2:4) kernels need CUDA (cuSPARSELt/CUTLASS), so the "

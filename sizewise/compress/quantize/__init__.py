@@ -1,7 +1,6 @@
-"""Quantization: int8 dynamic/static, int8/int4 weight-only, fp16/bf16, on onnxruntime or torch, with per-layer
-sensitivity and automatic fallback to float for the layers that break the accuracy budget."""
+"""Quantization: int8 dynamic/static, int8/int4 weight-only, fp16/bf16 and QAT, on onnxruntime or torch, with
+per-layer sensitivity and automatic fallback to float for the layers that break the accuracy budget."""
 
-from sizewise.compress.quantize.api import QuantizeResult, quantize
 from sizewise.compress.quantize.config import (
     HalfPrecision,
     Int8Dynamic,
@@ -9,6 +8,43 @@ from sizewise.compress.quantize.config import (
     QuantizationAwareTraining,
     WeightOnly,
 )
+from sizewise.compress.quantize.step import onnx_variant, quantize_step
+from sizewise.compress.registry import Method, register
 
-__all__ = ["HalfPrecision", "Int8Dynamic", "Int8Static", "QuantizationAwareTraining", "QuantizeResult", "WeightOnly",
-           "quantize"]
+
+def _runtime(space) -> str:
+    return space.runtime if space.runtime in ("onnxruntime", "torch") else "onnxruntime"
+
+
+def _is_onnx(config) -> bool:
+    return config.runtime == "onnxruntime"
+
+
+_COMMON = {"family": "quantize", "apply": quantize_step, "makes_onnx": _is_onnx, "accepts_onnx": True,
+           "breaks": frozenset({"sparse", "shared"})}
+register(Method("int8-dynamic", config=Int8Dynamic, summary="int8 weights, activations quantized per batch at run "
+                "time", options=("runtime", "per_channel"), search=lambda t, s: Int8Dynamic(runtime=_runtime(s)),
+                **_COMMON))
+register(Method("int8-static", config=Int8Static, summary="int8 weights and activations, ranges calibrated on the "
+                "train split", needs_data=True, runtimes=("onnxruntime",),
+                options=("runtime", "calibration", "calibration_samples", "per_channel"),
+                search=lambda t, s: Int8Static(calibration_samples=64),
+                applies=lambda s: s.runtime == "onnxruntime", **_COMMON))
+register(Method("int8-weight", config=WeightOnly, preset={"bits": 8}, summary="int8 weight-only, grouped scales",
+                runtimes=("onnxruntime",), options=("group_size", "runtime"), **_COMMON))
+register(Method("int4-weight", config=WeightOnly, preset={"bits": 4}, summary="int4 weight-only, grouped and packed",
+                runtimes=("onnxruntime",), options=("group_size", "runtime"),
+                search=lambda t, s: WeightOnly(bits=4, group_size=t.suggest_categorical("int4-weight.group_size",
+                                                                                          [32, 128])),
+                applies=lambda s: s.runtime == "onnxruntime" and s.input_kind == "tokens", **_COMMON))
+register(Method("fp16", config=HalfPrecision, preset={"dtype": "fp16"}, summary="fp16 weights and compute",
+                options=("runtime",), search=lambda t, s: HalfPrecision("fp16", runtime=_runtime(s)), **_COMMON))
+register(Method("bf16", config=HalfPrecision, preset={"dtype": "bf16"}, summary="bf16 weights and compute (torch)",
+                runtimes=("torch",), options=("runtime",),
+                search=lambda t, s: HalfPrecision("bf16", runtime="torch"), applies=lambda s: s.runtime == "torch",
+                **_COMMON))
+register(Method("qat", config=QuantizationAwareTraining, summary="quantization-aware training, then int8-static",
+                needs_data=True, trains=True, runtimes=("onnxruntime",),
+                options=("epochs", "lr", "calibration", "calibration_samples"), **_COMMON))
+
+__all__ = ["HalfPrecision", "Int8Dynamic", "Int8Static", "QuantizationAwareTraining", "WeightOnly", "onnx_variant"]

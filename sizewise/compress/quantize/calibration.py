@@ -12,13 +12,18 @@ from sizewise.models.loaded import LoadedModel
 
 def calibration_batches(loaded: LoadedModel, dataset: Dataset | None, samples: int,
                         batch_size: int = 16) -> list[dict[str, np.ndarray]]:
-    """Up to ``samples`` examples of the train split (never the held-out one), in model-input form."""
+    """Up to ``samples`` examples of the train split (the validation split when there is no train split; never the
+    test split), in model-input form."""
     if dataset is None:
         raise DataError("static quantization calibrates activation ranges on real inputs", hint="pass --data")
     from sizewise.tasks import check_compatible
 
     check_compatible(loaded, dataset)
-    split = dataset.split("train" if "train" in dataset.splits else dataset.heldout).head(samples)
+    source = next((s for s in ("train", "validation") if s in dataset.splits), None)
+    if source is None:
+        raise DataError(f"dataset '{dataset.name}' has no train or validation split to calibrate on "
+                        f"(splits: {', '.join(sorted(dataset.splits))}); the test split is never used for calibration")
+    split = dataset.split(source).head(samples)
     batches = []
     for start in range(0, len(split), batch_size):
         chunk = split.inputs[start:start + batch_size]

@@ -25,16 +25,17 @@ class FakeQuantPerChannel(nn.Module):
         return w + (q - w).detach()  # straight-through: forward sees q, backward sees identity
 
 
-def train_quantization_aware(loaded, config: QuantizationAwareTraining, dataset) -> dict:
+def train_quantization_aware(loaded, config: QuantizationAwareTraining, ctx) -> dict:
+    dataset = ctx.data
     if dataset is None or "train" not in dataset.splits:
         raise DataError("quantization-aware training needs labelled training data", hint="pass --data")
-    from sizewise.train import TrainConfig, train
+    from sizewise.train import TrainConfig
 
     layers = [m for m in loaded.module.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     for layer in layers:
         parametrize.register_parametrization(layer, "weight", FakeQuantPerChannel())
     try:
-        result = train(loaded, dataset, TrainConfig(epochs=config.epochs, lr=config.lr), progress=True)
+        result = ctx.fit(loaded, TrainConfig(epochs=config.epochs, lr=config.lr), tag="qat")
     finally:
         for layer in layers:
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)

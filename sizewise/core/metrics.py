@@ -1,0 +1,15 @@
+"""What a metrics dict holds: scores (accuracy, spearman, ...) and their bookkeeping (how many examples, which split).
+
+Here, at the bottom layer, so that the evaluators, the cards and the reports all read a metrics dict the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+METRIC_KEYS_NOT_SCORES = ("examples", "split")
+
+
+def primary_metric(metrics: dict[str, Any]) -> str | None:
+    """The score in a metrics dict (accuracy, spearman, ...), not its bookkeeping (examples, split)."""
+    return next((k for k in metrics if k not in METRIC_KEYS_NOT_SCORES), None)
