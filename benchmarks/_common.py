@@ -166,7 +166,8 @@ _RULE = {"l": "---", "r": "---:", "c": ":---:"}
 def md_table(rows: Sequence[Mapping[str, Any] | Sequence[Any]], align: str = "",
              columns: Sequence[str] | None = None) -> list[str]:
     """Markdown table lines. Columns are the first row's keys unless given; ``align`` has one letter per column,
-    ``l`` (the default), ``r`` or ``c``. Cells are shown with ``str`` (format numbers before); an empty one as ``| |``."""
+    ``l`` (the default), ``r`` or ``c``. Cells are shown with ``str`` (format numbers before); an empty one as
+    ``| |``."""
     if columns is None:
         columns = list(rows[0]) if rows and isinstance(rows[0], Mapping) else []
     align = align.ljust(len(columns), "l")

@@ -8,6 +8,7 @@ are being written and it cannot import, through an app that registers only ``est
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
@@ -64,6 +65,7 @@ def _row(what: str, published: float, source: str, ours: float, fmt: str) -> lis
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     import torch
     import transformers
 

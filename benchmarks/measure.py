@@ -18,6 +18,7 @@ Three parts, all in one run on one machine:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import io
@@ -707,6 +708,7 @@ def render(meta, cards, ab, counts) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     start = time.perf_counter()

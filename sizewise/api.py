@@ -32,9 +32,12 @@ from sizewise.core.budget import Budget
 from sizewise.core.errors import ConfigError
 from sizewise.core.progress import Progress, silent
 from sizewise.data import Dataset, load_dataset
-from sizewise.estimate import estimate
+from sizewise.estimate import Estimate
+from sizewise.estimate import estimate as _estimate
 from sizewise.measure import EnergySettings, MeasureConfig, ModelCard
 from sizewise.measure import measure as _measure
+from sizewise.measure.compare import CompareConfig, Comparison
+from sizewise.measure.compare import compare as _compare
 from sizewise.models.artifact import save_model
 from sizewise.models.loaded import TASKS, InputSpec, LoadedModel
 from sizewise.models.loader import load
@@ -129,6 +132,12 @@ def measure(model: LoadedModel | str, config: MeasureConfig | None = None, data:
                     progress=progress)
 
 
+def compare(a: LoadedModel | str, b: LoadedModel | str, config: CompareConfig | None = None) -> Comparison:
+    """Time ``a`` and ``b`` interleaved on the same inputs: B's speed-up over A with a 95% interval, and a verdict
+    that claims a speed-up only beyond the run-to-run noise."""
+    return _compare(_as_model(a), _as_model(b), config)
+
+
 def run(model: LoadedModel | str, plan: Plan | Any, data: Dataset | str | None = None, out: str | Path = "sizewise-run",
         measure_config: MeasureConfig | None = None, max_drop: Budget | str | float | None = None,
         progress: Progress = silent) -> RunResult:
@@ -141,13 +150,19 @@ def run(model: LoadedModel | str, plan: Plan | Any, data: Dataset | str | None =
                            command=f"sizewise.run({plan.describe()})", progress=progress))
 
 
+def estimate(model: str, **options: Any) -> Estimate:
+    """Analytic size and cost of a model too large to run: a preset (``gpt3-175b``), a Hugging Face config.json, or
+    any model reference (loaded to count its parameters). ``options``: see ``sizewise.estimate.EstimateConfig``."""
+    return _estimate(model, load_model=load, **options)
+
+
 # The names a user can reach as ``sizewise.NAME``; the README's Python section is tested against them.
 PUBLIC = {
-    "wrap": wrap, "apply": apply, "measure": measure, "run": run, "list_methods": list_methods, "load": load,
+    "wrap": wrap, "apply": apply, "measure": measure, "compare": compare, "run": run, "list_methods": list_methods, "load": load,
     "load_dataset": load_dataset, "evaluate": evaluate, "estimate": estimate, "train": train,
     "save_model": save_model, "load_plan": load_plan, "Plan": Plan, "Step": Step, "LoadedModel": LoadedModel,
     "ModelCard": ModelCard, "RunResult": RunResult, "MeasureConfig": MeasureConfig, "EnergySettings": EnergySettings,
-    "Budget": Budget, "TrainConfig": TrainConfig,
+    "Budget": Budget, "TrainConfig": TrainConfig, "CompareConfig": CompareConfig, "Comparison": Comparison,
     # method configs, one per registered method family
     "MagnitudePrune": MagnitudePrune, "GradualPrune": GradualPrune, "LotteryPrune": LotteryPrune, "NMPrune": NMPrune,
     "ChannelPrune": ChannelPrune, "HeadPrune": HeadPrune, "Int8Dynamic": Int8Dynamic, "Int8Static": Int8Static,

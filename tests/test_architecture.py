@@ -29,10 +29,11 @@ LAYERS = {
     "compress": 5, "runtimes": 5, "estimate": 5,
     "pipeline": 6,
     "report": 7,
-    "cli": 8,
+    "api": 8,  # sizewise/api.py, the Python API: every verb once; the CLI is a thin layer over it
+    "cli": 9,
 }
-# Top-level modules: the public API (`sizewise/__init__.py`, `sizewise/api.py`) sits above everything, cli included.
-TOP_MODULES = {"__init__.py": 9, "api.py": 9}
+# Top-level modules: `sizewise/__init__.py` (lazy re-export of the API) sits above everything; `api.py` below the cli.
+TOP_MODULES = {"__init__.py": 10, "api.py": 8}
 # Narrower than their rank allows: estimate is the analytic cost of models too large to run here.
 ONLY = {"estimate": {"core"}}
 
@@ -43,8 +44,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {}
 # violation not listed here, and on any entry that no longer occurs (delete it when it is fixed).
 KNOWN_VIOLATIONS: dict[tuple[str, str, str], str] = {
     # to be fixed by the one-plan refactor
-    ("estimate/params.py", "_resolve_loaded", "sizewise.models.loader"):
-        "estimate reaches up to the model loader to count a loadable reference; estimate must need core only",
     ("pipeline/recipes.py", "run_recipe", "sizewise"): "internal code imports the public API package",
     ("pipeline/search.py", "_baseline", "sizewise"): "internal code imports the public API package",
     ("pipeline/search.py", "_baseline_sensitivity", "sizewise"): "internal code imports the public API package",

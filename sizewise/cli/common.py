@@ -1,4 +1,5 @@
-"""What every command shares: the console, error rendering, and the ``--debug`` switch.
+"""What every command shares: the console, error rendering, the ``--debug`` switch, and the one way a command that
+changes a model runs: a plan, run by the one executor, rendered from its run record.
 
 A :class:`~sizewise.core.errors.SizewiseError` becomes one red line and exit code 1; ``sizewise --debug ...`` re-raises
 it so the traceback shows. Anything else is a bug and always shows its traceback.
@@ -7,7 +8,10 @@ it so the traceback shows. Anything else is a bug and always shows its traceback
 from __future__ import annotations
 
 import functools
+import shlex
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -45,31 +49,150 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def command_line() -> str:
+    """The command as the user typed it, for the run record."""
+    return " ".join(["sizewise", *map(shlex.quote, sys.argv[1:])])
+
+
+def measure_config(runtime: str = "torch", threads: int | None = None, batch_size: int = 1,
+                   seq_len: int | None = None, no_memory: bool = False, eval_limit: int | None = None):
+    """How a command's before and after cards are measured (both the same way)."""
+    from sizewise.measure.api import MeasureConfig
+
+    skip = {"measure_memory": False} if no_memory else {}  # else MeasureConfig's own default
+    return MeasureConfig(runtime=runtime, threads=threads, batch_size=batch_size, seq_len=seq_len,
+                         eval_limit=eval_limit, **skip)
+
+
+def method_config(family: str, name: str, given: dict[str, Any], flags: dict[str, str] | None = None,
+                  defaults: dict[str, Any] | None = None):
+    """The config of ``family`` method ``name`` from the options the user set (``None``: not set).
+
+    Only the fields in the method's registered ``options`` may be set: an option that does not apply to the method is
+    an error naming the flag, not a value silently ignored. ``defaults`` fill a field the method has and the user left
+    unset (the command's own default, e.g. the deployment runtime).
+    """
+    import dataclasses
+
+    from sizewise.compress.registry import get_method, list_methods
+    from sizewise.core.errors import ConfigError
+
+    known = list_methods(family)
+    if name not in known:
+        raise ConfigError(f"unknown {family} method '{name}'", hint=f"choose one of: {', '.join(known)}")
+    method = get_method(name)
+    flag_of = {k: f"--{k.replace('_', '-')}" for k in given} | (flags or {})
+    fields = {k: v for k, v in given.items() if v is not None}
+    extra = sorted(dict.fromkeys(flag_of[k] for k in fields if k not in method.options))
+    if extra:
+        usable = sorted(dict.fromkeys(flag_of.get(k, f"--{k.replace('_', '-')}") for k in method.options))
+        raise ConfigError(f"{', '.join(extra)} {'does' if len(extra) == 1 else 'do'} not apply to --method {name}",
+                          hint=f"its options: {', '.join(usable) or 'none'}")
+    fields = {k: v for k, v in (defaults or {}).items() if k in method.options} | fields
+    required = [f.name for f in dataclasses.fields(method.config) if f.init and f.name not in method.preset
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in fields]
+    if missing:
+        raise ConfigError(f"--method {name} needs {flag_of.get(missing[0], f'--{missing[0]}'.replace('_', '-'))}",
+                          hint=f"see `sizewise {family} --help`")
+    return method.make(**fields)
+
+
+def one_step(method: str, config: Any, train: Any = None, name: str = ""):
+    """A command's plan: one step."""
+    from sizewise.pipeline.plan import Plan, Step
+
+    return Plan((Step(method, config, train),), name=name or method)
+
+
+def refuse_earlier_run(out: Path, resume: bool) -> None:
+    """For the commands with ``--resume``: a folder that already holds a run is continued only when asked to."""
+    from sizewise.core.errors import ConfigError
+
+    if resume or not out.is_dir():
+        return
+    left = [name for name in ("steps.json", "card.json", "before.json", "steps") if (out / name).exists()]
+    if left:
+        raise ConfigError(f"{out} already holds a run ({', '.join(left)})",
+                          hint="pass --resume to continue or re-measure it, or use a new --out")
+
+
+def load_inputs(model: str | Any, data: str | None, arch: str | None = None):
+    """The model (a reference, or an already loaded one) and the dataset (or None)."""
+    from sizewise.data import load_dataset
+    from sizewise.models.loader import load
+
+    with err_console.status("loading") as status:
+        loaded = model if not isinstance(model, str) else load(model, arch=arch)
+        if data:
+            status.update(f"loading data {data}")
+        dataset = load_dataset(data) if data else None
+    return loaded, dataset
+
+
+def run_plan(loaded, plan, dataset, out: Path, *, kind: str, measure=None, budget=None,
+             references: tuple[str, ...] = (), eval_limit: int | None = None, before_name: str | None = None,
+             after_name: str | None = None, title: str | None = None, show: bool = True):
+    """Run ``plan`` with the one executor (it writes ``OUT/card.json``, schema ``sizewise.run/1``), then print the
+    comparison, the verdict and the warnings (unless ``show`` is False: the command prints its own)."""
+    from sizewise.pipeline.executor import RunOptions, run
+
+    with err_console.status(plan.describe()) as status:
+        result = run(loaded, plan, dataset, out, RunOptions(
+            measure=measure or measure_config(), budget=budget, references=references, eval_limit=eval_limit,
+            kind=kind, command=command_line(), progress=status.update))
+    if result.resumed_from:
+        done = result.resumed_from
+        console.print(f"resumed: step{'s 1-' if done > 1 else ' '}{done} of {len(plan.steps)} "
+                      f"{'were' if done > 1 else 'was'} already done (read from {Path(out) / 'steps.json'})",
+                      highlight=False, soft_wrap=True)
+    if show:
+        print_epochs(result.details.get("training"))
+        print_result(result, title=title, before_name=before_name, after_name=after_name)
+    return result
+
+
+def print_result(result, title: str | None = None, before_name: str | None = None,
+                 after_name: str | None = None) -> None:
+    """The comparison under the roles' names, the verdict, and every card's warnings once."""
+    from sizewise.report.card_view import compare_table
+
+    roles = result.record.get("roles", {})
+    before_name, after_name = before_name or roles.get("before", "before"), after_name or roles.get("after", "after")
+    for runtime, card in result.references.items():
+        name = f"{before_name} on {runtime}"
+        console.print(compare_table(card, result.after, title=f"{name} → {after_name}", before_name=name,
+                                    after_name=after_name))
+    print_comparison(result.before, result.after, title=title, before_name=before_name, after_name=after_name)
+    print_verdict(result.verdict)
+
+
+def print_verdict(verdict) -> None:
+    style = {True: "green", False: "red"}.get(verdict.meets_budget)
+    console.print(f"[{style}]{verdict.message}[/]" if style else verdict.message, highlight=False)
+
+
 def print_comparison(before, after, title: str | None = None, before_name: str = "before",
                      after_name: str = "after", warnings: list[str] | tuple = ()) -> None:
     """The two cards side by side, the savings verdict, and each card's warnings once."""
     from sizewise.report.card_view import compare_table, savings_line
 
     console.print(compare_table(before, after, title=title, before_name=before_name, after_name=after_name))
-    console.print(savings_line(before, after))
+    console.print(savings_line(before, after), highlight=False)
     for warning in dict.fromkeys([*before.warnings, *after.warnings, *warnings]):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
-def run_compression(model: str, arch: str | None, data: str, config, finetune, out, runtime: str,
-                    threads: int | None, doing: str):
-    """What prune, factorize and cluster share: load, ``compress`` with before/after cards, show the comparison."""
-    import sizewise
-    from sizewise.compress import compress
-    from sizewise.measure import MeasureConfig
-
-    loaded = sizewise.load(model, arch=arch)
-    dataset = sizewise.load_dataset(data)
-    with err_console.status(doing) as status:
-        result = compress(loaded, config, out, dataset=dataset, finetune=finetune,
-                          measure_config=MeasureConfig(runtime=runtime, threads=threads), progress=status.update)
-    print_comparison(result.before, result.after)
-    return result
+def print_epochs(training: dict | None) -> None:
+    """One line per epoch of a step's training (its details' ``training``)."""
+    training = training or {}
+    if training.get("resumed_from_epoch"):
+        console.print(f"resumed after epoch {training['resumed_from_epoch']}", highlight=False)
+    for s in training.get("epochs", [])[training.get("resumed_from_epoch") or 0:]:
+        val = f" · val {s['val_accuracy']:.4f}" if s.get("val_accuracy") is not None else ""
+        train = f" · train {s['train_accuracy']:.2%}" if s.get("train_accuracy") is not None else ""
+        err_console.print(f"  epoch {s['epoch']:>3}: loss {s['train_loss']:.4f}{train}{val} · {s['seconds']:.1f} s",
+                          highlight=False)
 
 
 def print_compressed_file(model_dir) -> None:
@@ -77,6 +200,6 @@ def print_compressed_file(model_dir) -> None:
     from sizewise.models import compressed_format
     from sizewise.report.compressed_view import inspect_table
 
-    swz = model_dir / compressed_format.WEIGHTS
+    swz = Path(model_dir) / compressed_format.WEIGHTS
     if swz.is_file():
         console.print(inspect_table(*compressed_format.inspect(swz)))

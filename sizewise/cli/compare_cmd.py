@@ -20,7 +20,9 @@ def compare(
     seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per example for text models (default 128)."),
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads for both (default: torch's setting)."),
     seconds: float = typer.Option(10.0, "--seconds", help="Time spent in the timed rounds."),
-    order: str = typer.Option("abba", "--order", help="abba (A B, B A, ...) or random (a seeded shuffle per round)."),
+    order: str = typer.Option("abba", "--order", help="abba (A B, B A, A B, ...) or random (a seeded shuffle per "
+                                                      "round, no call repeated across rounds: with two models, "
+                                                      "A B A B ...)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the comparison as JSON here."),
 ) -> None:
     """Is B faster than A? Both timed call by call in alternation; the speed-up with its 95% interval."""

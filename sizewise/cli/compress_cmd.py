@@ -1,4 +1,5 @@
-"""``sizewise compress MODEL --recipe NAME|FILE.yaml --data D --out DIR``: a chain of compression steps."""
+"""``sizewise compress MODEL --recipe NAME|FILE.yaml --data D --out DIR``: a plan read from a recipe, run by the one
+executor (re-running with the same --out continues after the last finished step)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,31 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, err_console, handles_errors, print_comparison, print_compressed_file
+from sizewise.cli.common import (
+    console,
+    handles_errors,
+    load_inputs,
+    measure_config,
+    print_compressed_file,
+    print_result,
+    run_plan,
+)
 
 # the one example recipe; kept here, not in sizewise.pipeline, so the CLI starts without importing torch
-EXAMPLE = "recipe file example:\n\n" + """name: my-recipe
+EXAMPLE_RECIPE = """name: my-recipe
 steps:
   - prune: {method: gradual, sparsity: 0.9, epochs: 3, lr: 0.001}
   - finetune: {epochs: 1, lr: 0.0003}
-  - cluster: {linear_bits: 5, conv_bits: 8}
-  - finetune: {epochs: 1, lr: 0.0001}
-  - encode: {format: deep-compression}
+  - quantize: {method: int8-dynamic}
+"""
+EXAMPLE = f"""recipe file example:
+
+{EXAMPLE_RECIPE}
+Each step is a registered method (- gradual: {{...}}) or a family with its method (- prune: {{method: gradual}});
+training fields (epochs, lr, batch_size, ...) sit beside the method's own. A step that makes an ONNX graph
+(quantization on onnxruntime) comes last. For Deep Compression, end with - cluster: {{linear_bits: 5, conv_bits: 8}},
+- finetune: {{epochs: 1, lr: 0.0001}} and - encode: {{format: deep-compression}} instead of quantizing (the built-in
+recipe deep-compression).
 """
 
 
@@ -25,32 +41,34 @@ def compress(
     recipe: str = typer.Option(..., "--recipe", help="A built-in recipe (deep-compression) or a YAML file."),
     data: str = typer.Option(..., "--data", help="Data for fine-tuning and held-out accuracy."),
     out: Path = typer.Option(..., "--out", help="Run directory (re-run with the same --out to resume)."),
-    runtime: str = typer.Option("torch", "--runtime", help="Runtime the before/after latency is measured on."),
+    runtime: str | None = typer.Option(None, "--runtime", help="Runtime the before/after latency is measured on "
+                                                               "(default: onnxruntime when a step makes an ONNX "
+                                                               "graph, else torch)."),
     threads: int | None = typer.Option(None, "--threads"),
+    no_memory: bool = typer.Option(False, "--no-memory", help="Skip the child-process peak-memory measurement."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture for a weights-only file."),
 ) -> None:
     """Run a compression recipe (e.g. Deep Compression: prune, share weights, Huffman-code) with evidence."""
     from rich.table import Table
 
-    import sizewise
-    from sizewise.measure import MeasureConfig
-    from sizewise.pipeline.recipes import load_recipe, run_recipe
+    from sizewise.compress.registry import get_method
+    from sizewise.pipeline.plan import load_plan
+    from sizewise.report.run_report import step_rows
 
-    plan = load_recipe(recipe)  # validated before any model is loaded
-    loaded = sizewise.load(model, arch=arch)
-    dataset = sizewise.load_dataset(data)
-    with err_console.status(f"recipe {plan.name}") as status:
-        result = run_recipe(loaded, plan, dataset, out, MeasureConfig(runtime=runtime, threads=threads),
-                            progress=status.update)
+    plan = load_plan(recipe)  # validated before any model is loaded
+    makes_onnx = any(get_method(s.method).makes_onnx(s.config) for s in plan.steps)
+    runtime = runtime or ("onnxruntime" if makes_onnx else "torch")
+    loaded, dataset = load_inputs(model, data, arch)
+    result = run_plan(loaded, plan, dataset, out, kind="compress",
+                      measure=measure_config(runtime, threads, no_memory=no_memory),
+                      references=("torch",) if runtime != "torch" else (), show=False)
     steps = Table(title=f"recipe {plan.name} ({plan.source})", title_justify="left")
-    for header in ("#", "step", result.metric, "seconds"):
-        steps.add_column(header, justify="left" if header == "step" else "right")
-    for record in result.steps:
-        steps.add_row(str(record.index + 1), record.description, f"{record.metric:.4f}", f"{record.seconds:.0f}")
+    for header in ("#", "method", "step", "validation", "seconds"):
+        steps.add_column(header, justify="right" if header in ("#", "seconds") else "left")
+    for row in step_rows(result.record):
+        steps.add_row(*row)
     console.print(steps)
-    if result.resumed_from:
-        console.print(f"resumed: steps 1-{result.resumed_from} were read from {out}/steps.json")
-    print_comparison(result.before, result.after)
+    print_result(result)
     print_compressed_file(result.model_dir)
-    console.print(f"run directory: {out} (card.json: both cards and every step)")
-
+    console.print(f"run directory: {out} (card.json: the run record with both cards and every step; "
+                  f"`sizewise report {out}` renders it)", soft_wrap=True)

@@ -20,21 +20,24 @@ def demo(
     trials: int = typer.Option(10, "--trials", help="Search trials."),
 ) -> None:
     """Train zoo:digits-cnn on bundled digits, then shrink it (max drop 1%, objective latency): no download."""
-    import sizewise
     from sizewise.cli.shrink_cmd import print_outcome, run_shrink
     from sizewise.core.budget import Budget
+    from sizewise.data import load_dataset
+    from sizewise.models.artifact import save_model
+    from sizewise.models.loader import load
     from sizewise.pipeline import ShrinkConfig
+    from sizewise.train import TrainConfig, train
 
-    dataset = sizewise.load_dataset("digits")
+    dataset = load_dataset("digits")
     base = out / "trained"
     if not (base / "model").exists():
-        loaded = sizewise.load("zoo:digits-cnn")
+        loaded = load("zoo:digits-cnn")
         console.print(f"[bold]sizewise demo[/] · training zoo:digits-cnn on {len(dataset.split('train')):,} digits "
                       f"for {epochs} epochs")
-        result = sizewise.train(loaded, dataset, sizewise.TrainConfig(epochs=epochs), progress=True)
+        result = train(loaded, dataset, TrainConfig(epochs=epochs), bar=True)
         err_console.print(f"  trained in {result.seconds:.1f} s · validation accuracy "
                           f"{result.epochs[-1].val_accuracy:.1%}", highlight=False)
-        sizewise.save_model(loaded, base / "model")
+        save_model(loaded, base / "model")
     console.print("[bold]shrinking[/] within 1% of the accuracy, for latency on onnxruntime")
     config = ShrinkConfig(max_drop=Budget.parse("0.01"), objective="latency", runtime="onnxruntime", trials=trials,
                           finetune_epochs=2, latency_seconds=0.3)

@@ -41,7 +41,7 @@ def estimate(
 ) -> None:
     """How big and costly a model is: params, memory, what fits where, training compute, time, energy, CO2e, cost."""
     from sizewise.core.serialize import write_json_atomic
-    from sizewise.estimate import estimate as run_estimate
+    from sizewise.api import estimate as run_estimate
     from sizewise.estimate.render import print_view
 
     result = run_estimate(model, tokens=tokens, batch=batch, seq_len=seq_len, hardware=hardware, devices=devices,

@@ -1,4 +1,5 @@
-"""``sizewise factorize MODEL --data D --out DIR (--rank R | --energy E | --target-params F)``."""
+"""``sizewise factorize MODEL --data D --out DIR (--rank R | --energy E | --target-params F)``: a one-step plan
+(recovery fine-tuning is the step's training), run by the one executor."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, handles_errors, run_compression
+from sizewise.cli.common import console, handles_errors, load_inputs, measure_config, one_step, run_plan
 
 
 def _rank_table(details: dict):
@@ -27,7 +28,7 @@ def _rank_table(details: dict):
 def factorize(
     model: str = typer.Argument(..., help="Model reference (a run directory, minilm, zoo:NAME, HF dir, ...)."),
     data: str = typer.Option(..., "--data", help="Data for fine-tuning and held-out accuracy."),
-    out: Path = typer.Option(..., "--out", help="Run directory to write (model/ and card.json)."),
+    out: Path = typer.Option(..., "--out", help="Run directory to write (model/, card.json, steps/)."),
     rank: int | None = typer.Option(None, "--rank", help="The same rank for every layer (capped at its full rank)."),
     energy: float | None = typer.Option(None, "--energy", help="Fraction of each layer's singular-value energy "
                                                                "(sum of S²) to keep, in (0, 1]."),
@@ -43,19 +44,25 @@ def factorize(
     batch_size: int = typer.Option(64, "--batch-size", help="Fine-tuning batch size."),
     runtime: str = typer.Option("torch", "--runtime", help="Runtime the before/after latency is measured on."),
     threads: int | None = typer.Option(None, "--threads"),
+    no_memory: bool = typer.Option(False, "--no-memory", help="Skip the child-process peak-memory measurement."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture for a weights-only file."),
 ) -> None:
     """Replace weight matrices by low-rank (truncated SVD) factors and show, measured, what it saved."""
-    import sizewise
-    from sizewise.compress.factorize import Factorize
+    from sizewise.compress.registry import get_method
+    from sizewise.train import TrainConfig
 
-    config = Factorize(rank=rank, energy=energy, target_params=target_params, layers=layers, include_conv=not no_conv)
-    finetune = sizewise.TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size) if finetune_epochs else None
-    result = run_compression(model, arch, data, config, finetune, out, runtime, threads, "factorizing")
+    given = {"rank": rank, "energy": energy, "target_params": target_params, "layers": layers,
+             "include_conv": False if no_conv else None}
+    config = get_method("factorize").make(**{k: v for k, v in given.items() if v is not None})
+    train = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size) if finetune_epochs else None
+    loaded, dataset = load_inputs(model, data, arch)
+    result = run_plan(loaded, one_step("factorize", config, train), dataset, out, kind="factorize",
+                      measure=measure_config(runtime, threads, no_memory=no_memory))
     console.print(_rank_table(result.details))
     d = result.details
     console.print(f"  factorized {d['factorized']} of {len(d['layers'])} layer(s): {d['params_before']:,} → "
                   f"{d['params_after']:,} parameters ({d['params_kept']:.1%} kept)", highlight=False)
     for name, why in d["skipped"].items():
         console.print(f"  skipped {name}: {why}", highlight=False)
-    console.print(f"run directory: {out} (card.json has both cards)")
+    console.print(f"run directory: {out} (card.json: the run record; `sizewise report {out}` renders it)",
+                  soft_wrap=True)

@@ -43,15 +43,30 @@ def measure(
     grid_intensity: float | None = typer.Option(None, "--grid-intensity", help="gCO2e per kWh (overrides --region)."),
     pue: float | None = typer.Option(None, "--pue", help="Power usage effectiveness of the facility (>= 1)."),
     watts_per_core: float | None = typer.Option(None, "--watts-per-core", help="Power model: watts per busy core."),
+    split: str | None = typer.Option(None, "--split", help="Split the metrics are computed on (default: the "
+                                                           "reported split, test; use validation for decisions)."),
+    prompt_len: int = typer.Option(128, "--prompt-len", help="Causal LMs: prompt tokens for prefill and decode."),
+    new_tokens: int = typer.Option(32, "--new-tokens", help="Causal LMs: tokens generated (greedy) per run."),
+    llm_batch: int = typer.Option(8, "--llm-batch", help="Causal LMs: the larger batch timed besides batch 1."),
+    context: int | None = typer.Option(None, "--context", help="Causal LMs: perplexity window in tokens (default: "
+                                                               "the model's maximum, at most 1024)."),
+    stride: int | None = typer.Option(None, "--stride", help="Causal LMs: tokens the perplexity window advances "
+                                                             "(default: context / 2)."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Causal LMs: score at most this many tokens "
+                                                                     "of the text (the card says it was cut)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the card as JSON here."),
 ) -> None:
     """What does this model cost? Parameters, bytes, FLOPs, latency, memory, energy, CO2e (and metrics with --data)."""
     import sizewise
     from sizewise.measure import EnergySettings, MeasureConfig
+    from sizewise.measure.llm import LLMConfig
     from sizewise.report.card_view import print_card
+    from sizewise.tasks.perplexity import PerplexityConfig
 
+    llm = LLMConfig(prompt_tokens=prompt_len, new_tokens=new_tokens, batch_size=llm_batch,
+                    perplexity=PerplexityConfig(context=context, stride=stride, max_tokens=max_tokens))
     config = MeasureConfig(batch_size=batch_size, seq_len=seq_len, threads=threads, runtime=runtime,
-                           measure_memory=not no_memory, eval_limit=eval_limit,
+                           measure_memory=not no_memory, eval_limit=eval_limit, split=split, llm=llm,
                            energy=EnergySettings(watts_per_core=watts_per_core, pue=pue, region=region,
                                                  grid_gco2_per_kwh=grid_intensity))
     with err_console.status("loading model") as status:

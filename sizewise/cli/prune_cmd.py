@@ -1,4 +1,5 @@
-"""``sizewise prune MODEL --data D --method M --sparsity S --out DIR``."""
+"""``sizewise prune MODEL --data D --method M --sparsity S --out DIR``: a one-step plan of a registered pruning
+method (recovery fine-tuning is the step's training), run by the one executor."""
 
 from __future__ import annotations
 
@@ -6,53 +7,39 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, handles_errors, run_compression
+from sizewise.cli.common import console, handles_errors, load_inputs, measure_config, method_config, one_step, run_plan
 
-METHOD_HELP = "magnitude | gradual | lottery | channel | head | nm"
+HIDDEN_DETAILS = ("schedule", "training")  # long lists; the record keeps them
 
 
-def _config(method: str, sparsity: float | None, scope: str | None, importance: str, rounds: int, pattern: str,
-            skip_unprunable: bool):
-    from sizewise.compress import prune
+def _pattern(text: str | None) -> dict[str, int | None]:
     from sizewise.core.errors import ConfigError
 
-    def need_sparsity() -> float:
-        if sparsity is None:
-            raise ConfigError(f"--method {method} needs --sparsity S (the fraction to remove, in [0, 1))")
-        return sparsity
-
-    if method == "magnitude":
-        return prune.MagnitudePrune(need_sparsity(), scope or "global")
-    if method == "gradual":
-        return prune.GradualPrune(need_sparsity(), scope or "global")
-    if method == "lottery":
-        return prune.LotteryPrune(need_sparsity(), scope or "global", rounds=rounds)
-    if method == "channel":
-        return prune.ChannelPrune(need_sparsity(), importance, scope or "layer", skip_unprunable)
-    if method == "head":
-        return prune.HeadPrune(need_sparsity(), importance)
-    if method == "nm":
-        try:
-            n, m = (int(v) for v in pattern.split(":"))
-        except ValueError:
-            raise ConfigError(f"--pattern must look like 2:4, got '{pattern}'") from None
-        return prune.NMPrune(n, m)
-    raise ConfigError(f"unknown pruning method '{method}'", hint=f"choose one of: {METHOD_HELP}")
+    if text is None:
+        return {"n": None, "m": None}
+    try:
+        n, m = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--pattern must look like 2:4, got '{text}'") from None
+    return {"n": n, "m": m}
 
 
 @handles_errors
 def prune(
     model: str = typer.Argument(..., help="Model reference (a run directory from sizewise train, zoo:NAME, ...)."),
     data: str = typer.Option(..., "--data", help="Data for fine-tuning and held-out accuracy."),
-    out: Path = typer.Option(..., "--out", help="Run directory to write (model/ and card.json)."),
-    method: str = typer.Option("magnitude", "--method", help=METHOD_HELP),
+    out: Path = typer.Option(..., "--out", help="Run directory to write (model/, card.json, steps/); re-running "
+                                                "the same command with it resumes."),
+    method: str = typer.Option("magnitude", "--method", help="A registered pruning method (an unknown name "
+                                                             "lists them all)."),
     sparsity: float | None = typer.Option(None, "--sparsity", help="Fraction removed: weights (unstructured) or "
                                                                    "channels/heads per layer (structured)."),
     scope: str | None = typer.Option(None, "--scope", help="global or layer (default: global for unstructured, "
                                                            "layer for channel)."),
-    importance: str = typer.Option("l1", "--importance", help="Structured: l1, l2, bn (BN scale) or taylor."),
-    pattern: str = typer.Option("2:4", "--pattern", help="N:M pattern for --method nm."),
-    rounds: int = typer.Option(3, "--rounds", help="Lottery: prune-rewind-retrain rounds."),
+    importance: str | None = typer.Option(None, "--importance", help="Structured: l1 (default), l2, bn (BN scale) "
+                                                                     "or taylor."),
+    pattern: str | None = typer.Option(None, "--pattern", help="N:M pattern for --method nm (default 2:4)."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Lottery: prune-rewind-retrain rounds (default 3)."),
     finetune_epochs: int = typer.Option(1, "--finetune-epochs", help="Recovery fine-tuning epochs after pruning "
                                                                       "(0 skips it; gradual and lottery need >= 1)."),
     lr: float = typer.Option(3e-3, "--lr", help="Fine-tuning learning rate (default: the training default; after "
@@ -63,15 +50,26 @@ def prune(
                                                                            "cannot handle unpruned."),
     runtime: str = typer.Option("torch", "--runtime", help="Runtime the before/after latency is measured on."),
     threads: int | None = typer.Option(None, "--threads"),
+    no_memory: bool = typer.Option(False, "--no-memory", help="Skip the child-process peak-memory measurement."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture for a weights-only file."),
 ) -> None:
     """Prune a model and show, measured, whether it became smaller and faster."""
-    import sizewise
+    from sizewise.compress.registry import get_method
+    from sizewise.core.errors import ConfigError
+    from sizewise.train import TrainConfig
 
-    config = _config(method, sparsity, scope, importance, rounds, pattern, skip_unprunable)
-    finetune = sizewise.TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size) if finetune_epochs else None
-    result = run_compression(model, arch, data, config, finetune, out, runtime, threads, "pruning")
+    config = method_config("prune", method, {"sparsity": sparsity, "scope": scope, "importance": importance,
+                                             "rounds": rounds, "skip_unprunable": skip_unprunable or None,
+                                             **_pattern(pattern)},
+                           flags={"n": "--pattern", "m": "--pattern"})
+    if get_method(method).trains and not finetune_epochs:
+        raise ConfigError(f"{method} pruning trains while it prunes", hint="give it --finetune-epochs N (N >= 1)")
+    train = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size) if finetune_epochs else None
+    loaded, dataset = load_inputs(model, data, arch)
+    result = run_plan(loaded, one_step(method, config, train), dataset, out, kind="prune",
+                      measure=measure_config(runtime, threads, no_memory=no_memory))
     for key, value in result.details.items():
-        if key not in ("schedule",):
+        if key not in HIDDEN_DETAILS:
             console.print(f"  {key}: {value}", highlight=False)
-    console.print(f"run directory: {out} (card.json has both cards)")
+    console.print(f"run directory: {out} (card.json: the run record; `sizewise report {out}` renders it)",
+                  soft_wrap=True)

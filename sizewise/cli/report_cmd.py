@@ -89,10 +89,10 @@ def report(
                                           "results.json), or the JSON `sizewise estimate MODEL --json FILE` wrote."),
 ) -> None:
     """Show a run's results and write report.md and a self-contained report.html next to its JSON."""
-    if path.is_dir() and (path / "card.json").is_file():
-        path = path / "card.json"  # the run record of a command that changed a model
-    elif path.is_dir() and (path / "results.json").is_file():
+    if path.is_dir() and (path / "results.json").is_file():
         path = path / "results.json"  # a shrink (or demo) directory
+    elif path.is_dir() and (path / "card.json").is_file():
+        path = path / "card.json"  # the run record of a command that changed a model
     elif path.is_dir():
         raise SizewiseError(f"'{path}' is a directory without card.json or results.json",
                             hint="pass the --out directory of a finished run, or a run's JSON file")

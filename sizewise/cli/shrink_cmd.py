@@ -13,10 +13,10 @@ def trial_table(rows: list):
     from rich.table import Table
 
     table = Table(title="trials", title_justify="left")
-    for col in ("#", "what it did", "state", "metric", "objective", "s"):
+    for col in ("#", "what it did", "state", "metric (val)", "objective", "s"):
         table.add_column(col, justify="left" if col in ("what it did", "state") else "right")
     for o in rows[-15:]:
-        table.add_row(str(o.number), o.plan.describe(), o.state,
+        table.add_row(str(o.number), o.description, o.state,
                       "" if o.metric is None else f"{o.metric:.4g}",
                       "" if not o.objectives else " ".join(f"{k}={v:.4g}" for k, v in o.objectives.items()
                                                            if k in ("latency", "size")),
@@ -48,22 +48,26 @@ def run_shrink(model: str, data: str, out: Path, config, command: str | None = N
 
 
 def print_outcome(results, out: Path) -> None:
-    chosen = results.chosen
-    style = "green" if chosen and chosen["meets_budget"] else "red"
-    console.print(f"[{style}]{results.verdict}[/]")
+    chosen, test = results.chosen, results.chosen and results.chosen.test
+    ok = (test or chosen.validation).meets_budget if chosen else False
+    console.print(f"[{'green' if ok else 'red'}]{results.verdict}[/]")
     if chosen:
-        card, base = chosen["card"], results.baseline
-        t0 = base["torch_fp32"]["latency"]["p50_ms"]
-        r0 = base["runtime_fp32"]["latency"]["p50_ms"]
-        console.print(f"chosen: trial {chosen['trial']} ({chosen['description']}) · {results.metric} "
-                      f"{chosen['metric']:.4g} · {card['size']['disk_bytes']:,} bytes "
-                      f"({card['size']['disk_bytes'] / base['torch_fp32']['size']['disk_bytes']:.1%} of fp32) · "
-                      f"{t0 / card['latency']['p50_ms']:.2f}× torch fp32 eager · "
-                      f"{r0 / card['latency']['p50_ms']:.2f}× fp32 on {results.config['runtime']}", highlight=False)
-        console.print(f"model: {chosen['artifact']}", soft_wrap=True)
-        cards = [results.baseline["torch_fp32"], results.baseline["runtime_fp32"], card]
-        for warning in dict.fromkeys(w for c in cards for w in c.get("warnings", [])):
-            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"chosen: trial {chosen.trial} ({chosen.description}) · {results.metric} "
+                      f"{chosen.validation.metric:.4g} on validation (chose on it)"
+                      f"{f', {test.metric:.4g} on test (reported)' if test else ''}", highlight=False)
+        if test:
+            card, base = test.card, results.baseline
+            t0 = base["torch_fp32"]["latency"]["p50_ms"]
+            r0 = base["runtime_fp32"]["latency"]["p50_ms"]
+            console.print(f"on test: {card['size']['disk_bytes']:,} bytes "
+                          f"({card['size']['disk_bytes'] / base['torch_fp32']['size']['disk_bytes']:.1%} of fp32) · "
+                          f"{t0 / card['latency']['p50_ms']:.2f}× torch fp32 eager · "
+                          f"{r0 / card['latency']['p50_ms']:.2f}× fp32 on {results.config['runtime']}",
+                          highlight=False)
+            cards = [base["torch_fp32"], base["runtime_fp32"], card]
+            for warning in dict.fromkeys(w for c in cards for w in c.get("warnings", [])):
+                console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"model: {chosen.artifact}", soft_wrap=True)
     console.print(f"Pareto front: {len(results.pareto)} point(s)")
     console.print(f"report: {out / 'report.html'}", soft_wrap=True)
     console.print(f"results: {out / 'results.json'}", soft_wrap=True)
@@ -77,8 +81,9 @@ def shrink(
     max_drop: str = typer.Option("0.01", "--max-drop", help="Budget: 0.01 = 1% of the baseline metric; 0.5pp."),
     objective: str = typer.Option("latency", "--objective", help="latency, size, energy or flops."),
     runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime or torch: where it will run."),
-    methods: str | None = typer.Option(None, "--methods", help="Comma-separated subset of: channel, magnitude, "
-                                                               "head, int8-dynamic, int8-static, fp16."),
+    methods: str | None = typer.Option(None, "--methods", help="Comma-separated method names or families (prune, "
+                                       "quantize, distill, factorize, cluster, runtime) to search; default: prune,"
+                                       "quantize. An unknown name lists the searchable ones."),
     trials: int = typer.Option(12, "--trials", help="Finished trials to reach (complete or stopped early)."),
     time_budget: str | None = typer.Option(None, "--time-budget", help="Stop after this long, e.g. 30m."),
     executor: str = typer.Option("local", "--executor", help="local or ray."),
@@ -87,23 +92,27 @@ def shrink(
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL to share a study between machines."),
     finetune_epochs: int = typer.Option(2, "--finetune-epochs", help="Recovery epochs after pruning."),
     finetune_lr: float = typer.Option(1e-3, "--finetune-lr", help="Recovery learning rate (text encoders: ~2e-5)."),
+    distill_epochs: int | None = typer.Option(None, "--distill-epochs", help="A student's distillation epochs "
+                                                                            "(default: --finetune-epochs)."),
     finetune_samples: int | None = typer.Option(None, "--finetune-samples", help="Recover on the first N training "
                                                                                  "examples only."),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads"),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch size the objective is measured at."),
 ) -> None:
-    """Search pruning and quantization for the fastest/smallest model within an accuracy budget."""
+    """Search compression plans for the fastest/smallest model within an accuracy budget (chosen on validation,
+    reported on test)."""
     from sizewise.core.budget import Budget
     from sizewise.pipeline import ShrinkConfig, parse_duration
-    from sizewise.pipeline.config import ALL_METHODS
+    from sizewise.pipeline.config import DEFAULT_METHODS
 
     config = ShrinkConfig(
         max_drop=Budget.parse(max_drop), objective=objective, runtime=runtime,
-        methods=tuple(m.strip() for m in methods.split(",")) if methods else ALL_METHODS, trials=trials,
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else DEFAULT_METHODS,
+        trials=trials,
         time_budget_s=parse_duration(time_budget), executor=executor, ray_address=ray_address, parallel=parallel,
         storage=storage, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, finetune_samples=finetune_samples,
-        seed=seed, threads=threads, batch_size=batch_size)
+        distill_epochs=distill_epochs, seed=seed, threads=threads, batch_size=batch_size)
     results = run_shrink(model, data, out, config)
     print_outcome(results, out)
     if results.interrupted:

@@ -1,4 +1,11 @@
-"""``sizewise train MODEL --data D --out DIR``: how users (and our benchmarks) make baselines."""
+"""``sizewise train MODEL --data D --out DIR``: how users (and our benchmarks) make baselines. A one-step plan (the
+``train`` method, its config the TrainConfig) run by the one executor, so the run directory is like any other:
+``OUT/model`` (use OUT as the next command's MODEL), ``OUT/card.json`` (before = untrained, after = trained).
+
+Every epoch is checkpointed under ``OUT/steps/01-train/work``; ``--resume`` continues a killed run from there (or
+re-measures a finished one). Without ``--resume`` an OUT that already holds a run is refused rather than
+overwritten, so a typo in --out never destroys a long training run.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,23 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, err_console, handles_errors
+from sizewise.cli.common import (
+    console,
+    handles_errors,
+    load_inputs,
+    measure_config,
+    one_step,
+    refuse_earlier_run,
+    run_plan,
+)
 
 
 @handles_errors
 def train(
     model: str = typer.Argument(..., help="Model reference, usually zoo:NAME."),
     data: str = typer.Option(..., "--data", help="Training data: digits, an MNIST .npz, a CIFAR-10 folder."),
-    out: Path = typer.Option(..., "--out", help="Run directory: model/, card.json, checkpoint.pt."),
+    out: Path = typer.Option(..., "--out", help="Run directory: model/, card.json, steps/01-train/work (the "
+                                                "checkpoint while training)."),
     epochs: int = typer.Option(10, "--epochs"),
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -23,31 +39,24 @@ def train(
     patience: int | None = typer.Option(None, "--patience", help="Early stopping after N epochs without "
                                                                  "validation improvement."),
     seed: int = typer.Option(0, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run in OUT from its last epoch (the "
+                                                        "same options), or re-measure a finished one. Without it, "
+                                                        "an OUT that already holds a run is refused, not "
+                                                        "overwritten; other options than the run began with are "
+                                                        "refused too."),
+    runtime: str = typer.Option("torch", "--runtime", help="Runtime the before/after latency is measured on."),
+    threads: int | None = typer.Option(None, "--threads"),
+    no_memory: bool = typer.Option(False, "--no-memory", help="Skip the child-process peak-memory measurement."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture for a weights-only file."),
 ) -> None:
     """Train a model; every epoch is checkpointed so a killed run resumes with --resume."""
-    import sizewise
-    from sizewise.core.serialize import write_json_atomic
-    from sizewise.report.card_view import print_card
+    from sizewise.compress.registry import get_method
 
-    config = sizewise.TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                                  schedule=schedule, weight_decay=weight_decay, patience=patience, seed=seed)
-    loaded = sizewise.load(model, arch=arch)
-    dataset = sizewise.load_dataset(data)
-
-    def report(s) -> None:
-        val = f" · val {s.val_accuracy:.2%}" if s.val_accuracy is not None else ""
-        train_acc = f" · train {s.train_accuracy:.2%}" if s.train_accuracy is not None else ""
-        err_console.print(f"  epoch {s.epoch:>3}: loss {s.train_loss:.4f}{train_acc}{val} · "
-                          f"{s.seconds:.1f} s", highlight=False)
-
-    result = sizewise.train(loaded, dataset, config, out=out, resume=resume, on_epoch=report, progress=True)
-    if result.resumed_from_epoch:
-        console.print(f"resumed after epoch {result.resumed_from_epoch}")
-    sizewise.save_model(loaded, out / "model")
-    with err_console.status("measuring the trained model") as status:
-        card = sizewise.measure(sizewise.load(str(out)), dataset=dataset, progress=status.update)
-    write_json_atomic(out / "card.json", {"card": card.to_dict(), "training": result, "config": config})
-    print_card(card, console, title=f"{model} trained for {len(result.epochs)} epochs")
-    console.print(f"run directory: {out} (use it as MODEL in the next command)")
+    config = get_method("train").make(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                                      schedule=schedule, weight_decay=weight_decay, patience=patience, seed=seed)
+    refuse_earlier_run(out, resume)
+    loaded, dataset = load_inputs(model, data, arch)
+    result = run_plan(loaded, one_step("train", config), dataset, out, kind="train",
+                      measure=measure_config(runtime, threads, no_memory=no_memory),
+                      title=f"{model} trained for {epochs} epochs", before_name="untrained", after_name="trained")
+    console.print(f"run directory: {out} (use it as MODEL in the next command)", soft_wrap=True)

@@ -121,7 +121,7 @@ def _width_student(teacher: LoadedModel, fraction: float) -> LoadedModel:
     from sizewise.compress.prune.structured import channel
 
     student = _trainable(copy.deepcopy(teacher))  # the dependency graph is traced through autograd
-    channel(student, ChannelPrune(round(1 - fraction, 6), skip_unprunable=True), None, None)
+    channel(student, ChannelPrune(round(1 - fraction, 6), skip_unprunable=True), StepContext())
     student.reference = f"{teacher.reference} [width:{fraction}]"
     return student
 

@@ -1,4 +1,9 @@
-"""``--data``: a path whose format is detected, or the name ``digits``. Nothing is downloaded."""
+"""``--data``: a path whose format is detected, or the name ``digits``. Nothing is downloaded.
+
+The packed formats sizewise knows (digits, MNIST .npz, the CIFAR-10 zips, SST-2 and STS-B folders) are recognised
+first, so their fidelity notes and split conventions hold; anything else is read through the `datasets` library
+(:mod:`sizewise.data.userdata`), which is imported only then.
+"""
 
 from __future__ import annotations
 
@@ -6,43 +11,79 @@ import os
 from pathlib import Path
 
 from sizewise.core.errors import DataError
-from sizewise.data.dataset import TEST, TRAIN, VALIDATION, Dataset, Split, carve_validation
+from sizewise.data.dataset import (TASKS, TEST, TRAIN, VALIDATION, Dataset, Split, carve_test,
+                                   carve_validation)
+from sizewise.data.options import DataOptions
 
 ACCEPTED = ("'digits' (scikit-learn's bundled 8x8 digits); an MNIST-style .npz (x_train, y_train, x_test, y_test); "
             "a CIFAR-10 folder with train.zip/test.zip; an SST-2 folder of TSVs (sentence<TAB>label); "
-            "an STS-B folder of TSVs (score, sentence1, sentence2 in columns 5-7)")
+            "an STS-B folder of TSVs (score, sentence1, sentence2 in columns 5-7); "
+            "a CSV, TSV, JSON, JSONL or Parquet file, or a folder of them named train*/valid*/dev*/test*; "
+            "a folder written by datasets' save_to_disk; an image folder (a subfolder per class, or train/ and "
+            "test/ folders of them); a .txt/.raw text file or folder of them for causal-lm")
 
 
-def load_dataset(spec: str | os.PathLike, seed: int = 0) -> Dataset:
+def load_dataset(spec: str | os.PathLike, seed: int = 0, options: DataOptions | None = None) -> Dataset:
     """The dataset at ``spec`` with train / validation / test splits (validation carved from train, seeded and
-    stratified, where the source has none: see :func:`sizewise.data.dataset.carve_validation`)."""
-    return carve_validation(_read(spec), seed=seed)
+    stratified, where the source has none: see :func:`sizewise.data.dataset.carve_validation`; for a user's own
+    files without a test split, test is carved first the same way). ``options`` names columns, the task or the
+    image size where the data does not say; its ``seed``, when set, replaces ``seed``."""
+    options = options or DataOptions()
+    seed = options.seed if options.seed is not None else seed
+    return carve_validation(_read(spec, options, seed), seed=seed)
 
 
-def _read(spec: str | os.PathLike) -> Dataset:
-    from sizewise.data import formats
-
+def _read(spec: str | os.PathLike, options: DataOptions, seed: int) -> Dataset:
     text = str(spec).strip()
     if text == "digits":
+        from sizewise.data import formats
+
         return formats.load_digits_dataset()
     path = Path(text).expanduser()
     if not path.exists():
         raise DataError(f"no such dataset path: '{text}'", hint=f"--data accepts {ACCEPTED}")
-    if path.is_file() and path.suffix == ".npz":
-        return formats.load_mnist_npz(path)
-    if path.is_dir():
-        if (path / "mnist.npz").is_file():
-            return formats.load_mnist_npz(path / "mnist.npz")
-        if (path / "test.zip").is_file() or (path / "train.zip").is_file():
-            return formats.load_cifar10_folder(path)
-        tsv = next((path / f"{s}.tsv" for s in ("dev", "test", "train") if (path / f"{s}.tsv").is_file()), None)
-        if tsv is not None:
-            first = tsv.read_text(encoding="utf-8").split("\n", 1)[0]
-            if first.startswith("sentence\tlabel"):
-                return formats.load_sst2_folder(path)
-            if first.count("\t") >= 6:
-                return formats.load_stsb_folder(path)
+    # Naming columns means "read my file": the packed formats have fixed columns, so they are not tried then.
+    if options.columns is None and options.text_column is None and options.text_pair_column is None \
+            and options.label_column is None:
+        builtin = _read_packed(path)
+        if builtin is not None:
+            return builtin
+    from sizewise.data import userdata
+
+    if userdata.is_user_data(path):
+        return userdata.read_user_data(path, options, seed)
     raise DataError(f"unrecognized dataset format at '{text}'", hint=f"--data accepts {ACCEPTED}")
 
 
-__all__ = ["ACCEPTED", "TEST", "TRAIN", "VALIDATION", "Dataset", "Split", "carve_validation", "load_dataset"]
+def _read_packed(path: Path) -> Dataset | None:
+    """One of the packed formats sizewise knows, or None."""
+    from sizewise.data import formats
+
+    if path.is_file() and path.suffix == ".npz":
+        return formats.load_mnist_npz(path)
+    if not path.is_dir():
+        return None
+    if (path / "mnist.npz").is_file():
+        return formats.load_mnist_npz(path / "mnist.npz")
+    if (path / "test.zip").is_file() or (path / "train.zip").is_file():
+        return formats.load_cifar10_folder(path)
+    tsv = next((path / f"{s}.tsv" for s in ("dev", "test", "train") if (path / f"{s}.tsv").is_file()), None)
+    if tsv is not None:
+        first = tsv.read_text(encoding="utf-8").split("\n", 1)[0]
+        if first.startswith("sentence\tlabel"):
+            return formats.load_sst2_folder(path)
+        if first.count("\t") >= 6 and _is_number(first.split("\t")[4]):  # a headered TSV of 7 columns is a user's
+            return formats.load_stsb_folder(path)
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["ACCEPTED", "TASKS", "TEST", "TRAIN", "VALIDATION", "DataOptions", "Dataset", "Split", "carve_test",
+           "carve_validation", "load_dataset"]

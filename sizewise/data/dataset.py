@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-TASKS = ("image-classification", "text-classification", "sentence-similarity")
+TASKS = ("image-classification", "text-classification", "sentence-similarity", "causal-lm")
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 VALIDATION_FRACTION = 0.1
+TEST_FRACTION = 0.1
 
 
 def take(items: Any, idx: np.ndarray) -> Any:
@@ -25,8 +26,10 @@ def take(items: Any, idx: np.ndarray) -> Any:
 
 @dataclass
 class Split:
-    inputs: Any  # np.ndarray (N, C, H, W) float32 | list[str] | list[tuple[str, str]]
-    labels: np.ndarray  # int64 class ids, or float32 scores for sentence similarity
+    # np.ndarray (N, C, H, W) float32 | list[str] | list[tuple[str, str]]; for causal-lm, the non-empty lines
+    # (paragraphs) in file order, which a perplexity evaluator joins with "\n"
+    inputs: Any
+    labels: np.ndarray  # int64 class ids, float32 scores for sentence similarity; causal-lm: int64 zeros
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -51,6 +54,9 @@ class Dataset:
     notes: list[str] = field(default_factory=list)  # fidelity notes a result must repeat
     source: str = ""
     validation_source: str = ""  # how the validation split came about (a file, or carved from train)
+    # class id i -> label_names[i] where the source named its classes (string labels, a ClassLabel, class folders),
+    # so a model saved later can carry id2label
+    label_names: list[str] | None = None
 
     def split(self, name: str | None = None) -> Split:
         name = name or self.heldout
@@ -82,21 +88,51 @@ def carve_validation(dataset: Dataset, fraction: float = VALIDATION_FRACTION, se
     """Give ``dataset`` a validation split taken from its train split (seeded; stratified by class for
     classification when every class has at least two examples). A dataset that has one, or no train split, is
     returned as it is."""
-    if VALIDATION in dataset.splits or TRAIN not in dataset.splits or len(dataset.splits[TRAIN]) < 10:
+    if VALIDATION in dataset.splits:
         return dataset
+    carved, how = _carve(dataset, fraction, seed)
+    if carved is None:
+        return dataset
+    rest, val = carved
+    splits = {TRAIN: rest, VALIDATION: val, **{k: v for k, v in dataset.splits.items() if k != TRAIN}}
+    return replace(dataset, splits=splits, validation_source=how, notes=[*dataset.notes, f"validation split {how}"])
+
+
+def carve_test(dataset: Dataset, fraction: float = TEST_FRACTION, seed: int = 0) -> Dataset:
+    """Give ``dataset`` a test split taken from its train split, the same way as :func:`carve_validation`; run it
+    first, so validation is then carved from what is left and the two never overlap. The test split becomes the
+    held-out one."""
+    if TEST in dataset.splits:
+        return dataset
+    carved, how = _carve(dataset, fraction, seed)
+    if carved is None:
+        return dataset
+    rest, test = carved
+    splits = {TRAIN: rest, **{k: v for k, v in dataset.splits.items() if k != TRAIN}, TEST: test}
+    return replace(dataset, splits=splits, heldout=TEST, notes=[*dataset.notes, f"test split {how}"])
+
+
+def _carve(dataset: Dataset, fraction: float, seed: int) -> tuple[tuple[Split, Split] | None, str]:
+    """(rest of train, carved part) and how it was carved, or (None, "") when train is absent or under 10 rows."""
+    if TRAIN not in dataset.splits or len(dataset.splits[TRAIN]) < 10:
+        return None, ""
     train = dataset.splits[TRAIN]
-    n_val = max(1, int(round(len(train) * fraction)))
+    n_out = max(1, int(round(len(train) * fraction)))
+    if dataset.task == "causal-lm":
+        # Lines of one article are not independent: a random pick would put neighbours of held-out paragraphs
+        # into train. The tail of the text, kept whole, is the honest held-out part (and needs no seed).
+        idx = np.arange(len(train))
+        how = (f"carved from train: the last {n_out:,} of {len(train):,} lines ({fraction:.0%}), contiguous")
+        return (train.subset(idx[:-n_out]), train.subset(idx[-n_out:])), how
     stratify = None
     if dataset.task != "sentence-similarity":
         _, counts = np.unique(train.labels, return_counts=True)
-        if counts.min() >= 2 and n_val >= len(counts):
+        if counts.min() >= 2 and n_out >= len(counts):
             stratify = train.labels
     from sklearn.model_selection import train_test_split
 
-    train_idx, val_idx = train_test_split(np.arange(len(train)), test_size=n_val, random_state=seed, shuffle=True,
-                                          stratify=stratify)
-    how = (f"carved from train: {n_val:,} of {len(train):,} examples ({fraction:.0%}), "
+    keep_idx, out_idx = train_test_split(np.arange(len(train)), test_size=n_out, random_state=seed, shuffle=True,
+                                         stratify=stratify)
+    how = (f"carved from train: {n_out:,} of {len(train):,} examples ({fraction:.0%}), "
            f"{'stratified by class, ' if stratify is not None else ''}seed {seed}")
-    splits = {TRAIN: train.subset(np.sort(train_idx)), VALIDATION: train.subset(np.sort(val_idx)),
-              **{k: v for k, v in dataset.splits.items() if k != TRAIN}}
-    return replace(dataset, splits=splits, validation_source=how, notes=[*dataset.notes, f"validation split {how}"])
+    return (train.subset(np.sort(keep_idx)), train.subset(np.sort(out_idx))), how

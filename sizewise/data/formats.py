@@ -98,7 +98,7 @@ def load_cifar10_folder(folder: Path) -> Dataset:
         images = (x.astype(np.float32).transpose(0, 3, 1, 2) / 255.0 - CIFAR10_MEAN) / CIFAR10_STD
         splits[split] = Split(images.astype(np.float32), y)
     return Dataset(name="cifar10", task="image-classification", splits=splits, heldout="test", num_classes=10,
-                   input_shape=(3, 32, 32), source=str(folder),
+                   input_shape=(3, 32, 32), source=str(folder), label_names=list(CIFAR10_CLASSES),
                    notes=["CIFAR-10 images are JPEG re-encodings of the originals (lossy); accuracies can differ "
                           "slightly from papers that use the original pickles. Normalised with the usual "
                           "training-set channel mean/std."])
@@ -129,7 +129,8 @@ def load_sst2_folder(folder: Path) -> Dataset:
     if "test" not in splits and "validation" in splits:  # GLUE's own test file has no labels: report on dev
         splits["test"] = splits.pop("validation")
     return Dataset(name="sst2", task="text-classification", splits=splits, heldout="test", num_classes=2,
-                   source=str(folder), validation_source="dev.tsv" if "validation" in splits else "",
+                   source=str(folder), label_names=["negative", "positive"],  # GLUE's names for 0 and 1
+                   validation_source="dev.tsv" if "validation" in splits else "",
                    notes=["SST-2 as released with GLUE; decisions on dev.tsv, reported metrics on the labelled "
                           "test.tsv."])
 

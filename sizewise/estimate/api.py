@@ -7,6 +7,8 @@ time, energy, CO2e and cost (:mod:`.cost`). The result is one frozen dataclass w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dataclasses
 import datetime as _dt
 from typing import Any
@@ -42,12 +44,13 @@ class Estimate:
         return to_dict(self)
 
 
-def estimate(model: str | EstimateConfig, **options: Any) -> Estimate:
-    """Estimate ``model`` (a preset, a config.json or a model reference) under ``options`` (see EstimateConfig)."""
+def estimate(model: str | EstimateConfig, load_model: Callable[[str], Any] | None = None, **options: Any) -> Estimate:
+    """Estimate ``model`` (a preset, a config.json, or a model reference that ``load_model`` loads) under
+    ``options`` (see EstimateConfig). ``sizewise.estimate`` passes sizewise's loader."""
     cfg = model if isinstance(model, EstimateConfig) else EstimateConfig(model=model, **options)
     if isinstance(model, EstimateConfig) and options:
         cfg = dataclasses.replace(model, **options)
-    resolved = resolve_model(cfg.model)
+    resolved = resolve_model(cfg.model, load_model)
     params, arch, preset = resolved.params, resolved.architecture, resolved.preset
     notes = list(resolved.notes)
     seq_len = cfg.seq_len or arch.context

@@ -13,6 +13,8 @@ is a vocabulary-sized matrix. Small task heads (masked-LM, classification) are l
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dataclasses
 import difflib
 import json
@@ -244,16 +246,15 @@ def _suggest(ref: str) -> str:
     return f"did you mean the preset '{close[0]}'? " if close else ""
 
 
-def _resolve_loaded(ref: str) -> ResolvedModel:
-    try:
-        from sizewise.models.loader import load  # imported only here, so estimating presets needs sizewise.core alone
-    except ImportError as exc:
+def _resolve_loaded(ref: str, load: Callable[[str], Any] | None) -> ResolvedModel:
+    # The loader lives in a higher layer (models): the caller hands it in, so estimating needs sizewise.core alone.
+    if load is None:
         guess = _suggest(ref)
         raise ModelReferenceError(
-            f"'{ref}' is not a preset, a config.json or a directory holding one, and the model loader is unavailable "
-            f"({exc})",
-            hint=f"{guess}presets: {', '.join(preset_names())}; or a Hugging Face config.json",
-        ) from exc
+            f"'{ref}' is not a preset, a config.json or a directory holding one",
+            hint=f"{guess}presets: {', '.join(preset_names())}; a loadable model reference is estimated through "
+                 f"sizewise.estimate or `sizewise estimate`, which can load it",
+        )
     try:
         loaded = load(ref)
     except SizewiseError as exc:  # keep the loader's reason, and point at the presets a typo may have meant
@@ -278,7 +279,7 @@ def _resolve_loaded(ref: str) -> ResolvedModel:
     return ResolvedModel(ref, f"model loaded from '{ref}'", params, arch, None, tuple(notes))
 
 
-def resolve_model(ref: str) -> ResolvedModel:
+def resolve_model(ref: str, load: Callable[[str], Any] | None = None) -> ResolvedModel:
     """A preset name, a config.json (or a directory holding one), or any reference the sizewise loader accepts."""
     if not isinstance(ref, str) or not ref.strip():
         raise ModelReferenceError(f"model reference must be a non-empty string, got {ref!r}",
@@ -294,4 +295,4 @@ def resolve_model(ref: str) -> ResolvedModel:
             raise ModelReferenceError(f"config file '{ref}' does not exist", hint="check the path")
         cfg = read_config_file(path)
         return resolve_config(ref, cfg, f"Hugging Face config {path.name if path.is_file() else path / 'config.json'}")
-    return _resolve_loaded(ref)
+    return _resolve_loaded(ref, load)

@@ -12,6 +12,7 @@ from sizewise.measure.energy import EnergySettings, carbon_for, measure_energy
 from sizewise.measure.environment import describe_environment
 from sizewise.measure.flops import count_flops
 from sizewise.measure.latency import machine_busy, measure_latency
+from sizewise.measure.llm import LLMConfig
 from sizewise.measure.memory import measure_peak_memory
 from sizewise.measure.params import count_params
 from sizewise.measure.size import measure_size
@@ -32,6 +33,7 @@ class MeasureConfig:
     eval_limit: int | None = None  # evaluate on the first N examples of the split only
     split: str | None = None  # the split metrics are computed on; None = the dataset's reported split (test)
     energy: EnergySettings = EnergySettings()
+    llm: LLMConfig = LLMConfig()  # causal LMs: prompt, new tokens, batch, perplexity window (see measure/llm.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -103,10 +105,19 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
     inputs = make_inputs(config.batch_size)
     step("checking the inputs")
     _probe(loaded, inputs)
+    causal_lm = loaded.task == "causal-lm"
+    texts: list[str] | None = None
+    split = None
     if dataset is not None:
-        from sizewise.tasks import check_compatible
+        split = config.split or dataset.heldout
+        if causal_lm:  # perplexity on the split's text; checked and read before any time is spent
+            from sizewise.tasks.perplexity import split_texts
 
-        check_compatible(loaded, dataset)
+            texts = split_texts(dataset, split, config.eval_limit)
+        else:
+            from sizewise.tasks import check_compatible
+
+            check_compatible(loaded, dataset)
 
     step("counting parameters and bytes")
     params = count_params(loaded.module)
@@ -155,13 +166,40 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
             step("measuring peak memory in a child process")
             memory = measure_peak_memory(module, inputs, threads)
 
+    llm = None
+    if causal_lm and runtime == "torch":
+        from sizewise.measure.llm import measure_llm
+
+        llm = measure_llm(loaded, config.llm, threads=threads, energy=config.energy, texts=texts, split=split,
+                          progress=step)
+        warnings += _llm_warnings(llm)
+    elif causal_lm:
+        warnings.append(f"tokens/s, the KV cache and perplexity are measured on torch only, not on {runtime}; "
+                        f"measure with --runtime torch for them")
+
     metrics: dict[str, float] = {}
-    if dataset is not None:
+    if llm is not None and llm.perplexity is not None:
+        p = llm.perplexity
+        metrics = {"perplexity": p.token_perplexity, "word_perplexity": p.word_perplexity,
+                   "bits_per_byte": p.bits_per_byte, "examples": float(p.texts), "split": split}
+    elif dataset is not None and not causal_lm:
         from sizewise.tasks import evaluate
 
-        split = config.split or dataset.heldout
         step(f"evaluating on {dataset.name} ({split} split)")
         metrics = {**evaluate(loaded, dataset, split=split, limit=config.eval_limit), "split": split}
     return ModelCard(model=loaded.reference, params=params, size=size, flops=flops, latency=latency, memory=memory,
                      energy=energy, carbon=carbon, metrics=metrics, environment=describe_environment(threads),
-                     warnings=warnings)
+                     warnings=warnings, llm=llm)
+
+
+def _llm_warnings(llm) -> list[str]:
+    out = []
+    if llm.perplexity is not None and llm.perplexity.truncated:
+        p = llm.perplexity
+        out.append(f"perplexity is on the first {p.text_tokens:,} tokens of the {p.split} split only (max_tokens "
+                   f"{p.max_tokens:,}), not the whole split: compare it only with numbers cut the same way")
+    busy = [g.batch_size for g in llm.generation if machine_busy(g.other_load_cores, llm.threads)]
+    if busy:
+        out.append(f"the machine was busy while timing generation (batch {', '.join(map(str, busy))}): tokens/s "
+                   f"are low; rerun on an idle machine")
+    return out

@@ -50,7 +50,8 @@ def round_orders(names: Sequence[str], order: str = "abba", seed: int = 0) -> It
     """The call order of each round, endlessly.
 
     ``abba``: the names as given, then reversed, alternately (A B | B A | A B ...), so neither side always runs first.
-    ``random``: a fresh seeded shuffle every round, never the same callable twice in a row across a round boundary.
+    ``random``: a fresh seeded shuffle every round, never the same callable twice in a row across a round boundary
+    (with two callables that leaves one order, A B | A B ..., its first callable drawn by the seed).
     With more than two callables a fixed reversed order would run the two end ones back to back at every boundary
     (warm caches: a bias of tens of percent on sub-millisecond models), so use ``random`` there.
     """
@@ -124,7 +125,7 @@ class CompareConfig:
     runtime_b: str = "torch"
     seconds: float = 10.0  # timed rounds stop after the first round past this (once min_rounds are done)
     min_rounds: int = 20
-    max_rounds: int = 1_000_000
+    max_rounds: int = 20_000  # plenty for a median; bounds the bootstrap (resamples x rounds) to ~1 s
     warmup: int = 3  # untimed rounds first
     order: str = "abba"
     seed: int = 0  # of the random order and the bootstrap

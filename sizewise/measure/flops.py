@@ -31,7 +31,8 @@ def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, *
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-FLOP_FORMULAS = {**flop_registry, aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop}
+FLOP_FORMULAS = {**flop_registry, aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+                 aten._int_mm: flop_registry[aten.mm]}  # int8 x int8 -> int32 matmul (torchao int8 Linear)
 
 # Ops that move, view, create, index or compare data: no arithmetic, so neither counted nor "uncounted".
 _NO_ARITHMETIC = {
@@ -116,9 +117,12 @@ def _pop(stack: list[str]) -> None:
 
 def count_flops(module: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[FlopStats, dict[str, int]]:
     """Run one forward on ``inputs`` and count. Returns the stats and FLOPs per layer name."""
+    from sizewise.models.torch_quant import weight_values
+
     with torch.no_grad():
         density = {}
         for p in module.parameters():
+            p = weight_values(p)  # an int8 weight: its integers, the tensor its matmul reads
             ptr = _storage_ptr(p)
             if ptr is not None and p.numel():
                 density[ptr] = float(torch.count_nonzero(p)) / p.numel()

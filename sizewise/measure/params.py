@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from sizewise.measure.card import LayerParams, ParamStats
+from sizewise.models.torch_quant import weight_values
 
 
 def count_params(module: nn.Module) -> ParamStats:
@@ -22,9 +23,10 @@ def count_params(module: nn.Module) -> ParamStats:
         else:
             unique[id(p)] = (name, p)
     params = [p for _, p in unique.values()]
+    values = [weight_values(p) for p in params]  # an int8 (torchao) weight is counted by its integers
     with torch.no_grad():
-        nonzero = sum(int(torch.count_nonzero(p)) for p in params)
-        nonfinite = sum(int((~torch.isfinite(p)).sum()) for p in params if p.is_floating_point())
+        nonzero = sum(int(torch.count_nonzero(v)) for v in values)
+        nonfinite = sum(int((~torch.isfinite(v)).sum()) for v in values if v.is_floating_point())
     buffers = sum(b.numel() for b in {id(b): b for b in module.buffers()}.values())
     return ParamStats(
         total=sum(p.numel() for p in params),
@@ -47,7 +49,7 @@ def _per_layer(module: nn.Module) -> list[LayerParams]:
         with torch.no_grad():
             rows.append(LayerParams(name=name or "(root)", kind=type(sub).__name__,
                                     params=sum(p.numel() for p in own),
-                                    nonzero=sum(int(torch.count_nonzero(p)) for p in own)))
+                                    nonzero=sum(int(torch.count_nonzero(weight_values(p))) for p in own)))
     return rows
 
 

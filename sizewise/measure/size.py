@@ -11,13 +11,15 @@ from torch import nn
 
 from sizewise.measure.card import SizeStats
 from sizewise.models.loaded import LoadedModel
+from sizewise.models.torch_quant import stored_tensors
 
 
 def memory_bytes_by_dtype(module: nn.Module) -> dict[str, int]:
     by_dtype: dict[str, int] = defaultdict(int)
     tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
     for t in tensors.values():
-        by_dtype[str(t.dtype).removeprefix("torch.")] += t.numel() * t.element_size()
+        for part in stored_tensors(t):  # a torchao int8 weight: int8 values + float32 scales, not the float it mimics
+            by_dtype[str(part.dtype).removeprefix("torch.")] += part.numel() * part.element_size()
     return dict(by_dtype)
 
 

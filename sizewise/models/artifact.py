@@ -26,6 +26,7 @@ FORMAT = "sizewise.model/1"
 WEIGHTS = "model.safetensors"
 ENCODING_DEEP_COMPRESSION = "deep-compression"
 IN_MEMORY = "in-memory"  # the arch of a module wrapped in Python: no reference rebuilds it
+_PROVENANCE = ("gguf", "notes")  # metadata kept in the manifest: a reloaded model still says where it came from
 
 
 def find_model_dir(path: Path) -> Path | None:
@@ -65,7 +66,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
                 manifest["input"] = {"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len}
             elif loaded.inputs.kind == "tensor":
                 manifest["input"] = {"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name}
-        elif loaded.inputs.kind == "tokens":
+        elif loaded.inputs.kind == "tokens" or _is_hf_image_model(loaded):  # text (incl. causal LMs) and images
             from sizewise.models.torch_quant import QUANTIZED_LINEAR, dynamic_linear_modules, quantized_state
 
             if dynamic_linear_modules(loaded.module):  # torch int8: config + tokenizer from HF, weights exact int8
@@ -80,8 +81,10 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
                     save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
             else:
                 loaded.module.save_pretrained(tmp, safe_serialization=True)
-            loaded.inputs.tokenizer.save_pretrained(tmp)
-            manifest.update(arch="huggingface", input={"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len},
+            from sizewise.models.hf import save_preprocessors
+
+            save_preprocessors(loaded, tmp)  # the tokenizer or the image processor
+            manifest.update(arch="huggingface", input=_hf_input_manifest(loaded.inputs),
                             pruned_shapes=not ({"torch_quantization", "lowrank"} & set(manifest))
                             and _differs_from_config(loaded.module))
             if encoding and "torch_quantization" not in manifest:
@@ -104,6 +107,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
                         "input": {"kind": "tensor", "shape": list(loaded.inputs.shape), "name": loaded.inputs.name}}
             if encoding:  # written last: the file carries the finished manifest, so it also loads on its own
                 compressed_format.write(tmp / compressed_format.WEIGHTS, loaded.module.state_dict(), manifest)
+        manifest.update({k: loaded.metadata[k] for k in _PROVENANCE if loaded.metadata.get(k)})
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if directory.exists():
             shutil.rmtree(directory)
@@ -112,6 +116,17 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _is_hf_image_model(loaded: LoadedModel) -> bool:
+    """A transformers image model with its processor: saved like a text model, the processor for the tokenizer."""
+    return loaded.inputs.processor is not None and hasattr(loaded.module, "save_pretrained")
+
+
+def _hf_input_manifest(spec: InputSpec) -> dict:
+    if spec.kind == "tensor":  # an image model: pixel_values of the processor's size
+        return {"kind": "tensor", "shape": list(spec.shape), "name": spec.name}
+    return {"kind": "tokens", "default_seq_len": spec.default_seq_len}
 
 
 def _differs_from_config(module) -> bool:
@@ -255,6 +270,11 @@ def load_model_dir(directory: Path, reference: str, template: LoadedModel | None
     loaded.task = manifest.get("task") or loaded.task
     loaded.num_classes = manifest.get("num_classes", loaded.num_classes)
     loaded.metadata["model_dir"] = str(directory)
+    for key in _PROVENANCE:  # where the weights came from (a GGUF file) and what was done to load them
+        if key == "notes" and manifest.get(key):
+            loaded.metadata[key] = list(dict.fromkeys([*manifest[key], *loaded.metadata.get(key, [])]))
+        elif manifest.get(key):
+            loaded.metadata[key] = manifest[key]
     return loaded
 
 

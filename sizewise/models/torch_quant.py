@@ -107,7 +107,8 @@ def stored_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
 
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     """Every ``nn.Linear`` to int8 weights + per-token int8 activations, in place (as torchao's ``quantize_``);
-    returns ``model``. torchao skips ``NonDynamicallyQuantizableLinear`` (attention out-projections), as torch.ao did."""
+    returns ``model``. torchao skips ``NonDynamicallyQuantizableLinear`` (attention out-projections), as torch.ao
+    did."""
     ao = _torchao()
     ao.quantize_(model, int8_config())
     for layer in dynamic_linear_modules(model).values():
@@ -130,7 +131,8 @@ def _int8_weight(qdata: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype):
     """The ``Int8Tensor`` for these int8 values (out x in) and per-row scales."""
     template = _template()
     scale = scale.to(torch.float32).reshape(qdata.shape[0], 1).contiguous()
-    return _torchao().Int8Tensor(qdata.to(torch.int8).contiguous(), scale, [1, qdata.shape[1]], dtype,  # one block a row
+    block_size = [1, qdata.shape[1]]  # one block a row
+    return _torchao().Int8Tensor(qdata.to(torch.int8).contiguous(), scale, block_size, dtype,
                                  zero_point=torch.zeros_like(scale, dtype=torch.int8),
                                  act_quant_kwargs=template.act_quant_kwargs, reduce_range=template.reduce_range)
 
@@ -186,7 +188,8 @@ def load_quantized_state(float_model: nn.Module, state: dict[str, torch.Tensor])
         qdata, scale = state[_key(name, _INT8)], state[_key(name, _SCALE)]
         if tuple(qdata.shape) != tuple(layer.weight.shape):
             raise ModelReferenceError(f"the int8 weight of '{name}' is {tuple(qdata.shape)}, the layer "
-                                      f"{tuple(layer.weight.shape)}", hint="the file may belong to another architecture")
+                                      f"{tuple(layer.weight.shape)}",
+                                      hint="the file may belong to another architecture")
         if _key(name, _ZERO_POINT) in state:
             weight = _old_format_layer(name, layer, qdata, scale, state[_key(name, _ZERO_POINT)])
         else:

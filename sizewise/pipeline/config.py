@@ -1,4 +1,8 @@
-"""What a shrink search is asked to do, validated up front so a bad flag fails before any training."""
+"""What a shrink search is asked to do, validated up front so a bad flag fails before any training.
+
+The methods a search may use are the registry's: ``--methods`` takes registered method names and family names, and
+holds no list of its own, so a method registered with a ``search`` function is at once a shrink option.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,14 @@ from sizewise.core.errors import ConfigError
 
 OBJECTIVES = ("latency", "size", "energy", "flops")
 EXECUTORS = ("local", "ray")
-ALL_METHODS = ("channel", "magnitude", "head", "int8-dynamic", "int8-static", "fp16")
-PRUNING = {"channel", "magnitude", "head"}
+# A trial's plan is built slot by slot, in this order; each slot holds at most one step, picked among the searchable
+# methods of its families. Structure first (it trains on the float model), weight sharing next, and last what fixes
+# the deployed form: quantizers and runtime rewrites both make the ONNX graph, so they exclude each other (onnxruntime's
+# quantizer cannot read a graph ort-optimize has fused).
+SLOTS = (("structure", ("prune", "distill", "factorize")), ("cluster", ("cluster",)),
+         ("deploy", ("runtime", "quantize")))
+SEARCH_FAMILIES = tuple(f for _, families in SLOTS for f in families)
+DEFAULT_METHODS = ("prune", "quantize")  # the others train longer (distill) or suit one objective (cluster: size)
 
 
 @dataclass(frozen=True)
@@ -18,7 +28,7 @@ class ShrinkConfig:
     max_drop: Budget = field(default_factory=lambda: Budget(0.01, absolute=False))
     objective: str = "latency"
     runtime: str = "onnxruntime"
-    methods: tuple[str, ...] = ALL_METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS  # method names and/or family names (see resolve_methods)
     trials: int = 12
     time_budget_s: float | None = None
     executor: str = "local"
@@ -26,10 +36,11 @@ class ShrinkConfig:
     parallel: int = 1  # trials at once; >1 only on a machine with cores to spare, or latencies disturb each other
     storage: str | None = None  # an optuna RDB URL; default: sqlite in the output directory
     seed: int = 0
-    finetune_epochs: int = 2
+    finetune_epochs: int = 2  # recovery training after a structure or sharing step; 0 = none
     finetune_lr: float = 1e-3
-    finetune_samples: int | None = None  # fine-tune on the first N training examples (large sets on small CPUs)
-    proxy_fraction: float = 0.25  # share of the held-out data a trial must pass before its full evaluation
+    distill_epochs: int | None = None  # a student's training; None = finetune_epochs (at least 1)
+    finetune_samples: int | None = None  # train on the first N training examples (large sets on small CPUs)
+    proxy_fraction: float = 0.25  # share of the validation split a trial must pass before its full measurement
     batch_size: int = 1
     seq_len: int | None = None
     threads: int | None = None
@@ -42,10 +53,7 @@ class ShrinkConfig:
             raise ConfigError(f"unknown executor '{self.executor}'", hint=f"choose one of: {', '.join(EXECUTORS)}")
         if self.runtime not in ("onnxruntime", "torch"):
             raise ConfigError(f"unknown runtime '{self.runtime}'", hint="choose onnxruntime or torch")
-        unknown = set(self.methods) - set(ALL_METHODS)
-        if unknown or not self.methods:
-            raise ConfigError(f"unknown method(s) {sorted(unknown) or '(none given)'}",
-                              hint=f"choose from: {', '.join(ALL_METHODS)}")
+        resolve_methods(self.methods)
         if not isinstance(self.trials, int) or self.trials < 1:
             raise ConfigError(f"trials must be a positive integer, got {self.trials!r}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
@@ -58,6 +66,36 @@ class ShrinkConfig:
             raise ConfigError(f"finetune_samples must be a positive integer, got {self.finetune_samples}")
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if self.distill_epochs is not None and self.distill_epochs < 1:
+            raise ConfigError(f"distill_epochs must be a positive integer, got {self.distill_epochs}")
+
+    @property
+    def student_epochs(self) -> int:
+        return self.distill_epochs if self.distill_epochs is not None else max(1, self.finetune_epochs)
+
+
+def resolve_methods(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The registered method names ``names`` stand for (a family name means its searchable methods), in registry
+    order; an unknown or unsearchable name is an error that lists what can be searched."""
+    from sizewise.compress.registry import get_method, list_methods
+
+    searchable = [n for n in list_methods() if get_method(n).search is not None
+                  and get_method(n).family in SEARCH_FAMILIES]
+    known = f"searchable methods: {', '.join(searchable)}; families: {', '.join(SEARCH_FAMILIES)}"
+    if not names:
+        raise ConfigError("no methods to search", hint=known)
+    chosen: set[str] = set()
+    for name in names:
+        if name in SEARCH_FAMILIES:
+            chosen.update(n for n in searchable if get_method(n).family == name)
+        elif name in searchable:
+            chosen.add(name)
+        elif name in list_methods():
+            raise ConfigError(f"method '{name}' is not searched by shrink (it has no search space)",
+                              hint=f"use it in a recipe (`sizewise compress`); {known}")
+        else:
+            raise ConfigError(f"unknown method '{name}'", hint=known)
+    return tuple(n for n in searchable if n in chosen)
 
 
 def parse_duration(text: str | None) -> float | None:

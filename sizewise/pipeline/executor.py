@@ -125,8 +125,9 @@ def _guard(model: LoadedModel, expected: torch.Tensor, step: str, family: str) -
     except Exception as exc:
         raise BrokenResultError(f"after {step} the model no longer runs: {type(exc).__name__}: {exc}",
                                 hint="this is a sizewise bug; please report it with the model reference") from exc
-    # a student may have another hidden width (a sentence embedding of another size): only the batch must agree
-    same = got.shape[0] == expected.shape[0] if family == "distill" else got.shape == expected.shape
+    # a student may have another hidden width (a sentence embedding of another size), and a fine-tune may put a new
+    # head on an encoder (hidden states -> class logits): only the batch must agree
+    same = got.shape[0] == expected.shape[0] if family in ("distill", "finetune") else got.shape == expected.shape
     if not same or not torch.isfinite(got.float()).all():
         raise BrokenResultError(f"after {step} the model gives outputs of shape {tuple(got.shape)} (expected "
                                 f"{tuple(expected.shape)}) or non-finite values; nothing was saved")

@@ -1,4 +1,9 @@
-"""The search's results: every trial, the Pareto front (metric up, objective down), and the chosen model."""
+"""The search's results: every trial, the Pareto front (metric up, objective down), and the chosen model.
+
+Decisions on validation, numbers on test: every trial is scored on the validation split, the front and the choice are
+made there, and only then are the chosen model and the baseline scored on the test split, once, for the reported
+result (``selection_split`` and ``reported_split`` say so in results.json).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from typing import Any
 from sizewise.core.budget import Budget, points
 from sizewise.measure.latency import RUN_TO_RUN_TOLERANCE
 
-SCHEMA = "sizewise.shrink/1"
+SCHEMA = "sizewise.shrink/2"
+SELECTION_SPLIT, REPORTED_SPLIT = "validation", "test"
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate | None, str]:
     passing = [c for c in candidates if c.meets_budget]
     if passing:
         best = min(passing, key=lambda c: (c.objective, -c.metric))
-        return best, f"trial {best.trial} meets the budget with the best objective"
+        return best, f"trial {best.trial} meets the budget on the validation split with the best objective"
     if not candidates:
         return None, "no trial finished: nothing to choose"
     closest = min(candidates, key=lambda c: (c.drop_points, c.objective))
@@ -86,8 +92,44 @@ def baseline_candidate(card: dict[str, Any], metric: str, objective: str, artifa
 def candidate_from(outcome, metric: str, baseline: float, budget: Budget, objective: str,
                    card: dict[str, Any] | None = None) -> Candidate:
     drop = points(metric, baseline) - points(metric, outcome.metric)
-    return Candidate(outcome.number, outcome.plan.describe(), outcome.metric, outcome.objectives[objective], drop,
-                     budget.allows(metric, baseline, outcome.metric), outcome.artifact, card, _interval(objective, card))
+    return Candidate(outcome.number, outcome.description, outcome.metric, outcome.objectives[objective], drop,
+                     budget.allows(metric, baseline, outcome.metric), outcome.artifact, card,
+                     _interval(objective, card))
+
+
+@dataclass(frozen=True)
+class Score:
+    """The chosen model against the baseline on one split, and whether the budget holds there."""
+
+    split: str
+    metric: float
+    baseline: float
+    drop_points: float
+    allowed_points: float
+    meets_budget: bool
+    card: dict[str, Any] | None = None  # the chosen model's card on this split (the test card: the reported one)
+
+
+def score(split: str, metric: str, baseline: float, value: float, budget: Budget,
+          card: dict[str, Any] | None = None) -> Score:
+    return Score(split, value, baseline, points(metric, baseline) - points(metric, value),
+                 budget.allowed_drop(metric, baseline), budget.allows(metric, baseline, value), card)
+
+
+@dataclass(frozen=True)
+class Chosen:
+    trial: int
+    description: str
+    artifact: str | None  # the trial's run directory (sizewise.load takes it)
+    objective: float  # measured in its trial
+    validation: Score  # what it was chosen on
+    test: Score | None = None  # the reported result; None until the search finishes (or when it was interrupted)
+
+
+def verdict_on_test(metric: str, test: Score) -> str:
+    text = (f"on the test split {metric} {points(metric, test.metric):.2f} vs {points(metric, test.baseline):.2f} "
+            f"(drop {test.drop_points:.2f} points, allowed {test.allowed_points:.2f})")
+    return text if test.meets_budget else f"{text}: it does NOT meet the budget on test"
 
 
 @dataclass
@@ -96,13 +138,19 @@ class ShrinkResults:
     config: dict[str, Any]
     metric: str
     objective: str
-    baseline: dict[str, Any]  # cards: fp32 on torch eager and on the runtime
+    # cards of the uncompressed model: "validation" (on the runtime, what trials are compared to), and on test
+    # "torch_fp32" (torch eager) and "runtime_fp32" (the runtime), measured with the chosen one once the search ends
+    baseline: dict[str, Any]
     trials: list[dict[str, Any]] = field(default_factory=list)
-    pareto: list[Candidate] = field(default_factory=list)
-    chosen: dict[str, Any] | None = None
+    pareto: list[Candidate] = field(default_factory=list)  # on the validation split
+    chosen: Chosen | None = None
     verdict: str = ""
     environment: dict[str, Any] = field(default_factory=dict)
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    methods: dict[str, list[str]] = field(default_factory=dict)  # per slot, the methods the search could pick
+    left_out: list[str] = field(default_factory=list)  # selected methods that do not apply to this model, and why
+    selection_split: str = SELECTION_SPLIT
+    reported_split: str = REPORTED_SPLIT
     schema: str = SCHEMA
     kind: str = "shrink"

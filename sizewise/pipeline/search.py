@@ -1,29 +1,71 @@
 """``sizewise.shrink``: from a model and an accuracy budget to a verified smaller/faster model.
 
-Optuna (NSGA-II, multi-objective: metric up, objective down) proposes candidates; each is pruned/fine-tuned/quantized,
-checked on a quarter of the held-out data (multi-fidelity: bad ones stop there), then evaluated in full and measured on
-the deployment runtime. Trials live in an Optuna RDB (SQLite in OUT by default) and their artifacts in OUT/trials, both
+Optuna (multi-objective TPE: metric up, objective down) samples plans from the registry's search spaces
+(:mod:`sizewise.pipeline.trial`); the one executor runs each in ``OUT/trials/NNNN`` and scores it on the validation
+split, after a check on a quarter of it (multi-fidelity: bad candidates stop there). The Pareto front and the choice are
+made on validation; then the chosen model and the baseline are measured once on the test split, side by side, for
+the reported numbers. Trials live in an Optuna RDB (SQLite in OUT by default) and their artifacts in OUT/trials, both
 written as each finishes, so a search killed at any point resumes with the same OUT and loses no finished trial.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sizewise.core.errors import ConfigError, SizewiseError
 from sizewise.core.optional import require
 from sizewise.core.serialize import to_dict, write_json_atomic
-from sizewise.pipeline.config import ShrinkConfig
+from sizewise.pipeline.config import ShrinkConfig, resolve_methods
 from sizewise.pipeline.executors import make_executor
-from sizewise.pipeline.results import ShrinkResults, baseline_candidate, candidate_from, choose, pareto_front
-from sizewise.pipeline.trial import TrialContext, TrialOutcome, TrialPlan, initial_design, sample_plan
+from sizewise.pipeline.results import (
+    Chosen,
+    ShrinkResults,
+    baseline_candidate,
+    candidate_from,
+    choose,
+    pareto_front,
+    score,
+    verdict_on_test,
+)
+from sizewise.pipeline.trial import (
+    VALIDATION_CARD,
+    TrialContext,
+    TrialJob,
+    TrialOutcome,
+    initial_design,
+    sample_plan,
+    search_space,
+    slot_methods,
+    trial_data,
+)
 
 STUDY = "sizewise-shrink"
+
+
+@dataclass
+class _Search:
+    """What every write of results.json needs, fixed when the search starts."""
+
+    out: Path
+    config: ShrinkConfig
+    command: str
+    metric: str
+    baseline: dict[str, Any]  # the baseline's card on the validation split (on the runtime)
+    sensitivity: list[dict] = field(default_factory=list)
+    slots: dict[str, list[str]] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
+
+    @property
+    def baseline_metric(self) -> float:
+        return self.baseline["metrics"][self.metric]
 
 
 def _check_writable(out: Path) -> None:
@@ -37,38 +79,40 @@ def _check_writable(out: Path) -> None:
                           hint="choose a directory you can write to") from None
 
 
+def _measure_settings(config: ShrinkConfig) -> dict[str, Any]:
+    return {"batch_size": config.batch_size, "seq_len": config.seq_len, "threads": config.threads,
+            "runtime": config.runtime, "latency_seconds": config.latency_seconds, "measure_memory": False,
+            "throughput_sweep": (config.batch_size,)}
+
+
 def _baseline(model: str, data: str, out: Path, config: ShrinkConfig, progress):
-    """The model as given, saved as OUT/baseline, with its cards on torch eager and on the runtime."""
-    import sizewise
-    from sizewise.measure import MeasureConfig
+    """The model as given, saved as OUT/baseline, and its card on the runtime on the validation split (what every
+    trial is compared to; measured once, kept for resumes)."""
+    from sizewise.measure import MeasureConfig, measure
+    from sizewise.models.artifact import save_model
+    from sizewise.models.loader import load
     from sizewise.tasks import check_compatible
 
     baseline_dir = out / "baseline"
-    loaded = sizewise.load(model)
-    dataset = sizewise.load_dataset(data)
+    loaded = load(model)
+    dataset = trial_data(data, None)
     check_compatible(loaded, dataset)
+    if "validation" not in dataset.splits:
+        raise ConfigError(f"dataset '{dataset.name}' has no validation split and no train split to carve one from",
+                          hint="shrink chooses on validation and reports on test: give data with a train split")
     if not (baseline_dir / "model").exists():
-        sizewise.save_model(loaded, baseline_dir / "model")
-    cards_path = baseline_dir / "cards.json"
-    if cards_path.exists():  # resuming: the baseline was measured already, and the trials were compared to it
-        import json
-
-        return dataset, json.loads(cards_path.read_text())
-    mc = MeasureConfig(batch_size=config.batch_size, seq_len=config.seq_len, threads=config.threads,
-                       latency_seconds=config.latency_seconds, measure_memory=False)
-    progress("measuring the baseline on torch eager")
-    torch_card = sizewise.measure(sizewise.load(str(baseline_dir)), mc, dataset=dataset)
-    progress(f"measuring the baseline on {config.runtime}")
-    runtime_card = sizewise.measure(sizewise.load(str(baseline_dir)), dataclasses.replace(mc, runtime=config.runtime),
-                                    dataset=dataset)
-    cards = {"torch_fp32": torch_card.to_dict(), "runtime_fp32": runtime_card.to_dict()}
-    write_json_atomic(cards_path, cards)
-    return dataset, cards
+        save_model(loaded, baseline_dir / "model")
+    card_path = baseline_dir / VALIDATION_CARD
+    if not card_path.exists():
+        progress(f"measuring the baseline on {config.runtime} (validation split)")
+        card = measure(load(str(baseline_dir)), MeasureConfig(**_measure_settings(config), split="validation"),
+                       dataset=dataset)
+        card.to_json(card_path)
+    return loaded, dataset, json.loads(card_path.read_text(encoding="utf-8"))
 
 
 def _baseline_sensitivity(out: Path, dataset, runtime: str, progress) -> list[dict]:
     """Per-layer int8 sensitivity of the baseline (relative output error), for the report; cached for resumes."""
-    import json
     import tempfile
 
     cache = out / "baseline" / "sensitivity.json"
@@ -76,14 +120,14 @@ def _baseline_sensitivity(out: Path, dataset, runtime: str, progress) -> list[di
         return json.loads(cache.read_text())
     if runtime != "onnxruntime":
         return []
-    import sizewise
     from sizewise.compress.quantize import Int8Dynamic
     from sizewise.compress.quantize.calibration import calibration_batches
     from sizewise.compress.quantize.onnx_backend import quantizable_nodes
     from sizewise.compress.quantize.sensitivity import layer_sensitivity
     from sizewise.models.convert import to_onnx
+    from sizewise.models.loader import load
 
-    loaded = sizewise.load(str(out / "baseline"))
+    loaded = load(str(out / "baseline"))
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = to_onnx(loaded, Path(tmp) / "fp32.onnx")
         batches = calibration_batches(loaded, dataset, 32)
@@ -94,51 +138,81 @@ def _baseline_sensitivity(out: Path, dataset, runtime: str, progress) -> list[di
     return data
 
 
-def _baseline_proxy(out: Path, dataset, metric: str, fraction: float) -> float:
-    import sizewise
-    from sizewise.pipeline.trial import proxy_size
-
-    n = proxy_size(len(dataset.split()), fraction)
-    return sizewise.evaluate(sizewise.load(str(out / "baseline")), dataset, limit=n)[metric]
-
-
 def _outcome_from_trial(frozen) -> TrialOutcome | None:
-    attrs = frozen.user_attrs
-    if "outcome" not in attrs:
+    raw = frozen.user_attrs.get("outcome")
+    return None if raw is None else TrialOutcome(**raw)
+
+
+def _trial_card(artifact: str | None) -> dict | None:
+    """The card a trial's run record holds for its result (on validation)."""
+    path = Path(artifact) / "card.json" if artifact else None
+    if path is None or not path.is_file():
         return None
-    raw = attrs["outcome"]
-    return TrialOutcome(raw["number"], TrialPlan(**raw["plan"]), raw["state"], raw.get("metric"),
-                        raw.get("proxy_metric"), raw.get("objectives", {}), None, raw.get("artifact"),
-                        raw.get("seconds", 0.0), raw.get("message", ""))
+    return json.loads(path.read_text(encoding="utf-8")).get("after")
 
 
-def _load_card(artifact: str | None) -> dict | None:
-    import json
-
-    if artifact and (Path(artifact) / "card.json").exists():
-        return json.loads((Path(artifact) / "card.json").read_text())
-    return None
+def _candidates(search: _Search, outcomes: list[TrialOutcome]):
+    config = search.config
+    return [candidate_from(o, search.metric, search.baseline_metric, config.max_drop, config.objective,
+                           _trial_card(o.artifact)) for o in outcomes if o.state == "complete"]
 
 
-def write_results(out: Path, study, config: ShrinkConfig, ctx: TrialContext, cards: dict, command: str,
-                  sensitivity: list[dict], interrupted: bool = False) -> ShrinkResults:
+def write_results(search: _Search, outcomes: list[TrialOutcome], test_cards: dict[str, Any] | None = None,
+                  interrupted: bool = False) -> ShrinkResults:
+    """results.json: every trial, the front and the choice (validation); with ``test_cards`` (the baseline's and the
+    chosen model's cards on test), the reported result."""
     from sizewise.measure.environment import describe_environment
 
-    outcomes = [o for t in study.get_trials(deepcopy=False) if (o := _outcome_from_trial(t)) is not None]
-    complete = [o for o in outcomes if o.state == "complete"]
-    candidates = [candidate_from(o, ctx.metric, ctx.baseline_metric, config.max_drop, config.objective,
-                                 _load_card(o.artifact)) for o in complete]
-    chosen, verdict = choose(candidates)
+    config, metric = search.config, search.metric
+    candidates = _candidates(search, outcomes)
+    best, verdict = choose(candidates)
+    chosen = None
+    if best is not None:
+        test = None
+        if test_cards is not None:
+            base, card = test_cards["runtime_fp32"], test_cards["chosen"]
+            test = score("test", metric, base["metrics"][metric], card["metrics"][metric], config.max_drop, card)
+            verdict = f"{verdict}; {verdict_on_test(metric, test)}"
+        chosen = Chosen(best.trial, best.description, best.artifact, best.objective,
+                        score("validation", metric, search.baseline_metric, best.metric, config.max_drop), test)
+    tested = test_cards or {}
+    baseline = {"validation": search.baseline, "torch_fp32": tested.get("torch_fp32"),
+                "runtime_fp32": tested.get("runtime_fp32")}
+    front = pareto_front([*candidates, baseline_candidate(search.baseline, metric, config.objective,
+                                                          str(search.out / "baseline"))])
     results = ShrinkResults(
-        command=command, config=to_dict(config), metric=ctx.metric, objective=config.objective, baseline=cards,
-        trials=[to_dict(o) for o in outcomes],
-        pareto=[dataclasses.replace(c, card=None) for c in pareto_front(
-            [*candidates, baseline_candidate(cards["runtime_fp32"], ctx.metric, config.objective,
-                                             str(out / "baseline"))])],
-        chosen=to_dict(chosen) if chosen else None, verdict=verdict,
-        environment=describe_environment(config.threads), sensitivity=sensitivity, interrupted=interrupted)
-    write_json_atomic(out / "results.json", results)
+        command=search.command, config=to_dict(config), metric=metric, objective=config.objective, baseline=baseline,
+        trials=[to_dict(o) for o in outcomes], pareto=[dataclasses.replace(c, card=None) for c in front],
+        chosen=chosen, verdict=verdict, environment=describe_environment(config.threads),
+        sensitivity=search.sensitivity, interrupted=interrupted, methods=search.slots, left_out=search.left_out)
+    write_json_atomic(search.out / "results.json", results)
     return results
+
+
+def _test_cards(search: _Search, dataset, artifact: str, progress) -> dict[str, Any]:
+    """The reported numbers: the baseline (torch eager and the runtime) and the chosen model, measured one after
+    the other on the test split, with the same settings; the only time a search looks at test."""
+    from sizewise.measure import MeasureConfig, measure
+    from sizewise.models.loader import load
+
+    mc = MeasureConfig(**_measure_settings(search.config))  # split None: the data's reported split, test
+    baseline_dir = str(search.out / "baseline")
+    progress("scoring the baseline and the chosen model on the test split")
+    return {"torch_fp32": measure(load(baseline_dir), dataclasses.replace(mc, runtime="torch"),
+                                  dataset=dataset).to_dict(),
+            "runtime_fp32": measure(load(baseline_dir), mc, dataset=dataset).to_dict(),
+            "chosen": measure(load(artifact), mc, dataset=dataset).to_dict()}
+
+
+def _training(config: ShrinkConfig, has_train: bool):
+    """Recovery training for structure and sharing steps, and a student's distillation training."""
+    from sizewise.train import TrainConfig
+
+    recovery = None
+    if config.finetune_epochs and has_train:
+        recovery = TrainConfig(epochs=config.finetune_epochs, lr=config.finetune_lr, seed=config.seed)
+    student = TrainConfig(epochs=config.student_epochs, lr=config.finetune_lr, seed=config.seed)
+    return recovery, student
 
 
 def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None = None, progress=None,
@@ -151,36 +225,55 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     optuna = require("optuna", "search", "the shrink search")
     from optuna.trial import TrialState
 
+    from sizewise.core.metrics import primary_metric
+    from sizewise.models.loader import load
+    from sizewise.tasks import evaluate
+
     config = config or ShrinkConfig()
     step = progress or (lambda _msg: None)
     out = Path(out)
     _check_writable(out)
     command = command or " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]])
-    dataset, cards = _baseline(model, data, out, config, step)
-    metric = next(k for k in cards["runtime_fp32"]["metrics"] if k != "examples")
-    baseline_metric = cards["runtime_fp32"]["metrics"][metric]
-    measure_settings = {"batch_size": config.batch_size, "seq_len": config.seq_len, "threads": config.threads,
-                        "runtime": config.runtime, "latency_seconds": config.latency_seconds,
-                        "measure_memory": False, "throughput_sweep": (config.batch_size,)}
-    ctx = TrialContext(str(out / "baseline"), data, str(out), config.runtime, metric, baseline_metric,
-                       _baseline_proxy(out, dataset, metric, config.proxy_fraction),
-                       config.max_drop.allowed_drop(metric, baseline_metric), config.finetune_epochs,
-                       config.finetune_lr, config.finetune_samples, config.proxy_fraction, measure_settings,
-                       config.seed)
-    sensitivity = _baseline_sensitivity(out, dataset, config.runtime, step)
+    loaded, dataset, baseline_card = _baseline(model, data, out, config, step)
+    metric = primary_metric(baseline_card["metrics"])
+    if metric is None:
+        raise ConfigError(f"the baseline has no metric on '{data}', so there is no budget to hold",
+                          hint="shrink needs labelled data for the model's task")
+    space = search_space(loaded, config.runtime, config.objective)
+    has_train = "train" in dataset.splits
+    slots, left_out = slot_methods(resolve_methods(config.methods), space, has_train)
+    for reason in left_out:
+        step(f"left out: {reason}")
+    if not slots:
+        raise ConfigError(f"none of --methods {','.join(config.methods)} applies to this model",
+                          hint="; ".join(left_out) or "choose other methods")
+    recovery, student = _training(config, has_train)
+    search = _Search(out, config, command, metric, baseline_card, slots=slots, left_out=left_out)
+    proxy_n = max(1, int(len(dataset.split("validation")) * config.proxy_fraction))
+    proxy_base = evaluate(load(str(out / "baseline")), dataset, split="validation", limit=proxy_n)[metric]
+    ctx = TrialContext(str(out / "baseline"), data, str(out), metric, proxy_base,
+                       config.max_drop.allowed_drop(metric, search.baseline_metric), proxy_n,
+                       _measure_settings(config), config.seed, config.finetune_samples)
+    search.sensitivity = _baseline_sensitivity(out, dataset, config.runtime, step)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     # Multi-objective TPE after a small designed start: with a dozen trials a random start repeats the same few
-    # categorical plans, so the first trials cover each pruner x quantizer once at a middle setting.
+    # categorical plans, so the first trials try each selected family once at the middle of its space.
     study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True,
                                 directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.TPESampler(seed=config.seed, multivariate=True,
                                                                    n_startup_trials=min(6, config.trials)))
+    if any("outcome" in t.user_attrs and "description" not in t.user_attrs["outcome"] for t in study.trials):
+        raise ConfigError(f"{out} holds a search made by an older sizewise", hint="use a new --out")
     if not study.trials:
-        for params in initial_design(config.methods, dataset.task)[:max(1, config.trials // 2)]:
+        for params in initial_design(slots, space, config.trials):
             study.enqueue_trial(params)
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(stale.number, state=TrialState.FAIL)  # killed mid-trial last time: its work was not kept
+
+    def outcomes() -> list[TrialOutcome]:
+        return [o for t in study.get_trials(deepcopy=False) if (o := _outcome_from_trial(t)) is not None]
+
     executor = make_executor(config.executor, config.ray_address)
     started, interrupted = time.monotonic(), False
     try:
@@ -192,21 +285,21 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 step("time budget spent")
                 break
             batch = [study.ask() for _ in range(min(config.parallel, config.trials - done))]
-            plans = [sample_plan(t, config.methods, dataset.task) for t in batch]
-            for plan in plans:
-                step(f"trial {plan.number}: {plan.describe()}")
+            jobs = [TrialJob(t.number, sample_plan(t, slots, space, recovery, student)) for t in batch]
+            for job in jobs:
+                step(f"trial {job.number}: {'no compression' if job.plan is None else job.plan.describe()}")
             any_complete = bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
             trial_ctx = dataclasses.replace(ctx, proxy_may_stop=any_complete)
-            for trial, outcome in zip(batch, executor.run([(p, trial_ctx) for p in plans]), strict=True):
-                record = to_dict(dataclasses.replace(outcome, card=None))
-                trial.set_user_attr("outcome", record)
+            for trial, outcome in zip(batch, executor.run([(job, trial_ctx) for job in jobs]), strict=True):
+                trial.set_user_attr("outcome", to_dict(outcome))
                 if outcome.state == "complete":
                     study.tell(trial, [outcome.metric, outcome.objectives[config.objective]])
                 elif outcome.state == "pruned":
                     study.tell(trial, state=TrialState.PRUNED)
                 else:
                     study.tell(trial, state=TrialState.FAIL)
-                write_results(out, study, config, ctx, cards, command, sensitivity)
+                    step(f"trial {outcome.number} failed: {outcome.message}")
+                write_results(search, outcomes())
                 if on_trial:
                     on_trial(outcome)
     except KeyboardInterrupt:
@@ -215,10 +308,16 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
             study.tell(running.number, state=TrialState.FAIL)
     finally:
         executor.close()
-    results = write_results(out, study, config, ctx, cards, command, sensitivity, interrupted=interrupted)
+    final = outcomes()
+    best, _ = choose(_candidates(search, final))
+    test_cards = None
+    if best is not None and not interrupted:
+        test_cards = _test_cards(search, dataset, best.artifact, step)
+    results = write_results(search, final, test_cards, interrupted=interrupted)
     if finalize:
         finalize(out, results)
     if results.chosen is None and not interrupted:
         raise SizewiseError("no trial finished, so there is no model to hand back",
-                            hint="see results.json for each trial's error; try --trials more or other --methods")
+                            hint="see results.json for each trial's error (OUT/trials/NNNN/error.txt holds the "
+                                 "traceback); try --trials more or other --methods")
     return results

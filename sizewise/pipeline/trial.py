@@ -1,48 +1,54 @@
-"""One candidate of a shrink search: prune (and fine-tune), then quantize, then verify and measure.
+"""One candidate of a shrink search: a plan sampled from the registry's search spaces, run by the one executor and
+scored on the validation split.
 
-A trial runs from plain, picklable inputs (the baseline's run directory and the data spec), so the same function
-runs in this process or on a Ray worker, and it writes its artifact under ``OUT/trials/NNNN`` atomically before
-reporting back: a finished trial is never lost, whatever happens to the search afterwards.
+A plan is built slot by slot (:data:`sizewise.pipeline.config.SLOTS`): in each slot Optuna picks one of the selected
+methods that ``applies`` to the model, or none, and the method's own ``search`` function samples its config. Steps that
+change weights in PyTorch get recovery training; a student gets its distillation epochs.
+
+A trial runs from plain, picklable inputs (its number, a Plan of frozen configs, and a context of paths and numbers),
+so the same function runs in this process or on a Ray worker. It runs in ``OUT/trials/NNNN`` through
+:func:`sizewise.pipeline.executor.run`, which writes the model, the step log and the run record (``card.json``) there,
+before reporting back: a finished trial is never lost. A failed trial leaves its traceback in ``error.txt``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import shutil
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-QUANTIZERS = ("int8-dynamic", "int8-static", "fp16")
+from sizewise.pipeline.config import SLOTS
+from sizewise.pipeline.plan import Plan, Step
+
+VALIDATION_CARD = "validation.json"  # the baseline's card on the validation split, in OUT/baseline
+NONE = "none"
 
 
 @dataclass(frozen=True)
-class TrialPlan:
+class TrialJob:
     number: int
-    prune: str | None = None
-    sparsity: float | None = None
-    quantize: str | None = None
-
-    def describe(self) -> str:
-        steps = []
-        if self.prune:
-            steps.append(f"{self.prune} pruning {self.sparsity:.0%}")
-        if self.quantize:
-            steps.append(self.quantize)
-        return " → ".join(steps) or "no compression"
+    plan: Plan | None  # None: every slot sampled "none", so there is nothing to run
 
 
 @dataclass(frozen=True)
 class TrialOutcome:
     number: int
-    plan: TrialPlan
+    plan: dict[str, Any] | None  # Plan.to_dict()
+    description: str
     state: str  # "complete" | "pruned" | "failed"
-    metric: float | None = None
-    proxy_metric: float | None = None
+    metric: float | None = None  # on the validation split: what the search decides on
+    proxy_metric: float | None = None  # on the first ``proxy_examples`` validation examples
     objectives: dict[str, float] = field(default_factory=dict)
-    card: dict[str, Any] | None = None
-    artifact: str | None = None
+    artifact: str | None = None  # the trial's run directory: model/, steps.json, card.json (sizewise.run/1)
     seconds: float = 0.0
     message: str = ""
+    error: str | None = None  # error.txt of a failed trial: the full traceback
 
 
 @dataclass(frozen=True)
@@ -50,131 +56,225 @@ class TrialContext:
     baseline_dir: str
     data: str
     out: str
-    runtime: str
     metric: str
-    baseline_metric: float
     baseline_proxy_metric: float  # the baseline on the same proxy subset: subsets differ in difficulty
     allowed_drop_points: float
-    finetune_epochs: int
-    finetune_lr: float
-    finetune_samples: int | None
-    proxy_fraction: float
-    measure: dict[str, Any]
+    proxy_examples: int
+    measure: dict[str, Any]  # MeasureConfig fields
     seed: int
+    finetune_samples: int | None = None
     proxy_may_stop: bool = True  # False until one trial completed, so a search always has a model to hand back
 
 
-def proxy_size(n_heldout: int, fraction: float) -> int:
-    return max(1, int(n_heldout * fraction))
+# -- sampling ---------------------------------------------------------------------------------------------------------
+
+def search_space(loaded, runtime: str, objective: str):
+    from sizewise.compress.registry import SearchSpace
+
+    return SearchSpace(loaded.task, "onnx" if loaded.is_onnx else loaded.inputs.kind, runtime, objective)
 
 
-def _pruners(methods: tuple[str, ...], task: str) -> list[str]:
-    pruners = [m for m in methods if m in ("channel", "magnitude") and task == "image-classification"]
-    return pruners + [m for m in methods if m == "head" and task != "image-classification"]
+def slot_methods(methods: tuple[str, ...], space, has_train: bool) -> tuple[dict[str, list[str]], list[str]]:
+    """The selected methods each slot may pick for this model (only slots with one), and the ones left out, why."""
+    from sizewise.compress.registry import get_method
+
+    slots: dict[str, list[str]] = {}
+    left_out = []
+    for slot, families in SLOTS:
+        for name in methods:
+            method = get_method(name)
+            if method.family not in families:
+                continue
+            if not method.applies(space):
+                left_out.append(f"{name} (not proposed for a {space.task} model on {space.runtime}, objective "
+                                f"{space.objective})")
+            elif space.input_kind == "onnx" and not method.accepts_onnx:
+                left_out.append(f"{name} (works on PyTorch models; this one is ONNX)")
+            elif method.trains and not has_train:
+                left_out.append(f"{name} (trains, and the data has no train split)")
+            else:
+                slots.setdefault(slot, []).append(name)
+    return slots, left_out
 
 
-def initial_design(methods: tuple[str, ...], task: str) -> list[dict]:
-    """One trial per quantizer alone, then each pruner at a middle sparsity with a quantizer (cycled)."""
-    quantizers = [m for m in methods if m in QUANTIZERS]
-    design = [{"prune": "none", "quantize": q} for q in quantizers]
-    for i, pruner in enumerate(_pruners(methods, task)):
-        middle = 0.7 if pruner == "magnitude" else 0.4
-        design.append({"prune": pruner, f"{pruner}_sparsity": middle,
-                       "quantize": quantizers[i % len(quantizers)] if quantizers else "none"})
-    return design
+def _choices(slots: dict[str, list[str]], slot: str) -> list[str]:
+    # With one slot, "none" would only waste trials on the baseline itself.
+    return slots[slot] if len(slots) == 1 else [NONE, *slots[slot]]
 
 
-def sample_plan(trial, methods: tuple[str, ...], task: str) -> TrialPlan:
-    """Optuna define-by-run: which pruning (if any) at what sparsity, then which quantization (if any)."""
-    pruners = _pruners(methods, task)
-    prune = trial.suggest_categorical("prune", ["none", *pruners])
-    sparsity = None
-    if prune != "none":
-        high = 0.9 if prune == "magnitude" else 0.7
-        sparsity = trial.suggest_float(f"{prune}_sparsity", 0.1, high, step=0.05)
-    quant = trial.suggest_categorical("quantize", ["none", *[m for m in methods if m in QUANTIZERS]])
-    return TrialPlan(trial.number, None if prune == "none" else prune, sparsity, None if quant == "none" else quant)
+def sample_plan(trial, slots: dict[str, list[str]], space, recovery=None, student=None) -> Plan | None:
+    """Optuna define-by-run: for each slot in order, a method (or none), then that method's own config."""
+    from sizewise.compress.registry import get_method
+
+    steps = []
+    for slot, _families in SLOTS:
+        if slot not in slots:
+            continue
+        name = trial.suggest_categorical(slot, _choices(slots, slot))
+        if name == NONE:
+            continue
+        method = get_method(name)
+        train = student if method.trains else (recovery if slot != "deploy" else None)
+        steps.append(Step(name, method.search(trial, space), train))
+    return Plan(tuple(steps), name=f"trial {trial.number}") if steps else None
 
 
-def _prune_config(plan: TrialPlan):
-    from sizewise.compress.prune import ChannelPrune, HeadPrune, MagnitudePrune
+class _Middle:
+    """Stands in for an Optuna trial to read a method's search space at its middle: the initial design's values."""
 
-    if plan.prune == "channel":
-        return ChannelPrune(plan.sparsity, skip_unprunable=True)
-    if plan.prune == "head":
-        return HeadPrune(plan.sparsity)
-    return MagnitudePrune(plan.sparsity, scope="layer")
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+
+    def _keep(self, name: str, value: Any) -> Any:
+        self.params[name] = value
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False):
+        if log:
+            return self._keep(name, math.sqrt(low * high))
+        if step:
+            return self._keep(name, round(low + round((high - low) / step / 2) * step, 10))
+        return self._keep(name, (low + high) / 2)
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False):
+        return self._keep(name, low + (high - low) // step // 2 * step)
+
+    def suggest_categorical(self, name: str, choices):
+        return self._keep(name, list(choices)[len(choices) // 2])
 
 
-def _quant_config(plan: TrialPlan, runtime: str):
-    from sizewise.compress.quantize import HalfPrecision, Int8Dynamic, Int8Static
+def initial_design(slots: dict[str, list[str]], space, trials: int) -> list[dict[str, Any]]:
+    """The first trials, enqueued: every method of the last slot alone, every structure method at the middle of its
+    space with a last-slot method (cycled), weight sharing alone. Those that bring a family not tried yet come first,
+    and all of those are kept, so each selected family is tried at least once; then more, up to half the trials."""
+    from sizewise.compress.registry import get_method
 
-    if plan.quantize == "int8-dynamic":
-        return Int8Dynamic(runtime=runtime)
-    if plan.quantize == "int8-static":
-        return Int8Static(runtime=runtime, calibration_samples=64)
-    return HalfPrecision("fp16", runtime=runtime)
+    deploy, structure = slots.get("deploy", []), slots.get("structure", [])
+    picks = [{"deploy": d} for d in deploy]
+    picks += [{"structure": s, **({"deploy": deploy[i % len(deploy)]} if deploy else {})}
+              for i, s in enumerate(structure)]
+    picks += [{"cluster": c} for c in slots.get("cluster", [])]
+    first, later, seen = [], [], set()
+    for pick in picks:
+        families = {get_method(name).family for name in pick.values()}
+        (later if families <= seen else first).append(pick)
+        seen |= families
+    design = []
+    for pick in first + later:
+        params: dict[str, Any] = {slot: pick.get(slot, NONE) for slot in slots}
+        for name in pick.values():
+            middle = _Middle()
+            get_method(name).search(middle, space)
+            params.update(middle.params)
+        design.append(params)
+    return design[:min(trials, max(len(first), trials // 2))]
 
 
-def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
-    """Everything heavy happens here; exceptions become a failed outcome with the message."""
-    import copy
-    import tempfile
+# -- running ----------------------------------------------------------------------------------------------------------
 
+class ProxyStop(Exception):
+    def __init__(self, value: float, examples: int):
+        super().__init__(f"proxy {value} on {examples} examples")
+        self.value, self.examples = value, examples
+
+
+class ProxyCheck:
+    """Multi-fidelity: a candidate already far outside the budget on the first ``proxy_examples`` validation examples
+    is stopped before its full evaluation and (slow) measurement.
+
+    The executor scores every finished step on that subset (``RunOptions.eval_limit``), logs it in ``steps.json``,
+    and reports progress before it acts next; the first report after the last step is logged comes before the final
+    measurement, and raising there stops the run. Slack: twice the budget plus two examples' worth of accuracy (or
+    one Spearman point), so subset noise alone does not stop a good candidate.
+    """
+
+    def __init__(self, folder: Path, steps: int, ctx: TrialContext):
+        self.folder, self.steps, self.ctx, self.done = folder, steps, ctx, False
+
+    def __call__(self, _message: str) -> None:
+        from sizewise.core.budget import points
+
+        log = self.folder / "steps.json"
+        if self.done or not log.is_file():
+            return
+        records = json.loads(log.read_text(encoding="utf-8"))["steps"]
+        if len(records) < self.steps:
+            return
+        self.done = True
+        ctx = self.ctx
+        proxy = records[-1]["metrics"].get(ctx.metric)
+        if proxy is None:
+            return
+        slack = 200 / ctx.proxy_examples if ctx.metric == "accuracy" else 1.0
+        if points(ctx.metric, ctx.baseline_proxy_metric) - points(ctx.metric, proxy) > \
+                2 * ctx.allowed_drop_points + slack:
+            raise ProxyStop(proxy, ctx.proxy_examples)
+
+
+def trial_data(spec: str, finetune_samples: int | None):
+    """The dataset a trial sees: with its validation split (carved the same way every time), and its train split cut
+    to the first ``finetune_samples`` examples if asked."""
+    from sizewise.data import load_dataset
+    from sizewise.data.dataset import carve_validation
+
+    dataset = carve_validation(load_dataset(spec))
+    if finetune_samples and "train" in dataset.splits:
+        dataset = dataclasses.replace(dataset, splits={**dataset.splits,
+                                                       "train": dataset.split("train").head(finetune_samples)})
+    return dataset
+
+
+def run_trial(job: TrialJob, ctx: TrialContext) -> TrialOutcome:
+    """Everything heavy happens here; an exception becomes a failed outcome, its traceback in error.txt."""
     import torch
 
-    import sizewise
     from sizewise.core.budget import points
     from sizewise.measure import MeasureConfig
+    from sizewise.models.loader import load
+    from sizewise.pipeline.executor import RunOptions, run
     from sizewise.pipeline.results import objectives_of
 
     started = time.perf_counter()
-    torch.manual_seed(ctx.seed + plan.number)
+    plan_dict = None if job.plan is None else job.plan.to_dict()
+    description = "no compression" if job.plan is None else job.plan.describe()
+    if job.plan is None:
+        return TrialOutcome(job.number, None, description, "pruned", message="every slot sampled 'none': the "
+                                                                              "baseline itself, nothing to run")
+    folder = Path(ctx.out) / "trials" / f"{job.number:04d}"
     try:
-        dataset = sizewise.load_dataset(ctx.data)
-        loaded = sizewise.load(ctx.baseline_dir)
-        if plan.prune:
-            config = _prune_config(plan)
-            from sizewise.compress.registry import METHODS
-
-            finetune, train_data = None, dataset
-            if ctx.finetune_epochs and "train" in dataset.splits:
-                finetune = sizewise.TrainConfig(epochs=ctx.finetune_epochs, lr=ctx.finetune_lr, seed=ctx.seed)
-                if ctx.finetune_samples:
-                    train_data = copy.copy(dataset)
-                    train_data.splits = {**dataset.splits, "train": dataset.split("train").head(ctx.finetune_samples)}
-            method = next(METHODS.get(n) for n in METHODS.names() if isinstance(config, METHODS.get(n).config))
-            method.apply(loaded, config, train_data, finetune)
-            loaded.module.eval()
-        proxy_n = proxy_size(len(dataset.split()), ctx.proxy_fraction)
-        with tempfile.TemporaryDirectory() as tmp:
-            if plan.quantize:
-                from sizewise.compress.quantize import quantize
-
-                result = quantize(copy.copy(loaded), _quant_config(plan, ctx.runtime), Path(tmp) / "q",
-                                  dataset=None if plan.quantize != "int8-static" else dataset,
-                                  measure_config=MeasureConfig(measure_memory=False, latency_seconds=0.05,
-                                                               throughput_sweep=(1,)), sensitivity=False)
-                loaded = sizewise.load(result.model_dir.parent)
-            proxy = sizewise.evaluate(loaded, dataset, limit=proxy_n)[ctx.metric]
-            # multi-fidelity: a candidate already far outside the budget on a quarter of the data is dropped here,
-            # before the full evaluation and the (slow) measurement. Slack: twice the budget plus two examples' worth
-            # of accuracy (or one Spearman point), so subset noise alone does not stop a good candidate.
-            slack = 200 / proxy_n if ctx.metric == "accuracy" else 1.0
-            if ctx.proxy_may_stop and points(ctx.metric, ctx.baseline_proxy_metric) - points(ctx.metric, proxy) > \
-                    2 * ctx.allowed_drop_points + slack:
-                return TrialOutcome(plan.number, plan, "pruned", proxy_metric=proxy,
-                                    seconds=time.perf_counter() - started,
-                                    message=f"proxy {ctx.metric} {points(ctx.metric, proxy):.2f} on {proxy_n} examples")
-            artifact = Path(ctx.out) / "trials" / f"{plan.number:04d}"
-            sizewise.save_model(loaded, artifact / "model")
-        final = sizewise.load(str(artifact))
-        card = sizewise.measure(final, MeasureConfig(**ctx.measure), dataset=dataset)
-        card.to_json(artifact / "card.json")
-        objectives = objectives_of(card.to_dict())
-        return TrialOutcome(plan.number, plan, "complete", metric=card.metrics[ctx.metric], proxy_metric=proxy,
-                            objectives=objectives, card=card.to_dict(), artifact=str(artifact),
+        torch.manual_seed(ctx.seed + job.number)
+        if folder.exists():  # a trial number runs once per study: this is left from a killed or discarded one
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        # The baseline was measured on validation with these same settings when the search began; the executor
+        # takes a before.json it finds as that measurement instead of timing the baseline again in every trial.
+        shutil.copyfile(Path(ctx.baseline_dir) / VALIDATION_CARD, folder / "before.json")
+        dataset = trial_data(ctx.data, ctx.finetune_samples)
+        baseline = load(ctx.baseline_dir)
+        check = ProxyCheck(folder, len(job.plan.steps), ctx) if ctx.proxy_may_stop else None
+        result = run(baseline, job.plan, dataset, folder, RunOptions(
+            measure=MeasureConfig(**ctx.measure), final_split="validation", eval_limit=ctx.proxy_examples,
+            kind="shrink-trial", command=f"shrink trial {job.number}: {description}",
+            progress=check or (lambda _m: None)))
+        card = result.after.to_dict()
+        proxy = next((s.metrics[ctx.metric] for s in reversed(result.steps) if ctx.metric in s.metrics), None)
+        return TrialOutcome(job.number, plan_dict, description, "complete", metric=card["metrics"][ctx.metric],
+                            proxy_metric=proxy, objectives=objectives_of(card), artifact=str(folder),
                             seconds=time.perf_counter() - started)
+    except ProxyStop as stop:
+        return TrialOutcome(job.number, plan_dict, description, "pruned", proxy_metric=stop.value,
+                            artifact=str(folder), seconds=time.perf_counter() - started,
+                            message=f"stopped early: proxy {ctx.metric} {points(ctx.metric, stop.value):.2f} on "
+                                    f"{stop.examples} validation examples (baseline "
+                                    f"{points(ctx.metric, ctx.baseline_proxy_metric):.2f})")
     except Exception as exc:  # a failed candidate is a result too: recorded, and the search goes on
-        return TrialOutcome(plan.number, plan, "failed", seconds=time.perf_counter() - started,
-                            message=f"{type(exc).__name__}: {str(exc)[:300]}")
+        error = folder / "error.txt"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            error.write_text(f"trial {job.number}: {description}\n\n{traceback.format_exc()}", encoding="utf-8")
+            where = f" (traceback: {error})"
+        except OSError:
+            error, where = None, ""
+        return TrialOutcome(job.number, plan_dict, description, "failed", seconds=time.perf_counter() - started,
+                            message=f"{type(exc).__name__}: {str(exc)[:300]}{where}",
+                            error=None if error is None else str(error))

@@ -54,8 +54,11 @@ def card_table(card: ModelCard, title: str | None = None) -> Table:
         c = card.carbon
         t.add_row("CO2e", f"{c.gco2e_per_1k:.4g} g per 1,000 inferences · grid {c.grid_gco2_per_kwh:g} gCO2e/kWh "
                           f"({c.region}, {c.year or 'user value'})")
+    shown_in_llm_rows = set()
+    if card.llm:
+        shown_in_llm_rows = llm_rows(t, card)
     for name, value in card.metrics.items():
-        if name not in METRIC_KEYS_NOT_SCORES:
+        if name not in METRIC_KEYS_NOT_SCORES and name not in shown_in_llm_rows:
             shown = f"{value:.2%}" if name == "accuracy" else f"{value:.2f}"
             t.add_row(name, f"{shown} on {int(card.metrics.get('examples', 0)):,} examples of the "
                                  f"{card.metrics.get('split', 'held-out')} split")
@@ -66,6 +69,68 @@ def card_table(card: ModelCard, title: str | None = None) -> Table:
                              f"{' · VM' if env.get('virtual_machine') else ''} · {flags} · torch "
                              f"{env.get('libraries', {}).get('torch', '?')}")
     return t
+
+
+def _tok_s(value: float) -> str:
+    return f"{value:,.1f} tok/s" if value < 1000 else f"{value:,.0f} tok/s"
+
+
+def llm_rows(t: Table, card: ModelCard) -> set[str]:
+    """The causal-LM rows; returns the metric names they already show."""
+    llm = card.llm
+    shown: set[str] = set()
+    if llm.perplexity:
+        p = llm.perplexity
+        cut = f" · [yellow]text cut at {p.max_tokens:,} tokens[/]" if p.truncated else ""
+        t.add_row("perplexity", f"{p.token_perplexity:.3f} per token · {p.word_perplexity:.3f} per word · "
+                                f"{p.bits_per_byte:.4f} bits/byte on the {p.split} split{cut}")
+        prefix = f"{p.prefix_token!r} put first" if p.prefix_token else "first token unscored"
+        t.add_row("", Text(f"sliding window: context {p.context_tokens:,} tokens, stride {p.stride_tokens:,}, "
+                           f"{p.windows:,} windows, {p.tokens_scored:,} of {p.text_tokens:,} tokens scored "
+                           f"({prefix}) · {p.words:,} words · {p.utf8_bytes:,} bytes · {p.texts:,} texts",
+                           style="dim"))
+        shown = {"perplexity", "word_perplexity", "bits_per_byte"}
+    gens = llm.generation
+    t.add_row("prefill", " · ".join(f"b{g.batch_size}: {_tok_s(g.prefill.tokens_per_s)}" for g in gens)
+              + f" ({llm.prompt_tokens}-token prompt, median of {gens[0].runs} runs)")
+    t.add_row("time to first token", " · ".join(
+        f"b{g.batch_size}: {g.ttft_p50_ms:.2f} ms (95% CI {g.ttft_ci95_ms[0]:.2f}–{g.ttft_ci95_ms[1]:.2f})"
+        for g in gens))
+    t.add_row("decode", " · ".join(
+        f"b{g.batch_size}: {_tok_s(g.decode.tokens_per_s)} ({g.decode.p50_ms:.2f} ms/step, 95% CI "
+        f"{g.decode.ci95_p50_ms[0]:.2f}–{g.decode.ci95_p50_ms[1]:.2f})" for g in gens)
+              + f" · greedy, KV cache, {llm.new_tokens} new tokens, {llm.threads} thread(s), {llm.device}")
+    kv = gens[0].kv_cache
+    t.add_row("KV cache", f"{format_bytes(kv.bytes)} per sequence at {kv.context_tokens:,} tokens"
+              + "".join(f" · {format_bytes(g.kv_cache.bytes)} at batch {g.batch_size}" for g in gens[1:])
+              + f" · weights {format_bytes(llm.weights_bytes)} ({llm.dtype})")
+    t.add_row("", Text(f"2 × {kv.layers} layers × {kv.kv_heads} KV heads (of {kv.attention_heads}) × "
+                       f"{kv.head_dim} head dim × context × batch × {kv.bytes_per_element} B", style="dim"))
+    f = llm.flops_per_token
+    measured = (f" · counted {format_flops(f.measured)} ({f.measured / f.analytic:.2f}× the formula, coverage "
+                f"{f.measured_coverage:.1%})" if f.measured else " · not counted")
+    t.add_row("FLOPs / token", f"{format_flops(f.analytic)} at context {f.context_tokens:,}{measured}")
+    t.add_row("", Text(f"2 × ({f.non_embedding_params:,} non-embedding + {f.tied_unembedding_params:,} tied "
+                       f"unembedding params) + 2 × 2 × {f.layers} layers × context × {f.attention_width}",
+                       style="dim"))
+    if llm.bandwidth:
+        b = llm.bandwidth
+        points = " · ".join(f"b{g.batch_size}: {_tok_s(g.roofline_tokens_per_s)}, measured "
+                            f"{g.roofline_fraction:.0%} of it" for g in gens if g.roofline_tokens_per_s)
+        t.add_row("decode roofline", f"read bandwidth {b.bytes_per_s / 1e9:.1f} GB/s ({format_bytes(b.buffer_bytes)} "
+                                     f"float32 sum, {b.threads} thread(s)) → {points}")
+        t.add_row("", Text("roofline = batch × bandwidth / (weights + KV cache bytes), read once per step",
+                           style="dim"))
+    for g in gens:
+        if g.energy:
+            e = g.energy
+            label = "[green]measured[/]" if e.method.startswith("measured") else "[yellow]estimated[/]"
+            detail = (f"{e.assumptions.get('watts_per_core')} W per busy core × decode CPU time"
+                      if e.method.startswith("estimated") else e.method)
+            co2 = f" · {g.carbon.gco2e_per_1k:.4g} g CO2e" if g.carbon else ""
+            t.add_row(f"energy / 1k tokens (b{g.batch_size})",
+                      f"{e.joules_per_1k:.4g} J{co2} · {label} ({detail}, PUE {e.pue})")
+    return shown
 
 
 def print_card(card: ModelCard, console: Console, title: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""An interleaved A/B comparison as a small rich table: each side's median with its interval, the speed-up, the verdict."""
+"""An interleaved A/B comparison as a small rich table: each side's median and interval, the speed-up, the verdict."""
 
 from __future__ import annotations
 

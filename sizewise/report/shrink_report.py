@@ -1,4 +1,8 @@
-"""The shrink report: OUT/report.html (one self-contained file) and OUT/report.md, from OUT/results.json."""
+"""The shrink report: OUT/report.html (one self-contained file) and OUT/report.md, from OUT/results.json.
+
+The before/after table holds the reported numbers (test split); the Pareto plot and the trials table hold what the
+search decided on (validation split), and the report says which is which.
+"""
 
 from __future__ import annotations
 
@@ -29,14 +33,29 @@ def _as_dict(results: Any) -> dict:
 
 
 def comparison_rows(r: dict) -> list[tuple[str, dict | None]]:
+    """The reported rows, on the test split (cards are None until the search finished)."""
     chosen = r.get("chosen") or {}
-    return [("fp32, torch eager", r["baseline"]["torch_fp32"]),
-            (f"fp32, {r['config']['runtime']}", r["baseline"]["runtime_fp32"]),
-            (f"chosen: trial {chosen.get('trial')} ({chosen.get('description', '')})", chosen.get("card"))]
+    return [("fp32, torch eager", r["baseline"].get("torch_fp32")),
+            (f"fp32, {r['config']['runtime']}", r["baseline"].get("runtime_fp32")),
+            (f"chosen: trial {chosen.get('trial')} ({chosen.get('description', '')})",
+             (chosen.get("test") or {}).get("card"))]
 
 
-def _cells(metric: str, card: dict | None, base: dict) -> list[str]:
-    if not card:
+def _meets_budget(r: dict) -> bool | None:
+    """On test when it was scored there, else on validation (the search was interrupted)."""
+    chosen = r.get("chosen") or {}
+    return (chosen.get("test") or chosen.get("validation") or {}).get("meets_budget")
+
+
+def _splits_note(r: dict) -> str:
+    tested = ((r.get("chosen") or {}).get("test")) is not None
+    note = (f"Trials were compared and the model chosen on the {r.get('selection_split', 'validation')} split; "
+            f"the before/after numbers are on the {r.get('reported_split', 'test')} split, scored once.")
+    return note if tested else note + " The test split was not scored: the search did not finish."
+
+
+def _cells(metric: str, card: dict | None, base: dict | None) -> list[str]:
+    if not card or not base:
         return ["–"] * 6
     speed = base["latency"]["p50_ms"] / card["latency"]["p50_ms"]
     return [f"{points(metric, card['metrics'][metric]):.2f}", format_bytes(card["size"]["disk_bytes"]),
@@ -54,45 +73,34 @@ def _plot(r: dict) -> str:
         if t["state"] != "complete":
             continue
         kind = "chosen" if t["number"] == chosen else ("pareto" if t["number"] in pareto else "trial")
-        desc = t["plan"]
         pts.append(Point(t["objectives"][r["objective"]], points(metric, t["metric"]),
-                         f"trial {t['number']}: {_describe(desc)}", kind))
-    base = r["baseline"]["runtime_fp32"]
+                         f"trial {t['number']}: {t['description']}", kind))
+    base = r["baseline"]["validation"]
     pts.append(Point(of(base), points(metric, base["metrics"][metric]), "baseline (fp32)", "baseline"))
     budget_line = points(metric, base["metrics"][metric]) - _allowed(r)
-    return scatter_svg(pts, label, f"{metric} (points)", hline=budget_line, hline_label="budget")
-
-
-def _describe(plan: dict) -> str:
-    steps = []
-    if plan.get("prune"):
-        steps.append(f"{plan['prune']} pruning {plan['sparsity']:.0%}")
-    if plan.get("quantize"):
-        steps.append(plan["quantize"])
-    return " → ".join(steps) or "no compression"
+    return scatter_svg(pts, label, f"{metric} on validation (points)", hline=budget_line, hline_label="budget")
 
 
 def _allowed(r: dict) -> float:
     from sizewise.core.budget import Budget
 
     b = r["config"]["max_drop"]
-    base = r["baseline"]["runtime_fp32"]["metrics"][r["metric"]]
+    base = r["baseline"]["validation"]["metrics"][r["metric"]]
     return Budget(b["value"], b["absolute"]).allowed_drop(r["metric"], base)
 
 
 def _trial_row(t: dict, metric: str, objective: str) -> str:
     value = "" if t.get("metric") is None else f"{points(metric, t['metric']):.2f}"
     cost = f"{t['objectives'][objective]:.4g}" if t.get("objectives") else ""
-    return (f"<tr><td>{t['number']}</td><td>{escape(_describe(t['plan']))}</td><td>{t['state']}</td>"
+    return (f"<tr><td>{t['number']}</td><td>{escape(t['description'])}</td><td>{t['state']}</td>"
             f"<td>{value}</td><td>{cost}</td><td>{t['seconds']:.1f}</td><td>{escape(t.get('message', ''))}</td></tr>")
 
 
 def render_html(r: dict) -> str:
     metric = r["metric"]
-    chosen = r.get("chosen") or {}
-    ok = chosen.get("meets_budget")
+    ok = _meets_budget(r)
     banner = ("ok", "✔ ") if ok else ("bad", "✘ ")
-    base = r["baseline"]["torch_fp32"]
+    base = r["baseline"].get("torch_fp32")
     rows = "".join(f"<tr><th>{escape(name)}</th>{''.join(f'<td>{c}</td>' for c in _cells(metric, card, base))}</tr>"
                    for name, card in comparison_rows(r))
     trials = "".join(_trial_row(t, metric, r["objective"]) for t in r["trials"])
@@ -116,19 +124,20 @@ text-align:right}} th:first-child,td:nth-child(2){{text-align:left}} .verdict{{p
 {'<br>The search was interrupted; re-run the same command to resume.' if r.get('interrupted') else ''}</p>
 <p>Objective: <strong>{escape(r['objective'])}</strong> on <strong>{escape(r['config']['runtime'])}</strong>,
 accuracy budget: at most {_allowed(r):.2f} points of {escape(metric)} lost.</p>
-<h2>Before and after</h2>
+<p class="muted">{escape(_splits_note(r))}</p>
+<h2>Before and after (test split)</h2>
 <table><tr><th></th><th>{escape(metric)}</th><th>disk</th><th>FLOPs</th><th>latency p50</th>
 <th>speed vs torch fp32</th><th>energy / 1k</th></tr>{rows}</table>
 <p class="muted">All measured on this machine in this run; speed is the ratio of measured medians. FLOP = 2 × multiply-accumulate.
-Energy is {escape((r['baseline']['torch_fp32'].get('energy') or {}).get('method', 'n/a'))}.</p>
-<h2>Pareto front</h2>
+Energy is {escape(((r['baseline'].get('torch_fp32') or {}).get('energy') or {}).get('method', 'n/a'))}.</p>
+<h2>Pareto front (validation split)</h2>
 <figure id="pareto">{_plot(r)}<figcaption class="muted">Grey: trials; blue: the Pareto front ({len(r['pareto'])} points{
 ", the baseline among them" if any(c["trial"] == "baseline" for c in r["pareto"]) else ""});
 red star: chosen; black square: the fp32 baseline; dashed: the budget.</figcaption></figure>
 <h2>Per-layer sensitivity to int8</h2>
 {sensitivity_section(r.get("sensitivity", []), sens)}
 <h2>Trials</h2>
-<table><tr><th>#</th><th>what it did</th><th>state</th><th>{escape(metric)}</th><th>{escape(r['objective'])}</th>
+<table><tr><th>#</th><th>what it did</th><th>state</th><th>{escape(metric)} (validation)</th><th>{escape(r['objective'])}</th>
 <th>seconds</th><th>note</th></tr>{trials}</table>
 <h2>Environment</h2>
 <p>{escape(str(env.get('cpu')))} · {env.get('logical_cores')} logical cores · threads {env.get('threads')} ·
@@ -140,20 +149,23 @@ red star: chosen; black square: the fp32 baseline; dashed: the budget.</figcapti
 
 def render_markdown(r: dict) -> str:
     metric = r["metric"]
-    base = r["baseline"]["torch_fp32"]
+    base = r["baseline"].get("torch_fp32")
     lines = ["# sizewise shrink report", "", f"**{r['verdict']}**", "",
              f"Objective: {r['objective']} on {r['config']['runtime']}; budget: at most {_allowed(r):.2f} points of "
-             f"{metric} lost.", "", f"| | {metric} | disk | FLOPs | latency p50 | speed vs torch fp32 | energy / 1k |",
+             f"{metric} lost.", "", _splits_note(r), "", "## Before and after (test split)", "",
+             f"| | {metric} | disk | FLOPs | latency p50 | speed vs torch fp32 | energy / 1k |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, card in comparison_rows(r):
         lines.append(f"| {name} | " + " | ".join(_cells(metric, card, base)) + " |")
-    lines += ["", "## Pareto front", "", f"| trial | what it did | {metric} | {r['objective']} |", "|---:|---|---:|---:|"]
+    lines += ["", "## Pareto front (validation split)", "", f"| trial | what it did | {metric} | {r['objective']} |",
+              "|---:|---|---:|---:|"]
     lines += [f"| {c['trial']} | {c['description']} | {points(metric, c['metric']):.2f} | {c['objective']:.4g} |"
               for c in r["pareto"]]
-    lines += ["", "## Trials", "", f"| # | what it did | state | {metric} | seconds | note |", "|---:|---|---|---:|---:|---|"]
+    lines += ["", "## Trials", "", f"| # | what it did | state | {metric} (validation) | seconds | note |",
+              "|---:|---|---|---:|---:|---|"]
     for t in r["trials"]:
         value = "" if t.get("metric") is None else f"{points(metric, t['metric']):.2f}"
-        lines.append(f"| {t['number']} | {_describe(t['plan'])} | {t['state']} | {value} | {t['seconds']:.1f} | "
+        lines.append(f"| {t['number']} | {t['description']} | {t['state']} | {value} | {t['seconds']:.1f} | "
                      f"{t.get('message', '')} |")
     lines += ["", f"Command: `{r['command']}`", ""]
     return "\n".join(lines)

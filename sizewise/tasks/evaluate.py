@@ -14,6 +14,7 @@ import torch
 from sizewise.core.errors import DataError
 from sizewise.core.metrics import METRIC_KEYS_NOT_SCORES, primary_metric  # noqa: F401  (re-exported)
 from sizewise.data.dataset import Dataset, Split
+from sizewise.models.images import prepare_images
 from sizewise.models.loaded import LoadedModel
 
 _MODEL_TASKS_FOR = {
@@ -31,7 +32,13 @@ def check_compatible(loaded: LoadedModel, dataset: Dataset) -> None:
             else f"use a dataset for a {loaded.task} model"
         raise DataError(f"dataset '{dataset.name}' is for {dataset.task} but model '{loaded.reference}' is a "
                         f"{loaded.task} model", hint=hint)
-    if dataset.task == "image-classification" and loaded.inputs.kind == "tensor" and loaded.inputs.shape:
+    processor = loaded.metadata.get("image_processor")
+    if dataset.task == "image-classification" and processor and dataset.input_shape:
+        channels = len(processor["mean"])  # the processor resizes any height and width; grey images become RGB
+        if dataset.input_shape[0] not in {channels, 1}:
+            raise DataError(f"dataset '{dataset.name}' has {dataset.input_shape[0]}-channel images but model "
+                            f"'{loaded.reference}' takes {channels} channels")
+    elif dataset.task == "image-classification" and loaded.inputs.kind == "tensor" and loaded.inputs.shape:
         if tuple(loaded.inputs.shape) != tuple(dataset.input_shape or ()):
             from sizewise.models.zoo import ZOO
 
@@ -80,7 +87,10 @@ def model_outputs(loaded: LoadedModel, split: Split, batch_size: int = 64, max_l
     with torch.inference_mode():
         for s in _batches(len(split), batch_size):
             if isinstance(split.inputs, np.ndarray):
-                x = torch.from_numpy(split.inputs[s]).to(getattr(torch, loaded.inputs.dtype))  # fp16/bf16 models
+                images = split.inputs[s]
+                if loaded.metadata.get("image_processor"):  # a Hugging Face image model: resized and normalised
+                    images = prepare_images(loaded, images)  # as its processor would
+                x = torch.from_numpy(images).to(getattr(torch, loaded.inputs.dtype))  # fp16/bf16 models
                 out = first_output(loaded.module(**{loaded.inputs.name: x}))
             else:
                 enc = _tokenize(loaded, list(split.inputs[s]), max_length)

@@ -56,7 +56,10 @@ def check_trainable(loaded: LoadedModel) -> None:
         raise ModelReferenceError(f"'{loaded.reference}' is an ONNX file: it has no PyTorch weights to fine-tune",
                                   hint="fine-tune the PyTorch model (zoo:NAME, a Hugging Face directory or a run "
                                        "directory) and export afterwards")
-    if not any(p.is_floating_point() for p in loaded.module.parameters()):
+    from sizewise.models.torch_quant import is_int8_weight
+
+    if any(is_int8_weight(p) for p in loaded.module.parameters()) or \
+            not any(p.is_floating_point() for p in loaded.module.parameters()):
         raise ModelReferenceError(f"model '{loaded.reference}' has no floating-point parameters to train (a "
                                   f"quantized model?)", hint="fine-tune before quantizing")
 

@@ -17,9 +17,9 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def short_timing(monkeypatch):
-    measure = importlib.import_module("sizewise.measure")  # this checks the command, not the machine
-    monkeypatch.setattr(measure, "MeasureConfig", functools.partial(
-        measure.MeasureConfig, latency_seconds=0.05, throughput_sweep=(1,), measure_memory=False))
+    api = importlib.import_module("sizewise.measure.api")  # this checks the command, not the machine
+    monkeypatch.setattr(api, "MeasureConfig", functools.partial(
+        api.MeasureConfig, latency_seconds=0.05, throughput_sweep=(1,), measure_memory=False))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -58,19 +58,28 @@ def test_finetune_a_new_head_then_resume(pretrained_dir, tmp_path):
             "--epochs", "2", "--labels", "300", "--threads", "1", "--out", out]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
-    for shown in ("untrained", "accuracy", "300 (270 train + 30 validation)",
+    for shown in ("before (new head, untrained)", "accuracy", "300 train + 135 validation",
                   "all after epoch 1", "3 × forward", "assumes backward ≈ 2 × forward", "estimated"):
         assert shown in result.output
-    card = json.loads((out / "card.json").read_text())
-    assert card["method"] == "finetune" and card["labelled_examples"] == 300
-    assert card["compute"]["examples_seen"] == 540 and card["compute"]["training_flops_3x_forward"] > 0
-    assert card["compute"]["energy_joules"] > 0
-    assert card["metrics_after"]["accuracy"] > card["metrics_before"]["accuracy"] + 0.2
+    record = json.loads((out / "card.json").read_text())
+    assert record["schema"] == "sizewise.run/1" and record["kind"] == "finetune"
+    step = record["steps"][0]
+    assert step["method"] == "finetune" and step["config"]["head"] == "new" and step["train"]["epochs"] == 2
+    details = step["details"]["finetune"]
+    assert details["labelled_examples"] == 300 and details["validation_examples"] == 135  # the data's validation
+    assert details["compute"]["examples_seen"] == 600 and details["compute"]["training_flops_3x_forward"] > 0
+    assert details["compute"]["energy_joules"] > 0
+    # the untrained new head (validation) against the trained one; the before card is the input model's own head
+    assert details["metrics_after"]["accuracy"] > details["metrics_before"]["accuracy"] + 0.2
+    assert record["before"]["metrics"]["split"] == record["after"]["metrics"]["split"] == "test"
     assert sizewise.load(str(out)).num_classes == 10
+    refused = invoke(*args)  # without --resume an OUT that holds a run is not touched
+    assert refused.exit_code == 1 and "already holds a run" in refused.output
     again = invoke(*args, "--resume")  # the run is complete: nothing left to train, the same model comes back
     assert again.exit_code == 0, again.output
-    assert "resumed after epoch 2" in again.output
-    assert json.loads((out / "card.json").read_text())["metrics_after"] == card["metrics_after"]
+    assert "resumed: step 1 of 1 was already done" in again.output
+    after = json.loads((out / "card.json").read_text())
+    assert after["resumed_from"] == 1 and after["after"]["metrics"] == record["after"]["metrics"]
 
 
 def test_finetune_an_encoder_with_lora(tiny_bert_dir, sst_folder, tmp_path):

@@ -12,11 +12,14 @@ from sizewise.compress.prune.unstructured import cubic_schedule
 from sizewise.core.errors import ConfigError, DataError
 
 
-def compress(*args, **kwargs):
-    """Before/after cards around one method (the end-to-end path; being replaced by the one-plan executor)."""
-    from sizewise.compress import compress as run
+def compress(loaded, config, out, dataset=None, finetune=None, measure_config=None):
+    """One method as a one-step plan through the executor: before/after cards, the artifact saved and reloaded."""
+    from sizewise.measure import MeasureConfig
+    from sizewise.pipeline.executor import RunOptions, run
+    from sizewise.pipeline.plan import Plan, Step
 
-    return run(*args, **kwargs)
+    return run(loaded, Plan((Step.of(config, train=finetune),)), dataset, out,
+               RunOptions(measure=measure_config or MeasureConfig()))
 
 
 def apply(name, loaded, config, **context):
@@ -268,7 +271,8 @@ def test_head_pruning_saves_reloads_and_exports(tiny_bert_dir, quick, tmp_path):
     assert set(result.details["heads_after"].values()) == {2} and result.details["intermediate_size"] == 32
     reloaded = sizewise.load(tmp_path)
     x = reloaded.example_inputs(2, 8)
-    torch.testing.assert_close(reloaded.module(**x).last_hidden_state, source.module(**x).last_hidden_state)
+    torch.testing.assert_close(reloaded.module(**x).last_hidden_state, result.model.module(**x).last_hidden_state)
+    assert source.module.encoder.layer[0].attention.self.num_attention_heads == 4  # the input model is untouched
     assert to_onnx(reloaded, tmp_path / "p.onnx").stat().st_size > 0
 
 

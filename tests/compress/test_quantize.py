@@ -4,13 +4,27 @@ import torch
 from typer.testing import CliRunner
 
 import sizewise
-from sizewise.compress.quantize import HalfPrecision, Int8Dynamic, Int8Static, WeightOnly, quantize
-from sizewise.compress.quantize.api import _verdict
+from sizewise.compress.quantize import HalfPrecision, Int8Dynamic, Int8Static, WeightOnly
 from sizewise.compress.quantize.sensitivity import fallback_steps
 from sizewise.core.budget import Budget
 from sizewise.core.errors import ConfigError, DataError
+from sizewise.pipeline.record import verdict_for
 
 BUDGET = Budget.parse("0.5pp")
+
+
+def quantize(loaded, config, out, dataset=None, max_drop=None, measure_config=None):
+    """One quantization step, run by the one executor as `sizewise quantize` runs it: the fp32 model measured on the
+    deployment runtime (and on torch eager), the step, and the reloaded artifact measured the same way."""
+    from dataclasses import replace
+
+    from sizewise.measure.api import MeasureConfig
+    from sizewise.pipeline.executor import RunOptions, run
+    from sizewise.pipeline.plan import Plan
+
+    mc = replace(measure_config or MeasureConfig(), runtime=config.runtime)
+    return run(loaded, Plan.of(config), dataset, out, RunOptions(
+        measure=mc, budget=max_drop, references=("torch",) if config.runtime != "torch" else (), kind="quantize"))
 
 
 @pytest.mark.parametrize("config, max_fraction", [
@@ -71,11 +85,13 @@ def outlier_mlp(tmp_path_factory, digits):
 def test_fallback_keeps_the_sensitive_layer_in_float(outlier_mlp, digits, quick, tmp_path):
     result = quantize(sizewise.load(outlier_mlp), Int8Dynamic(), tmp_path, dataset=digits, max_drop=BUDGET,
                       measure_config=quick)
-    assert result.tried[0]["kept_in_float"] == 0 and result.tried[0]["metric"] < 0.5  # all-int8 collapses
-    assert result.sensitivity[0].node == result.kept_in_float[0]
-    assert "fc1" in result.sensitivity[0].node.lower() or "gemm" in result.sensitivity[0].op_type.lower()
-    assert result.sensitivity[0].output_error > 10 * result.sensitivity[-1].output_error
-    assert result.verdict.meets_budget and result.kept_in_float == [result.sensitivity[0].node]
+    tried, rows, kept = (result.details[k] for k in ("tried", "sensitivity", "kept_in_float"))
+    assert tried[0]["kept_in_float"] == 0 and tried[0]["metric"] < 0.5  # all-int8 collapses (on validation)
+    assert tried[0]["split"] == "validation" and result.after.metrics["split"] == "test"
+    assert rows[0]["node"] == kept[0]
+    assert "fc1" in rows[0]["node"].lower() or "gemm" in rows[0]["op_type"].lower()
+    assert rows[0]["output_error"] > 10 * rows[-1]["output_error"]
+    assert result.verdict.meets_budget and kept == [rows[0]["node"]]
     assert result.after.size.memory_by_dtype.get("int8", 0) >= 16 * 10  # fc2 is int8 (tiny: no bytes saved overall)
 
 
@@ -86,7 +102,7 @@ def test_fallback_steps_double():
 
 
 def test_verdict_says_when_the_budget_is_missed():
-    verdict = _verdict("spearman", 82.03, 80.5, Budget.parse("0.01"))
+    verdict = verdict_for({"spearman": 82.03}, {"spearman": 80.5, "split": "test"}, Budget.parse("0.01"))
     assert verdict.meets_budget is False and "does NOT meet" in verdict.message
     assert verdict.drop_points == pytest.approx(1.53) and verdict.allowed_points == pytest.approx(0.8203)
 
@@ -115,7 +131,7 @@ def test_calibration_data_that_does_not_match(quick, tmp_path, digits):
 
 
 def test_static_needs_data(trained_digits_dir, quick, tmp_path):
-    with pytest.raises(DataError, match="pass --data"):
+    with pytest.raises(ConfigError, match="needs data.*pass --data"):
         quantize(sizewise.load(trained_digits_dir), Int8Static(), tmp_path, measure_config=quick)
 
 
@@ -147,7 +163,7 @@ def test_quantization_aware_training_exports_int8(trained_digits_dir, digits, qu
 
     result = quantize(sizewise.load(trained_digits_dir), QuantizationAwareTraining(epochs=1, calibration_samples=64),
                       tmp_path, dataset=digits, max_drop=BUDGET, measure_config=quick)
-    assert result.method == "qat" and result.details["qat_epochs"] == 1
+    assert result.steps[0].method == "qat" and result.details["qat"]["qat_epochs"] == 1
     assert result.after.size.disk_bytes <= 0.35 * result.before.size.disk_bytes
     assert result.verdict.meets_budget
 
@@ -156,7 +172,7 @@ def test_sensitivity_is_shown_as_a_table_and_a_plot(outlier_mlp, digits, tmp_pat
     from sizewise.cli.app import app
 
     result = CliRunner().invoke(app, ["quantize", str(outlier_mlp), "--data", "digits", "--method", "int8-dynamic",
-                                      "--max-drop", "0.5pp", "--out", str(tmp_path), "--threads", "1"])
+                                      "--max-drop", "0.5pp", "--out", str(tmp_path), "--threads", "1", "--no-memory"])
     assert result.exit_code == 0, result.output
     assert "per-layer sensitivity" in result.output and "fc1" in result.output
     page = (tmp_path / "report.html").read_text()

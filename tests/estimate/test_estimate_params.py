@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from sizewise.core.errors import ConfigError, ModelReferenceError
-from sizewise.estimate import PRESETS, estimate
+from sizewise.api import estimate  # the API passes the model loader, for references that are not presets
+from sizewise.estimate import PRESETS
 from sizewise.estimate.params import resolve_model
 
 REQUIRED_PRESETS = ["gpt3-175b", "gpt2", "bert-base-uncased", "bert-large-uncased", "t5-base", "llama-2-7b",

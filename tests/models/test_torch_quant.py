@@ -126,6 +126,34 @@ def test_old_torch_ao_artifacts_load_with_their_exact_integers(tmp_path):
     assert _relative_error(model.fc1(x), x @ dequantized.T + state["fc1.bias"]) < 0.02
 
 
+def test_an_old_torch_ao_run_directory_still_loads(tmp_path):
+    import json
+
+    float_model = sizewise.load("tiny_models:tiny_mlp")
+    sizewise.save_model(float_model, tmp_path / "model")  # then made into what the torch.ao version wrote
+    state, scale = _old_format_state()
+    save_sparse(state, tmp_path / "model" / "model.safetensors")
+    manifest_path = tmp_path / "model" / "sizewise-model.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["torch_quantization"] = "torch.ao dynamic int8 Linear"
+    manifest_path.write_text(json.dumps(manifest))
+    reloaded = sizewise.load(tmp_path)
+    assert sorted(dynamic_linear_modules(reloaded.module)) == ["fc1", "fc2"]
+    assert torch.equal(reloaded.module.fc2.weight.qdata, state["fc2.weight_int8"])
+    x = reloaded.example_inputs(4)
+    expected = load_quantized_state(tiny_mlp(), state)(*x.values())
+    assert torch.equal(reloaded.module(**x), expected)
+
+
+def test_a_quantized_model_pickles_for_the_memory_measurement_child_process():
+    import pickle
+
+    model = quantize_dynamic_int8(tiny_mlp())
+    x = torch.randn(4, 1, 8, 8)
+    for m in (model, load_quantized_state(tiny_mlp(), quantized_state(model))):
+        assert torch.equal(pickle.loads(pickle.dumps(m))(x), model(x))
+
+
 def test_old_artifacts_with_a_zero_point_are_requantized_from_their_float_values():
     state, scale = _old_format_state(zero_point=3)
     model = load_quantized_state(tiny_mlp(), state)

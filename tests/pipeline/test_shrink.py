@@ -1,5 +1,7 @@
+import dataclasses
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -10,13 +12,15 @@ from pathlib import Path
 import pytest
 
 import sizewise
+from sizewise.compress.registry import METHODS, SearchSpace, get_method, list_methods
 from sizewise.core.budget import Budget
 from sizewise.core.errors import ConfigError, DataError
 from sizewise.pipeline import ShrinkConfig
-from sizewise.report.shrink_report import shrink
 from sizewise.pipeline.results import Candidate, baseline_candidate, choose, pareto_front
+from sizewise.report.shrink_report import shrink
 
 FAST = dict(trials=3, finetune_epochs=1, latency_seconds=0.05, threads=1, methods=("channel", "int8-dynamic"))
+IMAGES = SearchSpace("image-classification", "tensor", "onnxruntime", "latency")
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +30,36 @@ def search(trained_digits_dir, tmp_path_factory):
     return out, results
 
 
-def test_search_end_to_end_writes_results_and_reports(search):
+def _families(trial: dict) -> set[str]:
+    return {get_method(step["method"]).family for step in (trial["plan"] or {}).get("steps", [])}
+
+
+def test_search_end_to_end_chooses_on_validation_and_reports_on_test(search):
     out, results = search
     data = json.loads((out / "results.json").read_text())
-    assert data["schema"] == "sizewise.shrink/1" and len(data["trials"]) == 3
-    assert data["chosen"] is not None and "meets_budget" in data["chosen"]
-    assert data["pareto"] and all("trial" in p for p in data["pareto"])
+    assert data["schema"] == "sizewise.shrink/2" and len(data["trials"]) == 3
+    assert data["selection_split"] == "validation" and data["reported_split"] == "test"
+    assert data["methods"] == {"structure": ["channel"], "deploy": ["int8-dynamic"]}
+    chosen = data["chosen"]
+    assert chosen["validation"]["split"] == "validation" and chosen["test"]["split"] == "test"
+    assert chosen["test"]["card"]["metrics"]["split"] == "test"
+    assert data["baseline"]["validation"]["metrics"]["split"] == "validation"
+    assert data["baseline"]["torch_fp32"]["metrics"]["split"] == "test"
     assert data["baseline"]["torch_fp32"]["metrics"]["accuracy"] > 0.8
+    trial = next(t for t in data["trials"] if t["number"] == chosen["trial"])
+    assert trial["metric"] == chosen["validation"]["metric"]  # the trial was scored on validation
+    record = json.loads((Path(trial["artifact"]) / "card.json").read_text())
+    assert record["schema"] == "sizewise.run/1" and record["after"]["metrics"]["split"] == "validation"
+    assert data["pareto"] and all("trial" in p for p in data["pareto"])
     assert data["sensitivity"] and data["sensitivity"][0]["output_error"] >= data["sensitivity"][-1]["output_error"]
     html = (out / "report.html").read_text()
     assert "<svg" in html and "<script" not in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "chosen on the validation split" in html and "Before and after (test split)" in html
     assert "Pareto front" in (out / "report.md").read_text()
-    chosen = sizewise.load(data["chosen"]["artifact"])  # the chosen artifact loads and is the evaluated model
-    assert sizewise.evaluate(chosen, sizewise.load_dataset("digits"))["accuracy"] == data["chosen"]["metric"]
+    # the chosen artifact loads and is the evaluated model, on both splits
+    model, digits = sizewise.load(chosen["artifact"]), sizewise.load_dataset("digits")
+    assert sizewise.evaluate(model, digits, split="validation")["accuracy"] == chosen["validation"]["metric"]
+    assert sizewise.evaluate(model, digits)["accuracy"] == chosen["test"]["metric"]
 
 
 def test_rerunning_a_finished_search_adds_nothing(search, trained_digits_dir):
@@ -107,26 +128,115 @@ def test_the_uncompressed_baseline_is_a_point_of_the_front():
     assert choose([faster_less_accurate])[0].trial == 1  # the baseline is a reference, never the answer
 
 
-def test_a_budget_nothing_meets_returns_the_closest_with_a_verdict(trained_digits_dir, tmp_path):
-    config = ShrinkConfig(**{**FAST, "methods": ("channel",), "trials": 2}, max_drop=Budget(0.0, absolute=True))
+def test_a_budget_nothing_meets_returns_the_closest_with_a_verdict(trained_digits_dir, tmp_path, monkeypatch):
+    # 99% of every layer's weights removed and no recovery: no candidate can keep the accuracy, so the outcome is
+    # certain; the second trial is far outside the budget on the proxy subset and stops there.
+    from sizewise.compress.prune import MagnitudePrune
+
+    magnitude = get_method("magnitude")
+    monkeypatch.setitem(METHODS._items, "magnitude", dataclasses.replace(
+        magnitude, search=lambda trial, space: MagnitudePrune(0.99, scope="layer")))
+    config = ShrinkConfig(**{**FAST, "methods": ("magnitude",), "trials": 2, "finetune_epochs": 0},
+                          max_drop=Budget(0.0, absolute=True))
     results = shrink(str(trained_digits_dir), "digits", tmp_path, config, command="test")
-    if results.chosen["meets_budget"]:  # a lossless candidate is possible on this tiny task; then the rule holds
-        assert results.chosen["drop_points"] <= 0
-    else:
-        assert "NO trial met the budget" in results.verdict and results.chosen["artifact"]
+    assert [t["state"] for t in results.trials] == ["complete", "pruned"]
+    assert "stopped early: proxy accuracy" in results.trials[1]["message"]
+    assert "NO trial met the budget" in results.verdict
+    chosen = results.chosen
+    assert chosen.trial == 0 and not chosen.validation.meets_budget and chosen.validation.drop_points > 20
+    assert chosen.test is not None and not chosen.test.meets_budget and Path(chosen.artifact, "model").is_dir()
+
+
+def test_every_selected_family_completes_a_trial(trained_digits_dir, tmp_path):
+    started = time.perf_counter()
+    config = ShrinkConfig(methods=("channel", "distill", "factorize", "int8-dynamic"), trials=8, finetune_epochs=1,
+                          finetune_samples=400, latency_seconds=0.02, threads=1, max_drop=Budget(0.3, absolute=False))
+    results = shrink(str(trained_digits_dir), "digits", tmp_path, config, command="test")
+    assert results.methods == {"structure": ["channel", "distill", "factorize"], "deploy": ["int8-dynamic"]}
+    done = [t for t in results.trials if t["state"] in ("complete", "pruned")]
+    assert len(done) == 8
+    covered = set().union(*(_families(t) for t in results.trials if t["state"] == "complete"))
+    assert covered >= {"prune", "distill", "factorize", "quantize"}
+    distilled = next(t for t in results.trials if "distill" in _families(t))
+    assert distilled["plan"]["steps"][0]["train"]["epochs"] == 1  # a student trains; its epochs come from the config
+    assert time.perf_counter() - started < 120
+
+
+def test_initial_design_tries_each_family_once_at_the_middle_of_its_space():
+    from sizewise.pipeline.trial import initial_design
+
+    slots = {"structure": ["channel", "distill", "factorize"], "deploy": ["int8-dynamic"]}
+    design = initial_design(slots, IMAGES, trials=8)
+    assert design == [
+        {"structure": "none", "deploy": "int8-dynamic"},
+        {"structure": "channel", "deploy": "int8-dynamic", "channel.sparsity": 0.4},
+        {"structure": "distill", "deploy": "int8-dynamic", "distill.width": 0.5},
+        {"structure": "factorize", "deploy": "int8-dynamic", "factorize.target_params": 0.55}]
+    assert len(initial_design(slots, IMAGES, trials=5)) == 4  # every family once, even past half the trials
+    assert len(initial_design(slots, IMAGES, trials=2)) == 2  # but never more than the trials
+
+
+def test_unknown_method_lists_the_registry_names(trained_digits_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from sizewise.cli.app import app
+
+    searchable = [n for n in list_methods() if get_method(n).search is not None]
+    with pytest.raises(ConfigError, match="unknown method 'pruning'") as info:
+        ShrinkConfig(methods=("channel", "pruning"))
+    assert all(name in info.value.hint for name in searchable) and "families: prune" in info.value.hint
+    with pytest.raises(ConfigError, match="'gradual' is not searched by shrink"):
+        ShrinkConfig(methods=("gradual",))
+    assert ShrinkConfig(methods=("prune", "int8-dynamic")).methods == ("prune", "int8-dynamic")
+    result = CliRunner().invoke(app, ["shrink", str(trained_digits_dir), "--data", "digits", "--out",
+                                      str(tmp_path / "s"), "--methods", "channel,nosuch"])
+    assert result.exit_code == 1
+    assert "unknown method 'nosuch'" in result.output and "int8-dynamic" in result.output
+    assert not (tmp_path / "s").exists()  # refused before any work
+
+
+def test_a_failing_trial_writes_its_traceback_and_the_search_goes_on(trained_digits_dir, tmp_path, monkeypatch):
+    def explode(model, config, ctx):
+        raise RuntimeError("factorize exploded")
+
+    monkeypatch.setitem(METHODS._items, "factorize", dataclasses.replace(get_method("factorize"), apply=explode))
+    config = ShrinkConfig(**{**FAST, "methods": ("factorize", "int8-dynamic"), "trials": 2})
+    results = shrink(str(trained_digits_dir), "digits", tmp_path, config, command="test")
+    failed = [t for t in results.trials if t["state"] == "failed"]
+    assert failed and all("factorize" in t["description"] for t in failed)
+    error = tmp_path / "trials" / f"{failed[0]['number']:04d}" / "error.txt"
+    assert failed[0]["error"] == str(error) and f"(traceback: {error})" in failed[0]["message"]
+    text = error.read_text()
+    assert "Traceback (most recent call last)" in text and "RuntimeError: factorize exploded" in text
+    assert len([t for t in results.trials if t["state"] in ("complete", "pruned")]) == 2
+    assert results.chosen is not None and "factorize" not in results.chosen.description
+
+
+def test_trials_take_picklable_inputs_and_the_ray_executor_imports():
+    from sizewise.compress.prune import ChannelPrune
+    from sizewise.compress.quantize import Int8Dynamic
+    from sizewise.pipeline.executors import RayExecutor, make_executor
+    from sizewise.pipeline.plan import Plan, Step
+    from sizewise.pipeline.trial import TrialContext, TrialJob, run_trial
+    from sizewise.train import TrainConfig
+
+    job = TrialJob(3, Plan((Step("channel", ChannelPrune(0.4), TrainConfig(epochs=1)), Step.of(Int8Dynamic()))))
+    ctx = TrialContext("out/baseline", "digits", "out", "accuracy", 0.9, 1.0, 33, {"latency_seconds": 0.05}, 0)
+    assert pickle.loads(pickle.dumps((job, ctx))) == (job, ctx)
+    assert callable(RayExecutor.run) and make_executor("local").run([]) == [] and callable(run_trial)
 
 
 def test_bad_inputs(trained_digits_dir, tmp_path):
     with pytest.raises(ConfigError, match="unknown objective 'speed'"):
         ShrinkConfig(objective="speed")
-    with pytest.raises(ConfigError, match="unknown method"):
-        ShrinkConfig(methods=("distill",))
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     with pytest.raises(ConfigError, match="cannot write to --out"):
         shrink(str(trained_digits_dir), "digits", blocked / "out", ShrinkConfig(**FAST))
     with pytest.raises(DataError, match="models made for digits"):
         shrink("zoo:lenet5", "digits", tmp_path / "x", ShrinkConfig(**FAST))
+    with pytest.raises(ConfigError, match="none of --methods head applies to this model"):
+        shrink(str(trained_digits_dir), "digits", tmp_path / "y", ShrinkConfig(**{**FAST, "methods": ("head",)}))
 
 
 def test_killed_search_resumes_without_losing_finished_trials(trained_digits_dir, tmp_path):
@@ -191,3 +301,4 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(trained_digits_dir,
     assert "run the same command again to resume" in output
     data = json.loads((out / "results.json").read_text())
     assert data["interrupted"] and data["trials"] and (out / "report.html").exists()
+    assert data["chosen"]["test"] is None  # an interrupted search never looked at the test split
