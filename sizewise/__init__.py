@@ -15,11 +15,11 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     # verbs
-    "wrap", "apply", "measure", "compare", "run", "list_methods", "load", "load_dataset", "evaluate", "estimate", "train",
+    "wrap", "apply", "measure", "compare", "run", "shrink", "list_methods", "load", "load_dataset", "evaluate", "estimate", "train",
     "save_model", "load_plan",
     # objects
     "Plan", "Step", "LoadedModel", "ModelCard", "RunResult", "MeasureConfig", "EnergySettings", "Budget",
-    "TrainConfig", "CompareConfig", "Comparison",
+    "TrainConfig", "CompareConfig", "Comparison", "ShrinkConfig",
     # method configs
     "MagnitudePrune", "GradualPrune", "LotteryPrune", "NMPrune", "ChannelPrune", "HeadPrune", "Int8Dynamic",
     "Int8Static", "WeightOnly", "HalfPrecision", "QuantizationAwareTraining", "Factorize", "ClusterWeights",

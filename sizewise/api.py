@@ -43,6 +43,7 @@ from sizewise.models.loaded import TASKS, InputSpec, LoadedModel
 from sizewise.models.loader import load
 from sizewise.pipeline.executor import RunOptions, RunResult
 from sizewise.pipeline.executor import run as _run
+from sizewise.pipeline.config import ShrinkConfig
 from sizewise.pipeline.plan import Plan, Step, load_plan
 from sizewise.tasks import evaluate
 from sizewise.train import TrainConfig, train
@@ -156,13 +157,23 @@ def estimate(model: str, **options: Any) -> Estimate:
     return _estimate(model, load_model=load, **options)
 
 
+def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None = None, **kwargs: Any):
+    """The search for the smallest or fastest model within an accuracy budget: trials sampled from the registry's
+    search spaces, each a plan run by the executor, chosen on validation, reported once on test; writes
+    OUT/results.json, OUT/report.html and OUT/report.md."""
+    from sizewise.report.shrink_report import shrink as shrink_and_report
+
+    return shrink_and_report(model, data, out, config, **kwargs)
+
+
 # The names a user can reach as ``sizewise.NAME``; the README's Python section is tested against them.
 PUBLIC = {
-    "wrap": wrap, "apply": apply, "measure": measure, "compare": compare, "run": run, "list_methods": list_methods, "load": load,
+    "wrap": wrap, "apply": apply, "measure": measure, "compare": compare, "run": run, "shrink": shrink, "list_methods": list_methods, "load": load,
     "load_dataset": load_dataset, "evaluate": evaluate, "estimate": estimate, "train": train,
     "save_model": save_model, "load_plan": load_plan, "Plan": Plan, "Step": Step, "LoadedModel": LoadedModel,
     "ModelCard": ModelCard, "RunResult": RunResult, "MeasureConfig": MeasureConfig, "EnergySettings": EnergySettings,
     "Budget": Budget, "TrainConfig": TrainConfig, "CompareConfig": CompareConfig, "Comparison": Comparison,
+    "ShrinkConfig": ShrinkConfig,
     # method configs, one per registered method family
     "MagnitudePrune": MagnitudePrune, "GradualPrune": GradualPrune, "LotteryPrune": LotteryPrune, "NMPrune": NMPrune,
     "ChannelPrune": ChannelPrune, "HeadPrune": HeadPrune, "Int8Dynamic": Int8Dynamic, "Int8Static": Int8Static,

@@ -20,7 +20,8 @@ from sizewise.cli.common import (
 
 @handles_errors
 def cluster(
-    model: str = typer.Argument(..., help="Model reference (a run directory from sizewise train/prune, zoo:NAME, ...)."),
+    model: str = typer.Argument(..., help="Model reference (a run directory from sizewise train/prune, zoo:NAME, "
+                                          "...)."),
     data: str = typer.Option(..., "--data", help="Data for centroid fine-tuning and held-out accuracy."),
     out: Path = typer.Option(..., "--out", help="Run directory to write (model/model.swz, card.json, steps/)."),
     bits: int | None = typer.Option(None, "--bits", help="Bits per weight index for every layer (2**bits shared "

@@ -117,13 +117,13 @@ def refuse_earlier_run(out: Path, resume: bool) -> None:
                           hint="pass --resume to continue or re-measure it, or use a new --out")
 
 
-def load_inputs(model: str | Any, data: str | None, arch: str | None = None):
-    """The model (a reference, or an already loaded one) and the dataset (or None)."""
+def load_inputs(model: str, data: str | None, arch: str | None = None):
+    """The model and the dataset (or None) from their references."""
     from sizewise.data import load_dataset
     from sizewise.models.loader import load
 
     with err_console.status("loading") as status:
-        loaded = model if not isinstance(model, str) else load(model, arch=arch)
+        loaded = load(model, arch=arch)
         if data:
             status.update(f"loading data {data}")
         dataset = load_dataset(data) if data else None

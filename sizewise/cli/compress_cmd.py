@@ -27,11 +27,12 @@ steps:
 EXAMPLE = f"""recipe file example:
 
 {EXAMPLE_RECIPE}
-Each step is a registered method (- gradual: {{...}}) or a family with its method (- prune: {{method: gradual}});
-training fields (epochs, lr, batch_size, ...) sit beside the method's own. A step that makes an ONNX graph
-(quantization on onnxruntime) comes last. For Deep Compression, end with - cluster: {{linear_bits: 5, conv_bits: 8}},
-- finetune: {{epochs: 1, lr: 0.0001}} and - encode: {{format: deep-compression}} instead of quantizing (the built-in
-recipe deep-compression).
+A step is a registered method (- gradual: {{...}}) or a family with its
+method (- prune: {{method: gradual}}); training fields (epochs, lr,
+batch_size, ...) sit beside the method's own. A step that makes an ONNX
+graph (quantization on onnxruntime) comes last. For Deep Compression end
+with cluster, finetune and encode steps instead of quantizing (the
+built-in recipe deep-compression).
 """
 
 
@@ -62,7 +63,8 @@ def compress(
     result = run_plan(loaded, plan, dataset, out, kind="compress",
                       measure=measure_config(runtime, threads, no_memory=no_memory),
                       references=("torch",) if runtime != "torch" else (), show=False)
-    steps = Table(title=f"recipe {plan.name} ({plan.source})", title_justify="left")
+    named = f"recipe {plan.name}" + (f" ({plan.source})" if plan.source != plan.name else "")
+    steps = Table(title=named, title_justify="left")
     for header in ("#", "method", "step", "validation", "seconds"):
         steps.add_column(header, justify="right" if header in ("#", "seconds") else "left")
     for row in step_rows(result.record):

@@ -76,9 +76,10 @@ def _renderer(path: Path, data: Any) -> Callable[[Path, dict[str, Any]], list[Pa
     kind = data.get("kind") if isinstance(data, dict) else None
     renderer = _RENDERERS.get(kind) if isinstance(kind, str) else None
     if renderer is None:
-        raise SizewiseError(f"'{path}' is not a sizewise run sizewise can report on (schema {schema!r}, kind {kind!r})",
-                            hint="pass the directory of a prune, quantize, distill, finetune, factorize, cluster, "
-                                 "compress, train or shrink run, or the JSON of `sizewise estimate MODEL --json FILE`")
+        raise SizewiseError(f"'{path}' is not a sizewise run sizewise can report on (kind {kind!r})",
+                            hint=f"known kinds: estimate, shrink, quantize, prune, distill, finetune, factorize, "
+                                 f"cluster, compress and train (the run record, schema {SCHEMA}); pass a run "
+                                 f"directory, or the JSON of `sizewise estimate MODEL --json FILE`")
     return renderer
 
 

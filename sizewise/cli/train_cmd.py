@@ -56,7 +56,7 @@ def train(
                                       schedule=schedule, weight_decay=weight_decay, patience=patience, seed=seed)
     refuse_earlier_run(out, resume)
     loaded, dataset = load_inputs(model, data, arch)
-    result = run_plan(loaded, one_step("train", config), dataset, out, kind="train",
-                      measure=measure_config(runtime, threads, no_memory=no_memory),
-                      title=f"{model} trained for {epochs} epochs", before_name="untrained", after_name="trained")
+    run_plan(loaded, one_step("train", config), dataset, out, kind="train",
+             measure=measure_config(runtime, threads, no_memory=no_memory),
+             title=f"{model} trained for {epochs} epochs", before_name="untrained", after_name="trained")
     console.print(f"run directory: {out} (use it as MODEL in the next command)", soft_wrap=True)

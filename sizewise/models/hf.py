@@ -124,14 +124,14 @@ def load_image_processor(transformers, model_dir: Path, trust_remote_code: bool 
     return transformers.AutoImageProcessor.from_pretrained(str(model_dir), **kwargs)
 
 
-def fix_padding(tokenizer, module, task: str, notes: list[str]) -> None:
+def fix_padding(tokenizer, module, task: str, notes: list[str], where: str = "the model") -> None:
     """Batches need a pad token: GPT-2 and Llama tokenizers have none, so the end-of-sequence token pads."""
     if tokenizer.pad_token is None:
         stand_in = next(((what, tok) for what, tok in (("eos", tokenizer.eos_token), ("unk", tokenizer.unk_token))
                          if tok is not None), None)
         if stand_in is None:
-            raise ModelReferenceError(f"the tokenizer of '{getattr(module, 'name_or_path', '')}' has neither a pad "
-                                      f"nor an end-of-sequence token, so batches cannot be padded",
+            raise ModelReferenceError(f"the tokenizer of '{where}' has neither a pad nor an end-of-sequence token, "
+                                      f"so batches cannot be padded",
                                       hint="set tokenizer.pad_token and save the tokenizer again")
         tokenizer.pad_token = stand_in[1]
         notes.append(f"pad token: using {stand_in[0]} '{stand_in[1]}'")
@@ -146,7 +146,7 @@ def text_model(module, tokenizer, task: str, reference: str, source: str, arch: 
                metadata: dict[str, Any], num_classes: int | None = None) -> LoadedModel:
     """A transformers text model and its tokenizer as a :class:`LoadedModel` (padding fixed, limits recorded)."""
     notes = metadata.setdefault("notes", [])
-    fix_padding(tokenizer, module, task, notes)
+    fix_padding(tokenizer, module, task, notes, reference)
     max_len = int(getattr(module.config, "max_position_embeddings", 512) or 512)
     metadata["max_seq_len"] = max_len
     return LoadedModel(module=module.eval(),

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,9 @@ class RunOptions:
     kind: str = "plan"  # the command this run is, for the record
     command: str = ""
     progress: Progress = silent
+    # called with the finished steps before the result is saved and measured; raising stops the run there (a search
+    # stops a candidate whose validation score is already hopeless before paying for its measurement)
+    before_final: Callable[[list[StepRecord]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,8 @@ def run(model: LoadedModel, plan: Plan, data: Dataset | None, out: str | Path,
                                             "steps": [dataclasses.asdict(r) for r in records]})
         shutil.rmtree(folder / "work", ignore_errors=True)  # checkpoints of a finished step are not needed again
 
+    if options.before_final is not None:
+        options.before_final(records)
     say("saving and measuring the result")
     model_dir = save_model(current, out / "model", encoding=encoding)
     final = _reload(model_dir, current)

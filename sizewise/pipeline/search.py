@@ -240,6 +240,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
         raise ConfigError(f"the baseline has no metric on '{data}', so there is no budget to hold",
                           hint="shrink needs labelled data for the model's task")
     space = search_space(loaded, config.runtime, config.objective)
+    del loaded  # trials load their own copy of OUT/baseline
     has_train = "train" in dataset.splits
     slots, left_out = slot_methods(resolve_methods(config.methods), space, has_train)
     for reason in left_out:

@@ -14,7 +14,6 @@ before reporting back: a finished trial is never lost. A failed trial leaves its
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import time
@@ -182,27 +181,20 @@ class ProxyCheck:
     """Multi-fidelity: a candidate already far outside the budget on the first ``proxy_examples`` validation examples
     is stopped before its full evaluation and (slow) measurement.
 
-    The executor scores every finished step on that subset (``RunOptions.eval_limit``), logs it in ``steps.json``,
-    and reports progress before it acts next; the first report after the last step is logged comes before the final
-    measurement, and raising there stops the run. Slack: twice the budget plus two examples' worth of accuracy (or
-    one Spearman point), so subset noise alone does not stop a good candidate.
+    The executor scores every finished step on that subset (``RunOptions.eval_limit``) and hands the finished steps
+    to this check before the final measurement (``RunOptions.before_final``); raising there stops the run. Slack:
+    twice the budget plus two examples' worth of accuracy (or one Spearman point), so subset noise alone does not
+    stop a good candidate.
     """
 
-    def __init__(self, folder: Path, steps: int, ctx: TrialContext):
-        self.folder, self.steps, self.ctx, self.done = folder, steps, ctx, False
+    def __init__(self, ctx: TrialContext):
+        self.ctx = ctx
 
-    def __call__(self, _message: str) -> None:
+    def __call__(self, records) -> None:
         from sizewise.core.budget import points
 
-        log = self.folder / "steps.json"
-        if self.done or not log.is_file():
-            return
-        records = json.loads(log.read_text(encoding="utf-8"))["steps"]
-        if len(records) < self.steps:
-            return
-        self.done = True
         ctx = self.ctx
-        proxy = records[-1]["metrics"].get(ctx.metric)
+        proxy = records[-1].metrics.get(ctx.metric) if records else None
         if proxy is None:
             return
         slack = 200 / ctx.proxy_examples if ctx.metric == "accuracy" else 1.0
@@ -251,11 +243,11 @@ def run_trial(job: TrialJob, ctx: TrialContext) -> TrialOutcome:
         shutil.copyfile(Path(ctx.baseline_dir) / VALIDATION_CARD, folder / "before.json")
         dataset = trial_data(ctx.data, ctx.finetune_samples)
         baseline = load(ctx.baseline_dir)
-        check = ProxyCheck(folder, len(job.plan.steps), ctx) if ctx.proxy_may_stop else None
+        check = ProxyCheck(ctx) if ctx.proxy_may_stop else None
         result = run(baseline, job.plan, dataset, folder, RunOptions(
             measure=MeasureConfig(**ctx.measure), final_split="validation", eval_limit=ctx.proxy_examples,
             kind="shrink-trial", command=f"shrink trial {job.number}: {description}",
-            progress=check or (lambda _m: None)))
+            before_final=check))
         card = result.after.to_dict()
         proxy = next((s.metrics[ctx.metric] for s in reversed(result.steps) if ctx.metric in s.metrics), None)
         return TrialOutcome(job.number, plan_dict, description, "complete", metric=card["metrics"][ctx.metric],

@@ -207,27 +207,31 @@ def to_html(record: dict[str, Any]) -> str:
     before_name, after_name = _roles(record)
     message, ok = _verdict(record)
     banner = {True: "ok", False: "bad"}.get(ok, "")
-    references = "".join(f"<h3>{escape(name)} → {escape(after_name)}</h3>{_compare_html(card, after, name, after_name)}"
-                         for name, card in _reference_pairs(record))
+    references = "".join(f"<h3>{escape(name)} → {escape(after_name)}</h3>"
+                         f"{_compare_html(card, after, name, after_name)}" for name, card in _reference_pairs(record))
     steps = "".join("<tr>" + "".join(f"<td{' class=text' if 0 < i < 4 else ''}>{escape(c)}</td>"
                                      for i, c in enumerate(row)) + "</tr>" for row in step_rows(record))
     label, rows, kept = sensitivity_of(record)
     sensitivity = ""
     if rows:
+        table_rows = "".join(_sensitivity_row(r) for r in rows)
         sensitivity = (f"<h2>Per-layer sensitivity ({escape(label)})</h2>"
-                       f"{sensitivity_section(rows, ''.join(_sensitivity_row(r) for r in rows), _SENSITIVITY_HEADERS)}"
+                       f"{sensitivity_section(rows, table_rows, _SENSITIVITY_HEADERS)}"
                        f"<p>Kept in float: {escape(', '.join(kept) or 'none')}</p>")
     data = record.get("data") or {}
-    data_line = (f"<p>Data: {escape(str(data.get('name', '')))} · decisions on the "
-                 f"{escape(str(data.get('decisions', '')))} split, reported on the "
-                 f"{escape(str(data.get('reported', '')))} split</p>" if data else "<p>No data: accuracy not checked.</p>")
+    data_line = "<p>No data: accuracy not checked.</p>"
+    if data:
+        data_line = (f"<p>Data: {escape(str(data.get('name', '')))} · decisions on the "
+                     f"{escape(str(data.get('decisions', '')))} split, reported on the "
+                     f"{escape(str(data.get('reported', '')))} split</p>")
     warnings = "".join(f"<li>{escape(w)}</li>" for w in _warnings(record))
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title(record))}</title>'
             f"<style>{_STYLE}</style></head><body>\n<h1>{escape(title(record))}</h1>\n"
             f'<p class="verdict {banner}"><strong>{escape(message)}</strong></p>\n'
             f"<p>Model: <code>{escape(str(record.get('model', '')))}</code> · result: "
             f"<code>{escape(str(record.get('model_dir', '')))}</code></p>{data_line}\n"
-            f"<h2>{escape(before_name)} → {escape(after_name)}</h2>{_compare_html(before, after, before_name, after_name)}"
+            f"<h2>{escape(before_name)} → {escape(after_name)}</h2>"
+            f"{_compare_html(before, after, before_name, after_name)}"
             f"{references}\n<h2>Steps</h2><table><tr><th>#</th><th>method</th><th>what it did</th>"
             f"<th>validation</th><th>seconds</th></tr>{steps}</table>\n{sensitivity}\n"
             f"{f'<h2>Warnings</h2><ul>{warnings}</ul>' if warnings else ''}"

@@ -24,7 +24,7 @@ def test_measure_writes_a_card(tmp_path):
 def test_measure_with_data_reports_accuracy(tmp_path):
     result = invoke("measure", "zoo:digits-cnn", "--data", "digits", "--eval-limit", "100", *FAST)
     assert result.exit_code == 0, result.output
-    assert "on 100 held-out examples" in result.output
+    assert "on 100 examples of the test split" in result.output
 
 
 @pytest.mark.parametrize("args, message", [

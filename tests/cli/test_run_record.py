@@ -177,21 +177,38 @@ def test_bad_method_options_are_one_red_line_before_anything_runs(args, message,
     assert not (tmp_path / "x").exists()  # refused before the executor wrote anything
 
 
-def test_train_refuses_an_earlier_run_unless_resumed(tmp_path):
+def test_train_resumes_a_killed_run_only_when_asked_and_refuses_another_plan(tmp_path, monkeypatch):
+    loop = importlib.import_module("sizewise.train.loop")  # `sizewise.train` is the verb
+
     out = tmp_path / "t"
-    args = ["train", "zoo:digits-cnn", "--data", "digits", "--epochs", "1", "--threads", "1", "--out", out]
-    assert invoke(*args).exit_code == 0
-    model_file = out / "model" / "model.safetensors"
-    stamp = model_file.stat().st_mtime_ns
-    again = invoke(*args)
-    assert again.exit_code == 1 and "already holds a run" in again.output and "--resume" in again.output
+    args = ["train", "zoo:digits-cnn", "--data", "digits", "--epochs", "2", "--threads", "1", "--out", out]
+    save = loop._save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
+    killed = invoke(*args)
+    assert killed.exit_code == 130  # Ctrl-C: what a kill between epochs leaves behind
+    monkeypatch.setattr(loop, "_save_checkpoint", save)
+    assert (out / "steps" / "01-train" / "work" / "checkpoint.pt").is_file() and not (out / "steps.json").exists()
+    refused = invoke(*args)  # without --resume a folder holding a run is not touched
+    assert refused.exit_code == 1 and "already holds a run" in refused.output and "--resume" in refused.output
     resumed = invoke(*args, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "resumed: step 1 of 1 was already done" in resumed.output
-    assert (out / "steps" / "01-train" / "model" / "model.safetensors").is_file()
+    assert "resumed after epoch 1" in resumed.output and "epoch   2" in resumed.output
+    record = json.loads((out / "card.json").read_text())
+    assert record["kind"] == "train" and record["steps"][0]["details"]["training"]["resumed_from_epoch"] == 1
+    assert not (out / "steps" / "01-train" / "work").exists()  # a finished step's checkpoints are removed
+    model_file = out / "model" / "model.safetensors"
+    stamp = model_file.stat().st_mtime_ns
+    again = invoke(*args, "--resume")  # finished: nothing is trained again, the result is measured again
+    assert again.exit_code == 0, again.output
+    assert "resumed: step 1 of 1 was already done" in again.output
     assert json.loads((out / "card.json").read_text())["resumed_from"] == 1
-    other = invoke(*args[:-2], "--epochs", "2", "--out", out, "--resume")
-    assert other.exit_code == 1 and "different plan" in other.output
+    other = invoke(*args[:-6], "--epochs", "3", "--threads", "1", "--out", out, "--resume")
+    assert other.exit_code == 1 and "holds a run of a different plan" in other.output
     assert model_file.stat().st_mtime_ns >= stamp
 
 
@@ -238,3 +255,12 @@ def test_recipe_with_quantize_resumes_after_a_kill_in_its_second_step(base_dir, 
     assert record["resumed_from"] == 1 and record["kind"] == "compress"
     assert record["steps"][1]["details"]["weight_sparsity"] == pytest.approx(0.5, abs=0.01)  # zeros kept
     assert record["after"]["latency"]["runtime"] == "onnxruntime" and (out / "model").is_dir()
+
+
+def test_a_recipe_step_after_an_onnx_graph_is_refused_before_anything_runs(base_dir, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps:\n  - quantize: {method: int8-dynamic}\n  - prune: {sparsity: 0.5}\n")
+    result = invoke("compress", base_dir, "--recipe", recipe, "--data", "digits", "--out", tmp_path / "x")
+    assert result.exit_code == 1 and result.output.strip().startswith("error:")
+    assert "step 2 (magnitude) works on PyTorch models, but step 1 made it an ONNX graph" in result.output
+    assert not (tmp_path / "x").exists()

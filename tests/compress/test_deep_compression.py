@@ -1,4 +1,5 @@
-"""Deep Compression: Huffman coding, the .swz format, weight sharing, recipes and their commands."""
+"""Deep Compression: Huffman coding, the .swz format, weight sharing, recipes (plans run by the one executor) and
+their commands."""
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from sizewise.compress.cluster import ClusterWeights, cluster, distinct_values, 
 from sizewise.core import huffman
 from sizewise.core.errors import ConfigError, ModelReferenceError
 from sizewise.models import compressed_format as cf
-from sizewise.pipeline.recipes import load_recipe, parse_recipe, run_recipe
+from sizewise.compress.registry import StepContext
+from sizewise.pipeline.executor import RunOptions, run
+from sizewise.pipeline.plan import load_plan, parse_plan
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -147,7 +150,7 @@ def _sparse_lenet():
 def test_cluster_shares_values_per_layer_and_keeps_zeros():
     loaded = _sparse_lenet()
     zeros = {n: (p == 0).clone() for n, p in loaded.module.named_parameters() if p.dim() > 1}
-    details = cluster(loaded, ClusterWeights(conv_bits=4, linear_bits=3), None, None)
+    details = cluster(loaded, ClusterWeights(conv_bits=4, linear_bits=3), StepContext())
     for name, p in loaded.module.named_parameters():
         if p.dim() > 1:
             bits = 4 if p.dim() == 4 else 3
@@ -158,9 +161,9 @@ def test_cluster_shares_values_per_layer_and_keeps_zeros():
 
 def test_centroid_finetuning_moves_centroids_but_keeps_sharing(digits):
     loaded = _sparse_lenet()
-    cluster(loaded, ClusterWeights(bits=3), None, None)
+    cluster(loaded, ClusterWeights(bits=3), StepContext())
     before = {n: p.detach().clone() for n, p in loaded.module.named_parameters() if p.dim() > 1}
-    finetune_centroids(loaded, digits, sizewise.TrainConfig(epochs=1, lr=1e-2, weight_decay=0.0))
+    finetune_centroids(loaded, StepContext(data=digits), sizewise.TrainConfig(epochs=1, lr=1e-2, weight_decay=0.0))
     assert not any("parametrizations" in n for n, _ in loaded.module.named_parameters())
     for name, p in loaded.module.named_parameters():
         if p.dim() > 1:
@@ -181,7 +184,7 @@ def test_cluster_config_is_validated():
 
 def test_a_clustered_hf_model_round_trips_as_swz(tiny_bert_dir, tmp_path):
     loaded = sizewise.load(str(tiny_bert_dir))
-    cluster(loaded, ClusterWeights(bits=4), None, None)
+    cluster(loaded, ClusterWeights(bits=4), StepContext())
     sizewise.save_model(loaded, tmp_path / "model", encoding="deep-compression")
     assert (tmp_path / "model" / cf.WEIGHTS).is_file()
     back = sizewise.load(str(tmp_path))
@@ -197,25 +200,30 @@ def test_a_clustered_hf_model_round_trips_as_swz(tiny_bert_dir, tmp_path):
 def test_the_help_example_is_a_valid_recipe():
     import yaml
 
-    from sizewise.cli.compress_cmd import EXAMPLE
+    from sizewise.cli.compress_cmd import EXAMPLE, EXAMPLE_RECIPE
 
-    recipe = parse_recipe(yaml.safe_load(EXAMPLE.split("\n\n", 1)[1]))
-    assert [s.kind for s in recipe.steps] == ["prune", "finetune", "cluster", "finetune", "encode"]
+    assert EXAMPLE_RECIPE in EXAMPLE
+    plan = parse_plan(yaml.safe_load(EXAMPLE_RECIPE))
+    assert [s.method for s in plan.steps] == ["gradual", "finetune", "int8-dynamic"]
+    assert plan.steps[0].train.epochs == 3 and plan.steps[2].config.runtime == "onnxruntime"
 
 
 def test_the_builtin_recipe_is_the_papers_chain():
-    recipe = load_recipe("deep-compression")
-    assert [s.kind for s in recipe.steps] == ["prune", "finetune", "cluster", "finetune", "encode"]
-    assert recipe.steps[0].options["method"] == "gradual"
+    plan = load_plan("deep-compression")
+    assert [s.method for s in plan.steps] == ["gradual", "finetune", "cluster", "finetune", "huffman"]
+    assert plan.steps[0].config.sparsity == 0.92 and plan.steps[0].train.epochs == 12
+    assert plan.source == "built-in:deep-compression"
 
 
 @pytest.mark.parametrize("steps, message", [
-    ([{"distill": {}}], "unknown kind 'distill'.*known steps: prune, finetune, cluster, factorize, encode"),
+    ([{"distil": {}}], "step 1 has unknown method 'distil'.*families: prune, quantize, distill"),
     ([{"prune": {"sparsity": "high"}}], "step 1 \\(prune\\): field 'sparsity' must be float"),
     ([{"prune": {"sparsity": 0.5}}, {"cluster": {"bits": 4.5}}], "step 2 \\(cluster\\): field 'bits' must be"),
-    ([{"finetune": {"epochs": 1, "learning_rate": 0.1}}], "unknown field 'learning_rate'.*known fields: epochs, lr"),
+    ([{"finetune": {"epochs": 1, "learning_rate": 0.1}}], "unknown field 'learning_rate'.*known fields: .*epochs, lr"),
     ([{"prune": {"method": "gradual", "sparsity": 0.9}}], "trains while it prunes"),
-    ([{"prune": {"method": "random", "sparsity": 0.9}}], "unknown pruning method 'random'"),
+    ([{"prune": {"method": "random", "sparsity": 0.9}}], "unknown prune method 'random'"),
+    ([{"quantize": {"method": "magnitude"}}], "unknown quantize method 'magnitude'"),
+    ([{"quantize": {"method": "int8-dynamic", "group_size": 32}}], "unknown field 'group_size'"),
     ([{"prune": {"sparsity": 1.5}}], "sparsity must be in"),
     ([{"encode": {"format": "zip"}}], "unknown format 'zip'"),
     ([{"prune": {"method": "gradual", "sparsity": 0.9, "epochs": 1, "layer_sparsity": {"fc1": "most"}}}],
@@ -225,16 +233,16 @@ def test_the_builtin_recipe_is_the_papers_chain():
 ])
 def test_recipe_errors_name_the_step_and_field(steps, message):
     with pytest.raises(ConfigError, match=message):
-        parse_recipe({"name": "r", "steps": steps})
+        parse_plan({"name": "r", "steps": steps})
 
 
 def test_recipe_files_unknown_names_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="built-in recipes: deep-compression"):
-        load_recipe("deep-compresion")
+        load_plan("deep-compresion")
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: [prune: {sparsity: 0.5}\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_recipe(str(bad))
+        load_plan(str(bad))
 
 
 SMALL_RECIPE = {"name": "small", "steps": [
@@ -246,34 +254,41 @@ SMALL_RECIPE = {"name": "small", "steps": [
 
 
 def test_recipe_runs_reloads_exactly_and_resumes(trained_digits_dir, digits, tmp_path, fast_measure):
-    recipe = parse_recipe(SMALL_RECIPE)
+    plan = parse_plan(SMALL_RECIPE)
     out = tmp_path / "dc"
-    result = run_recipe(sizewise.load(str(trained_digits_dir)), recipe, digits, out, fast_measure)
-    assert [s.kind for s in result.steps] == ["prune", "finetune", "cluster", "finetune", "encode"]
+    options = RunOptions(measure=fast_measure, kind="compress")
+    result = run(sizewise.load(str(trained_digits_dir)), plan, digits, out, options)
+    assert [s.method for s in result.steps] == ["magnitude", "finetune", "cluster", "finetune", "huffman"]
     assert (out / "model" / cf.WEIGHTS).is_file() and (out / "steps.json").is_file()
     assert result.after.size.disk_bytes < result.before.size.disk_bytes / 8
-    # the reloaded artifact is the model that was evaluated: same accuracy as the last step, to the example
-    assert result.after.metrics["accuracy"] == result.steps[-1].metric
+    # the reloaded artifact is the model that was evaluated: the last step's validation score and the after card's
+    # test score, to the example
     reloaded = sizewise.load(str(out))
-    assert sizewise.evaluate(reloaded, digits)["accuracy"] == result.steps[-1].metric
+    assert sizewise.evaluate(reloaded, digits, split="validation")["accuracy"] == result.steps[-1].metrics["accuracy"]
+    assert sizewise.evaluate(reloaded, digits)["accuracy"] == result.after.metrics["accuracy"]
+    assert result.after.metrics["split"] == "test" and result.steps[-1].metrics["split"] == "validation"
     weights = [p for p in reloaded.module.parameters() if p.dim() > 1]
     assert all(distinct_values(p) <= 15 for p in weights)  # 4 bits: 15 values + zero
     assert sum(int((p == 0).sum()) for p in weights) / sum(p.numel() for p in weights) >= 0.79  # global 80%
-    again = run_recipe(sizewise.load(str(trained_digits_dir)), recipe, digits, out, fast_measure)
+    again = run(sizewise.load(str(trained_digits_dir)), plan, digits, out, options)
     assert again.resumed_from == 5 and again.after.metrics == result.after.metrics
-    other = parse_recipe({"name": "other", "steps": [{"cluster": {"bits": 3}}]})
-    with pytest.raises(ConfigError, match="different recipe"):
-        run_recipe(sizewise.load(str(trained_digits_dir)), other, digits, out, fast_measure)
+    other = parse_plan({"name": "other", "steps": [{"cluster": {"bits": 3}}]})
+    with pytest.raises(ConfigError, match="different plan"):
+        run(sizewise.load(str(trained_digits_dir)), other, digits, out, options)
 
 
 def test_cli_cluster_inspect_and_compress(trained_digits_dir, tmp_path, monkeypatch, fast_measure):
-    monkeypatch.setattr("sizewise.measure.MeasureConfig", lambda **kw: fast_measure)
+    import dataclasses
+    import importlib
+
+    api = importlib.import_module("sizewise.measure.api")  # `sizewise.measure` is the verb; its module is here
+    monkeypatch.setattr(api, "MeasureConfig", lambda **kw: dataclasses.replace(fast_measure, **kw))
     runner = CliRunner()
     result = runner.invoke(app, ["cluster", str(trained_digits_dir), "--data", "digits", "--out",
                                  str(tmp_path / "c"), "--bits", "4", "--finetune-epochs", "1"])
     assert result.exit_code == 0, result.output
     assert "model.swz" in result.output and "Huffman" in result.output
-    reported = runner.invoke(app, ["report", str(tmp_path / "c")])  # any two-card run renders
+    reported = runner.invoke(app, ["report", str(tmp_path / "c")])  # any run record renders
     assert reported.exit_code == 0, reported.output
     assert "<table>" in (tmp_path / "c" / "report.html").read_text() and (tmp_path / "c" / "report.md").is_file()
     shown = runner.invoke(app, ["inspect", str(tmp_path / "c"), "--json", str(tmp_path / "t.json")])

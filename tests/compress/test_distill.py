@@ -109,7 +109,7 @@ def test_embedding_kd_trains_a_narrow_transformer_through_a_projection(tiny_bert
     assert student.module.config.hidden_size == 16
     ds = sts_dataset()
     result = distill(teacher, student, ds, DistillConfig(hidden_loss=True), sizewise.TrainConfig(epochs=2, lr=1e-3),
-                     progress=False)
+                     bar=False)
     assert len(result.epochs) == 2 and result.epochs[-1].train_loss < result.epochs[0].train_loss
     assert "spearman" in sizewise.evaluate(student, ds)
 
@@ -121,7 +121,7 @@ def test_unlabeled_sentences_drive_embedding_kd(tiny_bert_dir, tmp_path):
     teacher = sizewise.load(str(tiny_bert_dir))
     student, _ = build_student(teacher, "layers:1")
     result = distill(teacher, student, sts_dataset(), DistillConfig(), sizewise.TrainConfig(epochs=1, batch_size=4),
-                     unlabeled=read_unlabeled(path), progress=False)
+                     unlabeled=read_unlabeled(path), bar=False)
     assert result.epochs[0].train_loss > 0
 
 
@@ -139,7 +139,7 @@ def test_hidden_feature_loss_trains_its_projections_and_resumes_exactly(digits_t
     def run(out, resume=False, on_epoch=None):
         student, _ = build_student(digits_teacher, "width:0.5", seed=0)
         distill(digits_teacher, student, ds, config, sizewise.TrainConfig(epochs=2, seed=0), out=out,
-                resume=resume, progress=False, on_epoch=on_epoch)
+                resume=resume, bar=False, on_epoch=on_epoch)
         return student
 
     straight = run(tmp_path / "a")
@@ -172,11 +172,22 @@ def test_bad_input_gives_one_clear_error(digits_teacher, tiny_bert_dir, tmp_path
 
 
 def test_cli_distils_and_reports_retention(trained_digits_dir, tmp_path, monkeypatch, fast_measure):
-    monkeypatch.setattr("sizewise.measure.MeasureConfig", lambda **kw: fast_measure)
+    import dataclasses
+    import importlib
+    import json
+
+    api = importlib.import_module("sizewise.measure.api")  # `sizewise.measure` is the verb; its module is here
+    monkeypatch.setattr(api, "MeasureConfig", lambda **kw: dataclasses.replace(fast_measure, **kw))
     result = CliRunner().invoke(app, ["distill", str(trained_digits_dir), "--student", "width:0.5", "--data",
                                       "digits", "--epochs", "2", "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     assert "keeps" in result.output and (tmp_path / "s" / "model").is_dir()
+    record = json.loads((tmp_path / "s" / "card.json").read_text())
+    assert record["kind"] == "distill" and record["roles"] == {"before": "teacher", "after": "student"}
+    step = record["steps"][0]
+    assert step["config"]["student"] == "width:0.5" and step["train"]["epochs"] == 2
+    assert step["details"]["student"]["student_params"] == record["after"]["params"]["total"] == 9_802
+    assert record["before"]["params"]["total"] == 38_282  # the teacher, measured the same way
     bad = CliRunner().invoke(app, ["distill", str(trained_digits_dir), "--student", "layers:2", "--data", "digits",
                                    "--out", str(tmp_path / "t")])
     assert bad.exit_code == 1 and "transformer encoder" in bad.output and "Traceback" not in bad.output

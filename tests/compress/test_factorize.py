@@ -9,6 +9,7 @@ from torch import nn
 import sizewise
 from sizewise.compress import list_methods
 from sizewise.compress.factorize import Factorize, factorize
+from sizewise.compress.registry import StepContext
 from sizewise.core.errors import ConfigError
 from sizewise.models.artifact import save_model
 from sizewise.models.lowrank import LowRankConv2d, LowRankLinear, apply_lowrank_structure, lowrank_ranks
@@ -40,7 +41,7 @@ def test_energy_picks_the_smallest_rank_that_keeps_it(energy, rank):
     # singular values 4, 3, 2, 1: energy 16, 9, 4, 1 of 30, so rank r keeps 16/30, 25/30, 29/30, 30/30
     model = nn.Sequential(nn.Linear(40, 40))
     model[0].weight.data = _with_singular_values(40, 40, [4.0, 3.0, 2.0, 1.0])
-    details = factorize(_loaded(model), Factorize(energy=energy), None, None)
+    details = factorize(_loaded(model), Factorize(energy=energy), StepContext())
     row = details["layers"]["0"]
     assert row["rank"] == rank and isinstance(model[0], LowRankLinear) and model[0].rank == rank
     assert row["energy_kept"] == pytest.approx([16 / 30, 25 / 30, 29 / 30, 1.0][rank - 1], rel=1e-5)
@@ -53,7 +54,7 @@ def test_linear_of_low_rank_is_reproduced_exactly():
     model[0].weight.data = _with_singular_values(32, 48, [3.0, 2.0, 0.5])
     x = torch.randn(5, 48)
     expected = model(x)
-    details = factorize(_loaded(model), Factorize(energy=1.0, layers="0"), None, None)
+    details = factorize(_loaded(model), Factorize(energy=1.0, layers="0"), StepContext())
     assert details["layers"]["0"]["rank"] == 3 and list(details["layers"]) == ["0"]  # the pattern picked one layer
     assert isinstance(model[0], LowRankLinear) and isinstance(model[2], nn.Linear)
     torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
@@ -66,7 +67,7 @@ def test_conv_of_low_rank_is_reproduced_exactly():
     model = nn.Sequential(conv)
     x = torch.randn(2, 8, 9, 9)
     expected = model(x)
-    details = factorize(_loaded(model), Factorize(energy=1.0), None, None)
+    details = factorize(_loaded(model), Factorize(energy=1.0), StepContext())
     assert details["layers"]["0"]["rank"] == 2 and details["layers"]["0"]["shape"] == [16, 8, 3, 3]
     assert isinstance(model[0], LowRankConv2d) and model[0].down.stride == (2, 2)
     assert model[0].up.kernel_size == (1, 1) and model[0].down.bias is None
@@ -75,7 +76,7 @@ def test_conv_of_low_rank_is_reproduced_exactly():
 
 def test_a_layer_where_factors_would_be_bigger_stays_dense():
     model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 10))
-    details = factorize(_loaded(model), Factorize(rank=9), None, None)  # 9 * (64 + 10) = 666 > 640: no saving
+    details = factorize(_loaded(model), Factorize(rank=9), StepContext())  # 9 * (64 + 10) = 666 > 640: no saving
     assert isinstance(model[0], LowRankLinear) and model[0].rank == 9
     assert type(model[1]) is nn.Linear and details["left_dense"] == ["1"]
     row = details["layers"]["1"]
@@ -86,24 +87,24 @@ def test_target_params_is_met_overall():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(96, 80), nn.ReLU(), nn.Linear(80, 64), nn.ReLU(), nn.Linear(64, 10))
     total = sum(p.numel() for p in model.parameters())
-    details = factorize(_loaded(model), Factorize(target_params=0.4), None, None)
+    details = factorize(_loaded(model), Factorize(target_params=0.4), StepContext())
     now = sum(p.numel() for p in model.parameters())
     assert now == details["params_after"] <= 0.4 * total
     assert details["params_after"] > 0.3 * total  # the threshold is the largest that fits, not just any
     assert details["params_kept"] == pytest.approx(now / total)
     with pytest.raises(ConfigError, match="rank 1 everywhere already keeps"):
-        factorize(_loaded(nn.Sequential(nn.Linear(96, 80))), Factorize(target_params=0.001), None, None)
+        factorize(_loaded(nn.Sequential(nn.Linear(96, 80))), Factorize(target_params=0.001), StepContext())
 
 
 def test_convolutions_can_be_left_out():
     model = sizewise.load("zoo:lenet5").module
-    details = factorize(_loaded(model), Factorize(energy=0.5, include_conv=False), None, None)
+    details = factorize(_loaded(model), Factorize(energy=0.5, include_conv=False), StepContext())
     assert set(details["layers"]) == {"fc1", "fc2"} and type(model.conv2) is nn.Conv2d
 
 
 def test_no_matching_layer_names_the_layers():
     with pytest.raises(ConfigError, match="with the pattern '\\*attention\\*'") as info:
-        factorize(_loaded(nn.Sequential(nn.Linear(8, 8))), Factorize(rank=1, layers="*attention*"), None, None)
+        factorize(_loaded(nn.Sequential(nn.Linear(8, 8))), Factorize(rank=1, layers="*attention*"), StepContext())
     assert "0" in info.value.hint
 
 
@@ -121,7 +122,7 @@ def test_zoo_model_round_trips_and_int8_on_top(tmp_path):
     torch.manual_seed(0)
     loaded = sizewise.load("zoo:lenet-300-100")
     x = loaded.example_inputs(3)
-    factorize(loaded, Factorize(energy=0.6), None, None)
+    factorize(loaded, Factorize(energy=0.6), StepContext())
     save_model(loaded, tmp_path / "f" / "model")
     manifest = json.loads((tmp_path / "f" / "model" / "sizewise-model.json").read_text())
     assert manifest["lowrank"] == lowrank_ranks(loaded.module) and set(manifest["lowrank"]) == {"fc1", "fc2", "fc3"}
@@ -140,7 +141,7 @@ def test_hf_bert_round_trips_and_exports_to_onnx(tiny_bert_dir, tmp_path):
     from sizewise.models.convert import to_onnx
 
     loaded = sizewise.load(tiny_bert_dir)
-    details = factorize(loaded, Factorize(rank=4, layers="*.dense"), None, None)
+    details = factorize(loaded, Factorize(rank=4, layers="*.dense"), StepContext())
     assert details["factorized"] == 7  # per layer attention.output, intermediate, output; plus the pooler
     save_model(loaded, tmp_path / "model")
     reloaded = sizewise.load(tmp_path)
@@ -159,8 +160,8 @@ def test_head_pruned_then_factorized_bert_round_trips(tiny_bert_dir, tmp_path):
     from sizewise.compress.prune.transformer import heads
 
     loaded = sizewise.load(tiny_bert_dir)
-    heads(loaded, HeadPrune(0.5), None, None)
-    factorize(loaded, Factorize(rank=2, layers="*attention.self.query"), None, None)
+    heads(loaded, HeadPrune(0.5), StepContext())
+    factorize(loaded, Factorize(rank=2, layers="*attention.self.query"), StepContext())
     save_model(loaded, tmp_path / "model")
     reloaded = sizewise.load(tmp_path)
     assert reloaded.module.encoder.layer[0].attention.self.num_attention_heads == 2
@@ -191,21 +192,23 @@ def test_cli_factorizes_prints_ranks_and_rejects_bad_input(tmp_path, monkeypatch
 
     from sizewise.cli.app import app
 
-    measure = importlib.import_module("sizewise.measure")  # short timing: this checks the command, not the machine
-    monkeypatch.setattr(measure, "MeasureConfig", functools.partial(
-        measure.MeasureConfig, latency_seconds=0.05, throughput_sweep=(1,), measure_memory=False))
+    api = importlib.import_module("sizewise.measure.api")  # short timing: this checks the command, not the machine
+    monkeypatch.setattr(api, "MeasureConfig", functools.partial(
+        api.MeasureConfig, latency_seconds=0.05, throughput_sweep=(1,), measure_memory=False))
     runner = CliRunner()
     result = runner.invoke(app, ["factorize", "zoo:digits-cnn", "--data", "digits", "--out", str(tmp_path / "f"),
                                  "--target-params", "0.3", "--finetune-epochs", "0"])
     assert result.exit_code == 0, result.output
     assert "low-rank layers" in result.output and "conv2" in result.output and "fc1" in result.output
-    card = json.loads((tmp_path / "f" / "card.json").read_text())  # compress(): cards before and after, reloaded
-    assert card["method"] == "factorize" and card["details"]["layers"]["fc1"]["factorized"]
+    card = json.loads((tmp_path / "f" / "card.json").read_text())  # the run record: cards before and after, reloaded
+    step = card["steps"][0]
+    assert card["kind"] == "factorize" and step["method"] == "factorize" and step["train"] is None
+    assert step["config"]["target_params"] == 0.3 and step["details"]["layers"]["fc1"]["factorized"]
     assert card["after"]["flops"]["total"] < 0.8 * card["before"]["flops"]["total"]
     assert card["after"]["params"]["total"] < card["before"]["params"]["total"]
     assert "accuracy" in card["after"]["metrics"]
     assert lowrank_ranks(sizewise.load(tmp_path / "f").module) == {
-        n: r["rank"] for n, r in card["details"]["layers"].items() if r["factorized"]}
+        n: r["rank"] for n, r in step["details"]["layers"].items() if r["factorized"]}
     bad = runner.invoke(app, ["factorize", "zoo:digits-cnn", "--data", "digits", "--out", str(tmp_path / "g"),
                               "--energy", "0.8", "--rank", "3"])
     assert bad.exit_code == 1 and bad.output.strip().startswith("error:") and "exactly one of" in bad.output

@@ -139,7 +139,8 @@ def test_cli_quantize(trained_digits_dir, tmp_path):
     from sizewise.cli.app import app
 
     result = CliRunner().invoke(app, ["quantize", str(trained_digits_dir), "--data", "digits", "--method",
-                                      "int8-static", "--max-drop", "0.5pp", "--out", str(tmp_path), "--threads", "1"])
+                                      "int8-static", "--max-drop", "0.5pp", "--out", str(tmp_path), "--threads", "1",
+                                      "--no-memory"])
     assert result.exit_code == 0, result.output
     assert "meets the budget" in result.output and "int8 dot-product instructions" in result.output
     bad = CliRunner().invoke(app, ["quantize", str(trained_digits_dir), "--max-drop", "1%", "--out", str(tmp_path)])

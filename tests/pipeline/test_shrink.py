@@ -148,7 +148,6 @@ def test_a_budget_nothing_meets_returns_the_closest_with_a_verdict(trained_digit
 
 
 def test_every_selected_family_completes_a_trial(trained_digits_dir, tmp_path):
-    started = time.perf_counter()
     config = ShrinkConfig(methods=("channel", "distill", "factorize", "int8-dynamic"), trials=8, finetune_epochs=1,
                           finetune_samples=400, latency_seconds=0.02, threads=1, max_drop=Budget(0.3, absolute=False))
     results = shrink(str(trained_digits_dir), "digits", tmp_path, config, command="test")
@@ -159,7 +158,6 @@ def test_every_selected_family_completes_a_trial(trained_digits_dir, tmp_path):
     assert covered >= {"prune", "distill", "factorize", "quantize"}
     distilled = next(t for t in results.trials if "distill" in _families(t))
     assert distilled["plan"]["steps"][0]["train"]["epochs"] == 1  # a student trains; its epochs come from the config
-    assert time.perf_counter() - started < 120
 
 
 def test_initial_design_tries_each_family_once_at_the_middle_of_its_space():
