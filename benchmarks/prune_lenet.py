@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/prune_lenet.py     # ~5-15 min on a 2-core VM; writes results/prune_lenet.json + prune.md
 
 Trains the baseline with ``sizewise.train`` (checkpoint per epoch under /tmp/prune-bench/lenet/baseline, resumed if
-interrupted), then prunes 92% of the Linear weights three ways with ``sizewise.compress.compress``, each followed by
-(or, for gradual, interleaved with) fine-tuning at a lower learning rate:
+interrupted), then prunes 92% of the Linear weights three ways, each a one-step plan run by the executor
+(``prune_common.run_variant``), each followed by (or, for gradual, interleaved with) fine-tuning at a lower learning
+rate:
 
 - GradualPrune(0.92, scope="global", ramp_fraction=0.5): Zhu & Gupta cubic schedule over the first half of
   fine-tuning, then recovery at 92%;
@@ -13,6 +14,12 @@ interrupted), then prunes 92% of the Linear weights three ways with ``sizewise.c
 
 92% of the weights is chosen so that *all* parameters (the 410 biases stay dense) drop by more than 12x:
 266,610 / (0.08 x 266,200 + 410) = 12.28x. The goal is judged on every variant; all three are reported.
+
+Split discipline: per-epoch validation (baseline and fine-tuning) reads the validation split ``load_dataset`` carves
+from MNIST's train split (10%, seeded, stratified); accuracies are reported on the 10,000 test images. The committed
+result (results/prune_lenet.json) PREDATES this: its training loop held out 10% of train itself (an unstratified
+draw) and its variants ran through the removed ``sizewise.compress.compress``; a re-run trains on a slightly different
+90% of train, so its numbers can differ slightly.
 """
 
 from __future__ import annotations
@@ -45,7 +52,6 @@ def main() -> None:
         pc.write_result("lenet", payload)
         return
     import sizewise
-    import sizewise.compress.prune.unstructured as unstructured
     from sizewise.compress.prune import GradualPrune, MagnitudePrune
     from sizewise.measure import measure
 
@@ -67,7 +73,7 @@ def main() -> None:
                 ("oneshot-global", MagnitudePrune(SPARSITY, scope="global"))]
     runs = []
     for key, config in variants:
-        r = pc.run_variant(key, base_ref, config, dataset, ft_cfg, work / key, BATCH_N, (unstructured,))
+        r = pc.run_variant(key, base_ref, config, dataset, ft_cfg, work / key, BATCH_N)
         runs.append((LABELS[key], r))
 
     meta = pc.finish_meta(meta)
@@ -122,7 +128,7 @@ def markdown(p: dict, runs: list) -> str:
               f"Gradual: sparsity follows s_t = s_f (1 - (1 - t/T)^3) over the first {RAMP:.0%} of the steps (10 mask "
               f"updates), then {1 - RAMP:.0%} recovery at the final sparsity; one-shot: 92% at once, then the same fine-tuning. "
               "Masks are re-applied after every optimizer step.", "",
-              "<details><summary>per-epoch history (validation = 10% of the train split)</summary>", "",
+              f"<details><summary>per-epoch history (validation = {pc.validation_words(b)})</summary>", "",
               "Baseline:", "", pc.history_table(b["history"]), ""]
     for label, r in runs:
         for h in r["finetune_history"]:

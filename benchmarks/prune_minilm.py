@@ -4,13 +4,19 @@
 
 1. The head/FFN ratio: the smallest of a few candidate ``HeadPrune`` sparsities whose pruned encoder has >= 40% fewer
    parameters (encoder = parameters under ``encoder.layer.``). Chosen from parameter counts alone, never from a score.
-2. ``compress(minilm, HeadPrune(s), dataset=STS-B)`` with no fine-tuning: card before (Spearman before pruning) and
-   card of the saved pruned artifact (Spearman right after pruning), latency at batch 1, seq-len 128.
+2. ``HeadPrune(s)`` with no fine-tuning, a one-step plan run by the executor (``prune_common.run_variant``): card
+   before (Spearman before pruning) and card of the saved pruned artifact (Spearman right after pruning), latency at
+   batch 1, seq-len 128.
 3. Recovery: ``sizewise.train`` (sentence-similarity objective: MSE of cosine vs score/5) on the pruned run directory,
    1 epoch of the STS-B train split, checkpointed under /tmp/prune-bench/minilm/recovered; saved and measured again.
 4. Latency of the dense and the recovered model at batch 1 and batch 8 (seq-len 128), cards and interleaved.
 5. Control (``--no-dense-control`` skips it): the *dense* model fine-tuned with the same recipe, test Spearman only,
    so the recovered number can be read against what the same STS-B training does to the unpruned model.
+
+Split discipline: STS-B's dev file is the validation split (per-epoch validation Spearman of both fine-tunings);
+every reported Spearman is on the test split. The committed result (results/prune_minilm.json) PREDATES this: its
+per-epoch validation was a 10% slice held out of STS-B *train* by the training loop, so those fine-tunings saw 90% of
+the train pairs; a re-run trains on all of STS-B train and validates on dev, so its numbers can differ.
 """
 
 from __future__ import annotations
@@ -41,12 +47,13 @@ def choose_sparsity() -> tuple[float, list[dict]]:
     import sizewise
     from sizewise.compress.prune import HeadPrune
     from sizewise.compress.prune.transformer import heads
+    from sizewise.compress.registry import StepContext
 
     tried = []
     for s in CANDIDATES:
         loaded = sizewise.load("minilm")
         before = encoder_params(loaded.module)
-        details = heads(loaded, HeadPrune(s), None, None)
+        details = heads(loaded, HeadPrune(s), StepContext())
         after = encoder_params(loaded.module)
         tried.append({"sparsity": s, "encoder_before": before, "encoder_after": after,
                       "removed": 1 - after / before, "heads_per_layer": sorted(set(details["heads_after"].values())),
@@ -82,7 +89,7 @@ def main() -> None:
     sparsity, tried = choose_sparsity()
     config = HeadPrune(sparsity)
 
-    pruned = pc.run_variant("pruned-no-finetune", "minilm", config, dataset, None, work / "pruned", BATCH_N, (),
+    pruned = pc.run_variant("pruned-no-finetune", "minilm", config, dataset, None, work / "pruned", BATCH_N,
                             seq_len=SEQ, latency=False)
 
     ft_cfg = sizewise.TrainConfig(epochs=1, lr=2e-5, batch_size=16, optimizer="adamw", weight_decay=0.01,
@@ -91,10 +98,11 @@ def main() -> None:
     pc.log(f"recovery fine-tuning: {ft_cfg}")
     loaded = sizewise.load(str(work / "pruned"))
     t0 = time.perf_counter()
-    result = sizewise.train(loaded, dataset, ft_cfg, out=rec_dir, resume=True, progress=True)
+    result = sizewise.train(loaded, dataset, ft_cfg, out=rec_dir, resume=True, bar=True)
     sizewise.save_model(loaded, rec_dir / "model")
     recovery = {"config": pc.dataclasses_asdict(ft_cfg), "history": pc.history(result),
-                "resumed_from_epoch": result.resumed_from_epoch, "this_run_seconds": time.perf_counter() - t0}
+                "resumed_from_epoch": result.resumed_from_epoch, "this_run_seconds": time.perf_counter() - t0,
+                "data_splits": pc.splits_of(dataset)}
     pc.log(f"recovery done: {recovery['history']}")
     rec_card = pc.card_summary(measure(sizewise.load(str(rec_dir)), pc.measure_cfg(1, SEQ), dataset=dataset))
     pc.log(f"recovered: {rec_card['metrics']}")
@@ -106,7 +114,7 @@ def main() -> None:
         pc.log("control: the dense model, same fine-tuning")
         dense = sizewise.load("minilm")
         t0 = time.perf_counter()
-        cres = sizewise.train(dense, dataset, ft_cfg, out=work / "dense-control", resume=True, progress=True)
+        cres = sizewise.train(dense, dataset, ft_cfg, out=work / "dense-control", resume=True, bar=True)
         control = {"history": pc.history(cres), "this_run_seconds": time.perf_counter() - t0,
                    "metrics": sizewise.evaluate(dense, dataset)}
         pc.log(f"control: {control['metrics']}")
@@ -152,14 +160,14 @@ def markdown(p: dict) -> str:
                 "of heads and of FFN neurons is removed from every layer; the hidden size (384) is untouched.", "",
               table, "",
               "Embedding table, LayerNorms and pooler are not pruned, so the whole model shrinks less than the "
-              "encoder. The \"no fine-tuning\" column is the `compress` result (its before card is the first "
+              "encoder. The \"no fine-tuning\" column is the one-step run's result (its before card is the first "
               "column); the recovery column is the saved, fine-tuned run directory measured again by "
               "`sizewise.measure`.", "",
               "### Training schedule actually used", "",
               f"- recovery (`sizewise.train` on the pruned run directory, sentence-similarity objective = MSE between "
               f"the cosine of mean-pooled embeddings and score/5, as sentence-transformers' CosineSimilarityLoss): "
               f"{pc.schedule_line(r['config'])}; {sum(e['seconds'] for e in r['history']) / 60:.1f} min "
-              f"(validation Spearman on the held-out 10% of STS-B train: "
+              f"(validation Spearman on {pc.validation_words(r, 'the held-out 10% of STS-B train')}: "
               f"{', '.join(sp(e['val_metric']) for e in r['history'])}).", ""]
     c = p["dense_control"]
     if c:

@@ -14,6 +14,12 @@ running the same command again continues where it stopped.
   shortcuts make the residual-stream groups unprunable, so only the first conv of each block loses output channels.
   r is the smallest of a few candidates whose pruned model has >= 2x fewer FLOPs, chosen from FLOP counts alone.
 - Latency at batch 1 and batch 32, 1 thread: cards, and before/after interleaved call by call.
+
+Each variant is a one-step plan run by the executor (``prune_common.run_variant``). Split discipline: per-epoch
+validation reads the validation split ``load_dataset`` carves from CIFAR-10's train split (10%, seeded, stratified);
+accuracies are reported on the 10,000 test images. The committed result (results/prune_resnet20.json) PREDATES this:
+its training loop held out 10% of train itself (an unstratified draw) and its variants ran through the removed
+``sizewise.compress.compress``; a re-run trains on a slightly different 90% of train, so its numbers can differ.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ def choose_channel_ratio(base_ref: str) -> tuple[float, list[dict]]:
     import sizewise
     from sizewise.compress.prune import ChannelPrune
     from sizewise.compress.prune.structured import channel
+    from sizewise.compress.registry import StepContext
     from sizewise.measure.flops import count_flops
 
     tried = []
@@ -46,7 +53,7 @@ def choose_channel_ratio(base_ref: str) -> tuple[float, list[dict]]:
     flops0 = count_flops(base.module, inputs)[0].total
     for r in CHANNEL_CANDIDATES:
         loaded = sizewise.load(base_ref)
-        details = channel(loaded, ChannelPrune(r, importance="l1", skip_unprunable=True), None, None)
+        details = channel(loaded, ChannelPrune(r, importance="l1", skip_unprunable=True), StepContext())
         flops = count_flops(loaded.module, inputs)[0].total
         tried.append({"ratio": r, "flops_before": flops0, "flops_after": flops, "reduction": flops0 / flops,
                       "params_kept": details["params_kept"], "left_unpruned": details["left_unpruned"]})
@@ -71,8 +78,6 @@ def main() -> None:
         return
 
     import sizewise
-    import sizewise.compress.prune.structured as structured
-    import sizewise.compress.prune.unstructured as unstructured
     from sizewise.compress.prune import ChannelPrune, GradualPrune
     from sizewise.measure import measure
 
@@ -96,11 +101,11 @@ def main() -> None:
     runs = [("90% unstructured (gradual, global)",
              pc.run_variant("unstructured-90", base_ref, GradualPrune(0.9, scope="global", ramp_fraction=RAMP), dataset,
                             ft_cfg,
-                            work / "unstructured-90", BATCH_N, (unstructured,))),
+                            work / "unstructured-90", BATCH_N)),
             (f"channels {ratio:.0%} per block (structured)",
              pc.run_variant(f"channel-{ratio}", base_ref,
                             ChannelPrune(ratio, importance="l1", skip_unprunable=True), dataset, ft_cfg,
-                            work / f"channel-{ratio}", BATCH_N, (structured,)))]
+                            work / f"channel-{ratio}", BATCH_N))]
 
     meta = pc.finish_meta(meta)
     payload = {"benchmark": "resnet20", "meta": meta, "baseline": baseline, "baseline_batchN": base_bN,
@@ -170,7 +175,7 @@ def markdown(p: dict, runs: list) -> str:
               f"{u['finetune']['epochs']} extra fine-tuning epochs each pruned model gets are also extra training the "
               "baseline did not get; a dense model trained for the same extra epochs was not run (time budget). "
               "This flatters the pruned models.", "",
-              "<details><summary>per-epoch history (validation = 10% of the train split)</summary>", "",
+              f"<details><summary>per-epoch history (validation = {pc.validation_words(b)})</summary>", "",
               "Baseline:", "", pc.history_table(b["history"]), ""]
     for label, r in runs:
         for h in r["finetune_history"]:

@@ -7,7 +7,10 @@
 
 Scratch output (quantized run directories, stage JSON) goes under /tmp/quant-bench/ (QUANT_BENCH_DIR).
 
-1. MiniLM (all-MiniLM-L6-v2) on the STS-B test split: torch fp32 eager, torch.ao dynamic int8, onnxruntime fp32,
+Every quantization is a one-step plan run by the executor (``sizewise.pipeline.executor.run``, see ``quantize()``
+below): cards of the fp32 input on the runtime and on torch eager, and of the reloaded artifact, on the test split.
+
+1. MiniLM (all-MiniLM-L6-v2) on the STS-B test split: torch fp32 eager, torch dynamic int8 (torchao), onnxruntime fp32,
    onnxruntime dynamic int8, onnxruntime static int8 (calibrated on STS-B train sentences), int4 weight-only with
    group size 32 and 128, and sizewise's fallback run (int4 weight-only with ``max_drop=Budget.parse("0.01")``).
    Every variant is evaluated by the same ``sizewise.evaluate(..., batch_size=32)`` pass (same tokenizer, same
@@ -18,6 +21,14 @@ Scratch output (quantized run directories, stage JSON) goes under /tmp/quant-ben
    trained here): onnxruntime static int8 with minmax / percentile / entropy calibration, accuracy, bytes and
    1-thread interleaved latency; and the issue's acceptance command ``sizewise quantize <run> --method int8-static``.
 3. The CPU's int8 features, read from the cards' ``environment.cpu_flags``.
+
+Split discipline: decisions on validation, numbers on test. The fallback run's budget checks and per-layer ranking,
+and this script's own sensitivity tables, score the first ``--sens-limit`` STS-B *dev* pairs (the validation split);
+every reported Spearman/accuracy is on the test split. The committed results (results/quantize.md, quantize.json)
+PREDATE this: they were made with the removed ``sizewise.compress.quantize.api.quantize()``, whose decisions read the
+first 300 *test* pairs, with torch.ao (not torchao) dynamic int8, and with LeNet-5/ResNet-20 trained on a train split
+whose held-out 10% was drawn by ``TrainConfig.val_fraction`` (now ``load_dataset`` carves a stratified validation
+split). A re-run computes the same quantities under the new discipline, so its numbers can differ slightly.
 """
 
 from __future__ import annotations
@@ -36,12 +47,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from _common import ROOT, MachineLoad, cached, ceil_to, floor_to, log, md_table, ratio_summary, time_modules  # noqa: E402
-from sizewise.compress.quantize.api import onnx_variant  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    MachineLoad,
+    cached,
+    ceil_to,
+    floor_to,
+    log,
+    md_table,
+    ratio_summary,
+    time_modules,
+)
+from sizewise.compress.quantize.step import onnx_variant  # noqa: E402
 
 WORK = Path(os.environ.get("QUANT_BENCH_DIR", "/tmp/quant-bench"))
 DATA = Path("/work/shared/data")
-RESULTS = ROOT / "benchmarks" / "results"
 PRUNE_RESNET = Path("/tmp/prune-bench/resnet20/baseline")
 SEQ_LEN = 128
 EVAL_BATCH = 32
@@ -84,13 +105,40 @@ def card_summary(card) -> dict[str, Any] | None:
             "warnings": list(card.warnings)}
 
 
+def quantize(loaded, config, out: Path, dataset=None, max_drop=None, measure_config=None, eval_limit=None,
+             progress=None):
+    """One quantization with its evidence, as the library runs it now: a one-step plan through the executor
+    (``sizewise.pipeline.executor.run``), which measures the fp32 input on the deployment runtime (``before``) and on
+    torch eager (``references["torch"]``), runs ``quantize_step`` (decisions, i.e. the budget's fallback steps and
+    the per-layer ranking, on the validation split), saves ``out/model``, reloads it and measures it (``after``), all
+    on the test split. It replaces the removed ``sizewise.compress.quantize.api.quantize``."""
+    from dataclasses import replace
+
+    from sizewise.pipeline.executor import RunOptions, run
+    from sizewise.pipeline.plan import Plan
+
+    mc = replace(measure_config or small_measure_config(), runtime=config.runtime)
+    options = RunOptions(measure=mc, budget=max_drop, references=("torch",), eval_limit=eval_limit, kind="quantize",
+                         command=f"benchmarks/quantize.py: {type(config).__name__}",
+                         progress=progress or (lambda _msg: None))
+    return run(loaded, Plan.of(config), dataset, out, options)
+
+
 def result_summary(r) -> dict[str, Any]:
-    return {"method": r.method, "config": r.to_dict()["config"], "torch_fp32": card_summary(r.torch_fp32),
+    """The fields the report reads, from the executor's :class:`RunResult` (they had these names on the old
+    ``QuantizeResult``: ``torch_fp32`` is the fp32 input on torch eager, ``before`` the fp32 input on the runtime)."""
+    step = r.record["steps"][-1]
+    details = dict(step["details"])
+    torch_fp32 = r.references.get("torch") or (r.before if r.before.latency.runtime == "torch" else None)
+    return {"method": step["method"], "config": step["config"], "torch_fp32": card_summary(torch_fp32),
             "before": card_summary(r.before), "after": card_summary(r.after),
-            "verdict": r.to_dict()["verdict"], "kept_in_float": list(r.kept_in_float), "tried": r.tried,
-            "details": r.to_dict()["details"], "model_dir": str(r.model_dir),
-            "sensitivity": [{"node": s.node, "op_type": s.op_type, "output_error": s.output_error,
-                             "metric": s.metric, "metric_drop": s.metric_drop} for s in r.sensitivity],
+            "verdict": r.record["verdict"], "kept_in_float": list(details.get("kept_in_float", [])),
+            "tried": details.pop("tried", []), "decision": details.get("decision"),
+            "details": {k: v for k, v in details.items() if k != "sensitivity"}, "model_dir": str(r.model_dir),
+            "validation_metrics": step["metrics"],
+            "sensitivity": [{"node": s["node"], "op_type": s["op_type"], "output_error": s["output_error"],
+                             "metric": s["metric"], "metric_drop": s["metric_drop"]}
+                            for s in details.get("sensitivity") or []],
             "cpu_flags": r.after.environment.get("cpu_flags", {}), "environment": r.after.environment}
 
 
@@ -145,12 +193,16 @@ def onnx_weight_census(path: str | Path) -> dict[str, Any]:
 
 
 def torch_weight_census(module) -> dict[str, Any]:
+    """Weight layers of a torch model and how each is stored: int8 (torchao ``Int8Tensor`` weights, counted by
+    ``sizewise.models.torch_quant.dynamic_linear_modules``) or float."""
     from torch import nn
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
+    from sizewise.models.torch_quant import dynamic_linear_modules
+
+    q = sorted(dynamic_linear_modules(module))
     floats = [f"{n} ({type(m).__name__})" for n, m in module.named_modules()
-              if isinstance(m, (nn.Linear, nn.Conv2d)) or (isinstance(m, nn.Embedding) and m.weight.numel() >= 1024)]
-    q = [n for n, m in module.named_modules() if isinstance(m, DynamicLinear)]
+              if (isinstance(m, (nn.Linear, nn.Conv2d)) and n not in q)
+              or (isinstance(m, nn.Embedding) and m.weight.numel() >= 1024)]
     return {"float_weights": len(floats), "quantized_weights": len(q), "float_names": floats}
 
 
@@ -200,6 +252,11 @@ def interleaved(modules: dict[str, Any], inputs: dict, threads: int, rounds: int
     return out
 
 
+def decision_pairs(ds) -> str:
+    """What a decision subset is drawn from, in words."""
+    return "STS-B dev (validation) pairs" if ds.decision_split == "validation" else f"{ds.decision_split} pairs"
+
+
 def save_stage(name: str, payload: dict[str, Any]) -> Path:
     WORK.mkdir(parents=True, exist_ok=True)
     path = WORK / f"stage-{name}.json"
@@ -221,7 +278,7 @@ def small_measure_config(seq_len: int | None = None):
 
 
 def torch_int8_by_hand(base, out: Path, mc, exc: BaseException) -> dict[str, Any]:
-    """quantize(..., Int8Dynamic(runtime="torch")) crashed: quantize with the same backend function it calls
+    """quantize(..., Int8Dynamic(runtime="torch")) crashed: quantize with the same backend function its step calls
     (``quantize_torch``), keep the module in memory for evaluation and timing, and count the bytes of the int8 state
     sizewise writes for torch int8 models (``quantized_state`` -> safetensors) plus the HF ``config.json``."""
     import traceback
@@ -240,7 +297,7 @@ def torch_int8_by_hand(base, out: Path, mc, exc: BaseException) -> dict[str, Any
     nbytes = file_bytes(out / "int8-state.safetensors") + file_bytes(out / "config.json")
     fp32_card = sizewise.measure(base, mc)
     _HAND_MADE["torch-int8-dynamic"] = qloaded
-    return {"label": "torch.ao dynamic int8", "error": "".join(traceback.format_exception_only(exc)).strip(),
+    return {"label": "torch dynamic int8 (torchao)", "error": "".join(traceback.format_exception_only(exc)).strip(),
             "traceback": traceback.format_exc()[-3000:], "by_hand": True, "kept_in_float": [],
             "torch_fp32": card_summary(fp32_card), "before": card_summary(fp32_card),
             "after": {"disk_bytes": nbytes, "artifact": "config.json + int8-state.safetensors (by hand)"},
@@ -255,7 +312,7 @@ def stage_minilm(args) -> dict[str, Any]:
     import torch
 
     import sizewise
-    from sizewise.compress.quantize import Int8Dynamic, Int8Static, WeightOnly, quantize
+    from sizewise.compress.quantize import Int8Dynamic, Int8Static, WeightOnly
     from sizewise.compress.quantize.calibration import calibration_batches
     from sizewise.compress.quantize.onnx_backend import quantizable_nodes
     from sizewise.compress.quantize.sensitivity import layer_sensitivity
@@ -288,7 +345,7 @@ def stage_minilm(args) -> dict[str, Any]:
         return runs[key]
 
     try:
-        r_torch = run("torch-int8-dynamic", "torch.ao dynamic int8", Int8Dynamic(runtime="torch"))
+        r_torch = run("torch-int8-dynamic", "torch dynamic int8 (torchao)", Int8Dynamic(runtime="torch"))
     except Exception as exc:  # a sizewise bug is a finding: record it, then measure the same quantization by hand
         r_torch = torch_int8_by_hand(base, work / "torch-int8-dynamic", mc, exc)
         runs["torch-int8-dynamic"] = r_torch
@@ -327,16 +384,17 @@ def stage_minilm(args) -> dict[str, Any]:
         sens_source = ("`sizewise.compress.quantize.sensitivity.layer_sensitivity`, called by this script with the "
                        "inputs `quantize()` would have used (quantize() did not rank layers itself: the all-int4 model "
                        f"met the budget on its decision subset); the per-layer Spearman is on the first "
-                       f"{args.sens_limit} test pairs, like the fallback run's decisions")
+                       f"{args.sens_limit} {decision_pairs(ds)}, like the fallback run's decisions")
         log("sensitivity: the all-int4 model met the budget, ranking layers separately")
         cfg = WeightOnly(4, group_size=best_gs)
         batches = calibration_batches(base, ds, 32)
         nodes = quantizable_nodes(fp32_path, cfg)
         fp32_variant = onnx_variant(base, fp32_path)
-        baseline = sizewise.evaluate(fp32_variant, ds, limit=args.sens_limit)["spearman"]
+        split = ds.decision_split  # as the fallback decides: validation (STS-B dev), never the reported test split
+        baseline = sizewise.evaluate(fp32_variant, ds, split=split, limit=args.sens_limit)["spearman"]
         rows = layer_sensitivity(fp32_path, cfg, batches, nodes,
-                                 lambda p: sizewise.evaluate(onnx_variant(base, p), ds, limit=args.sens_limit)[
-                                     "spearman"], baseline,
+                                 lambda p: sizewise.evaluate(onnx_variant(base, p), ds, split=split,
+                                                             limit=args.sens_limit)["spearman"], baseline,
                                  lambda m: log(f"  {m}"))
         sens = [{"node": s.node, "op_type": s.op_type, "output_error": s.output_error, "metric": s.metric,
                  "metric_drop": s.metric_drop} for s in rows]
@@ -392,6 +450,7 @@ def stage_minilm(args) -> dict[str, Any]:
     payload = {"meta": _finish(meta, t0), "runs": runs, "variants": variants, "fp32_onnx_bytes": fp32_bytes,
                "ort_fp32_card_bytes": ort_fp32_card_bytes, "sensitivity": sens, "sensitivity_source": sens_source,
                "latency_1t": lat1, "latency_2t": lat2, "max_abs_diff_last_hidden_state": diffs,
+               "decision_split": ds.decision_split, "decision_examples": len(ds.split(ds.decision_split)),
                "cpu_flags": runs["ort-int8-dynamic"]["cpu_flags"], "environment": runs["ort-int8-dynamic"]["environment"]}
     save_stage("minilm", payload)
     return payload
@@ -426,7 +485,8 @@ def stage_minilm_sensitivity(args) -> dict[str, Any]:
     batches = calibration_batches(base, ds, 32)
     nodes = quantizable_nodes(fp32_path, cfg)
     reference = _outputs(fp32_path, batches)
-    baseline = sizewise.evaluate(onnx_variant(base, fp32_path), ds, limit=args.sens_limit)["spearman"]
+    split = ds.decision_split  # a ranking is a decision: validation (STS-B dev), as the fallback ranks
+    baseline = sizewise.evaluate(onnx_variant(base, fp32_path), ds, split=split, limit=args.sens_limit)["spearman"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (node, op) in enumerate(nodes, 1):
@@ -435,12 +495,12 @@ def stage_minilm_sensitivity(args) -> dict[str, Any]:
                                  exclude=[n for n, _ in nodes if n != node])
             census = onnx_weight_census(path)
             error = relative_error(reference, _outputs(path, batches))
-            metric = sizewise.evaluate(onnx_variant(base, path), ds, limit=args.sens_limit)["spearman"]
+            metric = sizewise.evaluate(onnx_variant(base, path), ds, split=split, limit=args.sens_limit)["spearman"]
             rows.append({"node": node, "op_type": op, "output_error": error, "metric": metric,
                          "metric_drop": baseline - metric, "quantized_weights_in_file": census["quantized_weights"]})
     rows.sort(key=lambda r: (-(r["metric_drop"] or 0.0), -r["output_error"]))
     payload = {"meta": _finish(meta, t0), "group_size": gs, "eval_limit": args.sens_limit, "baseline": baseline,
-               "rows": rows}
+               "split": split, "rows": rows}
     save_stage("minilm-sensitivity", payload)
     return payload
 
@@ -458,7 +518,7 @@ def train_lenet5() -> Path:
     mnist = sizewise.load_dataset(str(DATA / "mnist" / "mnist.npz"))
     loaded = sizewise.load("zoo:lenet5")
     log("training LeNet-5 on MNIST, 6 epochs (sizewise defaults: AdamW lr 3e-3, batch 64, cosine)")
-    result = sizewise.train(loaded, mnist, sizewise.TrainConfig(epochs=6, threads=1), progress=True)
+    result = sizewise.train(loaded, mnist, sizewise.TrainConfig(epochs=6, threads=1), bar=True)
     sizewise.save_model(loaded, run_dir / "model")
     hist = [{"epoch": e.epoch, "val_accuracy": e.val_accuracy, "seconds": e.seconds} for e in result.epochs]
     (run_dir / "train.json").write_text(json.dumps({"epochs": 6, "history": hist, "config": "TrainConfig(epochs=6, "
@@ -488,7 +548,7 @@ def train_resnet20(epochs: int) -> Path:
     cfg = sizewise.TrainConfig(epochs=epochs, lr=0.1, batch_size=128, optimizer="sgd", momentum=0.9,
                                weight_decay=5e-4, schedule="cosine", threads=1, seed=0)
     log(f"training ResNet-20 ourselves: {cfg}")
-    result = sizewise.train(loaded, cifar, cfg, out=run_dir, resume=True, progress=True)
+    result = sizewise.train(loaded, cifar, cfg, out=run_dir, resume=True, bar=True)
     sizewise.save_model(loaded, run_dir / "model")
     hist = [{"epoch": e.epoch, "val_accuracy": e.val_accuracy, "seconds": e.seconds} for e in result.epochs]
     (run_dir / "train.json").write_text(json.dumps({"epochs": epochs, "history": hist, "config": str(cfg),
@@ -501,7 +561,7 @@ def stage_cnn(name: str, run_dir: Path, data: str, source: str, calibrations: li
     import torch
 
     import sizewise
-    from sizewise.compress.quantize import Int8Static, quantize
+    from sizewise.compress.quantize import Int8Static
 
     torch.set_num_threads(1)
     t0, meta = time.perf_counter(), _meta(name)
@@ -565,11 +625,13 @@ def acceptance_command(run_dir: Path) -> dict[str, Any]:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     card = json.loads((target / "card.json").read_text()) if (target / "card.json").is_file() else None
     summary = None
-    if card:
-        summary = {k: {"disk_bytes": card[k]["size"]["disk_bytes"], "metrics": card[k]["metrics"],
-                       "p50_ms": card[k]["latency"]["p50_ms"], "threads": card[k]["latency"]["threads"],
-                       "other_load_cores": card[k]["latency"].get("other_load_cores")}
-                   for k in ("torch_fp32", "before", "after") if card.get(k)}
+    if card:  # a run record (sizewise.run/1): the fp32 input on torch eager is a reference card
+        cards = {"torch_fp32": (card.get("references") or {}).get("torch"), "before": card.get("before"),
+                 "after": card.get("after")}
+        summary = {k: {"disk_bytes": c["size"]["disk_bytes"], "metrics": c["metrics"],
+                       "p50_ms": c["latency"]["p50_ms"], "threads": c["latency"]["threads"],
+                       "other_load_cores": c["latency"].get("other_load_cores")}
+                   for k, c in cards.items() if c}
         summary["verdict"] = card["verdict"]
     return {"command": shown, "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr[-4000:],
             "seconds": load.wall_s, "load": load.as_dict(), "card": summary}
@@ -636,6 +698,10 @@ def _lat_cell(lat: dict, base: str, key: str) -> str:
 
 def render_minilm(p: dict[str, Any], sens: dict[str, Any] | None) -> tuple[list[str], dict[str, Any]]:
     V, runs, lat1, lat2 = p["variants"], p["runs"], p["latency_1t"], p["latency_2t"]
+    # stages run before the split discipline decided on the test split; newer ones decide on validation (STS-B dev)
+    on_validation = p.get("decision_split") == "validation"
+    decided_on = "STS-B dev (validation) pairs" if on_validation else "test pairs"
+    decision_total = p.get("decision_examples", 1379)
     fp32_bytes = p["fp32_onnx_bytes"]
     torch_bytes = V["torch-fp32"]["bytes"]
     L = ["## 1. MiniLM (all-MiniLM-L6-v2) on STS-B test", ""]
@@ -729,8 +795,9 @@ def render_minilm(p: dict[str, Any], sens: dict[str, Any] | None) -> tuple[list[
           f"group size whose all-int4 artifact fits in 15% of the fp32 bytes ({_b(int(rule.get('limit_bytes', 0)))} "
           f"bytes): group 32 = {_b(rule.get('g32_bytes', 0))}, group 128 = {_b(rule.get('g128_bytes', 0))}. "
           f"The fallback run was given `eval_limit={br.get('eval_limit')}`: its decisions (the budget check at "
-          f"each step and the per-layer ranking) use the first {br.get('eval_limit') or 1379} of the 1,379 test pairs "
-          "(to fit the time budget), while its final card and the table above use all of them. Steps tried (layers "
+          f"each step and the per-layer ranking) use the first {br.get('eval_limit') or decision_total} of the "
+          f"{decision_total:,} {decided_on} (to fit the time budget), while its final card and the table above use "
+          f"{'all 1,379 test pairs' if on_validation else 'all of them'}. Steps tried (layers "
           "kept in float -> Spearman on that subset, batch 64): "
           + ", ".join(f"{t['kept_in_float']} -> {t['metric']:.4f}" for t in br["tried"]) + f". Verdict on the card: "
           f"\"{br['verdict']['message']}\"."]
@@ -748,7 +815,9 @@ def render_minilm(p: dict[str, Any], sens: dict[str, Any] | None) -> tuple[list[
               + (", ".join(f"`{r['node']}`" for r in iso if r["quantized_weights_in_file"] == 0) or "none")
               + ", the 2 x 384 table the census leaves out), relative "
               "output error (`||y_q - y|| / ||y||` of `last_hidden_state`) on 32 STS-B train pairs (sizewise's "
-              f"calibration batches), Spearman x 100 on the first {sens['eval_limit']} test pairs (batch 64; fp32 on "
+              f"calibration batches), Spearman x 100 on the first {sens['eval_limit']} "
+              f"{'STS-B dev (validation) pairs' if sens.get('split') == 'validation' else 'test pairs'} "
+              "(batch 64; fp32 on "
               f"that subset: {sens['baseline']:.4f}); sorted like sizewise sorts (metric drop, then output error). "
               f"Top 10 of {len(iso)}:", ""]
         L += md_table([[i, f"`{r['node']}`", r["op_type"], f"{r['output_error']:.4f}", f"{r['metric']:.4f}",
@@ -773,8 +842,12 @@ def render_minilm(p: dict[str, Any], sens: dict[str, Any] | None) -> tuple[list[
               "found\"). The ranking is therefore graph order, and a fallback that keeps \"the k most sensitive "
               "layers\" in float would keep the first k layers of the graph. It did not matter in this run only "
               "because the all-int4 model met the budget with 0 layers kept in float."]
-    L += ["", "Both tables decide on the **test** split (`dataset.heldout`), the same split the results are reported "
-          "on; sizewise's fallback does the same."]
+    if on_validation:
+        L += ["", "Both tables decide on the **validation** split (STS-B dev), as sizewise's fallback does; the "
+              "reported numbers above are on the test split, scored once."]
+    else:
+        L += ["", "Both tables decide on the **test** split (`dataset.heldout`), the same split the results are "
+              "reported on; sizewise's fallback did the same when this stage ran (it now decides on validation)."]
     # ---- secondary: 2 threads
     L += ["", f"### Secondary, flagged: 2 threads", "",
           f"{lat2['rounds']} interleaved rounds; other processes used {lat2['load']['others_cores']:.2f} of the 2 "
@@ -1096,7 +1169,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60, help="interleaved latency rounds (MiniLM)")
     parser.add_argument("--seconds", type=float, default=60.0, help="time cap per interleaved latency loop")
     parser.add_argument("--sens-limit", type=int, default=300,
-                        help="quantize(eval_limit=): test pairs on which the fallback run decides (budget steps and "
+                        help="RunOptions(eval_limit=): validation (STS-B dev) pairs on which the fallback run decides "
+                             "(budget steps and "
                              "per-layer sensitivity); its final card is still evaluated on the whole test split")
     parser.add_argument("--minilm-percentile", action="store_true", help="also static int8 with percentile")
     parser.add_argument("--calibrations", default="minmax,percentile,entropy")

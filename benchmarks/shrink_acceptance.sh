@@ -14,9 +14,12 @@ summary() {
 import json, sys
 r = json.load(open(sys.argv[1]))
 states = [t["state"] for t in r["trials"]]
+chosen = r.get("chosen") or {}
+validation, test = chosen.get("validation") or {}, chosen.get("test") or {}  # sizewise.shrink/2
 print(f"# {sys.argv[1]}: trials {len(states)} ({states.count('complete')} complete, {states.count('pruned')} "
-      f"stopped by the proxy, {states.count('failed')} failed); pareto {len(r['pareto'])} point(s); "
-      f"chosen trial {r['chosen']['trial']} meets_budget={r['chosen']['meets_budget']}; interrupted={r['interrupted']}")
+      f"stopped by the proxy, {states.count('failed')} failed); pareto {len(r['pareto'])} point(s) on "
+      f"{r.get('selection_split')}; chosen trial {chosen.get('trial')} meets_budget on validation="
+      f"{validation.get('meets_budget')}, on test={test.get('meets_budget')}; interrupted={r['interrupted']}")
 PY
 }
 echo; echo "\$ sizewise demo --out d"

@@ -2,6 +2,11 @@
 
 ``benchmarks/results/shrink.md`` holds one section per benchmark run between ``<!-- section:KEY -->`` markers, so each
 script rewrites only its own section and re-running one benchmark never drops another's numbers.
+
+``results.json`` is schema ``sizewise.shrink/2``: every trial is scored on the validation split (its ``card.json`` is a
+run record whose ``after`` card is on validation), the choice is made there, and only the baselines
+(``baseline.torch_fp32`` / ``baseline.runtime_fp32``) and the chosen model (``chosen.test.card``) are measured on the
+test split. Tables say which split each number is on.
 """
 
 from __future__ import annotations
@@ -27,26 +32,50 @@ def replace_section(key: str, text: str, path: Path = SHRINK_MD) -> None:
     path.write_text(body)
 
 
-def card_of(trial: dict[str, Any]) -> dict[str, Any]:
-    return trial.get("card") or json.loads((Path(trial["artifact"]) / "card.json").read_text())
+def card_of(trial: dict[str, Any]) -> dict[str, Any] | None:
+    """A trial's card: the ``after`` card of its run record (on the validation split); None for a trial that wrote
+    none (stopped by the proxy before its measurement, or failed)."""
+    if trial.get("card"):
+        return trial["card"]
+    path = Path(trial["artifact"]) / "card.json" if trial.get("artifact") else None
+    if path is None or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record["after"] if "after" in record else record  # a bare card: a search made before the run record
 
 
-def row(name: str, card: dict, metric: str, torch_ms: float, runtime_ms: float, fp32_bytes: int) -> list[str]:
+def chosen_card(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The chosen model's card on the test split (the reported one); None when the search did not finish."""
+    chosen = results.get("chosen") or {}
+    return (chosen.get("test") or {}).get("card")
+
+
+def row(name: str, card: dict, metric: str, torch_ms: float, runtime_ms: float, fp32_bytes: int,
+        split: str = "test") -> list[str]:
     lat = card["latency"]
-    return [name, f"{points(metric, card['metrics'][metric]):.2f}", f"{card['size']['disk_bytes']:,}",
+    value = f"{points(metric, card['metrics'][metric]):.2f}" + ("" if split == "test" else f" ({split})")
+    return [name, value, f"{card['size']['disk_bytes']:,}",
             f"{card['size']['disk_bytes'] / fp32_bytes:.1%}", f"{card['flops']['total']:,}",
             f"{lat['p50_ms']:.3f} [{lat['ci95_median_ms'][0]:.3f}-{lat['ci95_median_ms'][1]:.3f}]",
             f"{torch_ms / lat['p50_ms']:.2f}x", f"{runtime_ms / lat['p50_ms']:.2f}x",
             f"{lat.get('other_load_cores') or 0:.2f}"]
 
 
-def describe(plan: dict[str, Any]) -> str:
-    steps = [plan["prune"] and f"{plan['prune']} {plan['sparsity']:.0%}", plan["quantize"]]
-    return " → ".join(filter(None, steps)) or "no compression"
+def methods_of(plan: dict[str, Any] | None) -> list[str]:
+    """The method names of a trial's plan (a ``Plan.to_dict()``; None when every slot sampled none)."""
+    return [step["method"] for step in (plan or {}).get("steps", [])]
+
+
+def describe(trial: dict[str, Any]) -> str:
+    """What a trial did: its plan's description, as the search wrote it."""
+    return trial.get("description") or " → ".join(methods_of(trial.get("plan"))) or "no compression"
 
 
 def comparison(results: dict[str, Any]) -> list[str]:
-    """The baselines, a plain dynamic-int8 trial if one ran, and the chosen model, measured in the same search."""
+    """The baselines, a plain dynamic-int8 trial if one ran, and the chosen model, measured in the same search.
+
+    The baselines and the chosen model are on the test split, measured one after the other once the search ended;
+    the dynamic-int8 trial's row is its own trial card (validation split, measured during the search)."""
     metric = results["metric"]
     base_torch, base_rt = results["baseline"]["torch_fp32"], results["baseline"]["runtime_fp32"]
     torch_ms, rt_ms = base_torch["latency"]["p50_ms"], base_rt["latency"]["p50_ms"]
@@ -54,14 +83,14 @@ def comparison(results: dict[str, Any]) -> list[str]:
     runtime = results["config"]["runtime"]
     rows = [row("torch fp32 eager", base_torch, metric, torch_ms, rt_ms, fp32_bytes),
             row(f"{runtime} fp32", base_rt, metric, torch_ms, rt_ms, fp32_bytes)]
-    dyn = next((t for t in results["trials"] if t["state"] == "complete" and not t["plan"]["prune"]
-                and t["plan"]["quantize"] == "int8-dynamic"), None)
+    dyn = next((t for t in results["trials"] if t["state"] == "complete" and methods_of(t["plan"]) == ["int8-dynamic"]),
+               None)
     if dyn:
         rows.append(row(f"{runtime} dynamic int8 (trial {dyn['number']})", card_of(dyn), metric, torch_ms, rt_ms,
-                        fp32_bytes))
-    chosen = results.get("chosen")
-    if chosen:
-        rows.append(row(f"**chosen** (trial {chosen['trial']}: {chosen['description']})", chosen["card"], metric,
+                        fp32_bytes, split=results.get("selection_split", "validation")))
+    chosen, card = results.get("chosen"), chosen_card(results)
+    if chosen and card:
+        rows.append(row(f"**chosen** (trial {chosen['trial']}: {chosen['description']})", card, metric,
                         torch_ms, rt_ms, fp32_bytes))
     return md_table(rows, "lrrrrrrrr", columns=["model", metric, "bytes", "% of fp32", "FLOPs", "p50 ms [95% CI]",
                                                 "vs torch fp32 eager", f"vs {runtime} fp32", "other load (cores)"])
@@ -75,6 +104,7 @@ def trials_table(results: dict[str, Any], objective: str) -> list[str]:
         value = "" if t.get("metric") is None else f"{points(results['metric'], t['metric']):.2f}"
         obj = f"{t['objectives'][objective]:,.4g}" if t.get("objectives") else ""
         mark = "chosen" if t["number"] == chosen else ("yes" if t["number"] in pareto else "")
-        rows.append([t["number"], describe(t["plan"]), t["state"], value, obj, mark, t.get("message", "")])
-    return md_table(rows, "rllrrcl", columns=["#", "what it did", "state", results["metric"], objective, "Pareto",
-                                              "note"])
+        rows.append([t["number"], describe(t), t["state"], value, obj, mark, t.get("message", "")])
+    split = results.get("selection_split", "validation")
+    return md_table(rows, "rllrrcl", columns=["#", "what it did", "state", f"{results['metric']} ({split})",
+                                              objective, f"Pareto ({split})", "note"])

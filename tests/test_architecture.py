@@ -44,12 +44,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {}
 # violation not listed here, and on any entry that no longer occurs (delete it when it is fixed).
 KNOWN_VIOLATIONS: dict[tuple[str, str, str], str] = {
     # to be fixed by the one-plan refactor
-    ("pipeline/search.py", "_baseline", "sizewise"): "internal code imports the public API package",
-    ("pipeline/search.py", "_baseline_sensitivity", "sizewise"): "internal code imports the public API package",
-    ("pipeline/search.py", "_baseline_proxy", "sizewise"): "internal code imports the public API package",
-    ("pipeline/trial.py", "run_trial", "sizewise"): "internal code imports the public API package",
-    ("cli/demo_cmd.py", "demo", "sizewise"): "internal code imports the public API package",
-    ("cli/measure_cmd.py", "measure", "sizewise"): "internal code imports the public API package",
 }
 
 

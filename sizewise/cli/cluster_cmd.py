@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from sizewise.cli.common import (
+    with_data_options,
     console,
     handles_errors,
     load_inputs,
@@ -19,6 +20,7 @@ from sizewise.cli.common import (
 
 
 @handles_errors
+@with_data_options
 def cluster(
     model: str = typer.Argument(..., help="Model reference (a run directory from sizewise train/prune, zoo:NAME, "
                                           "...)."),

@@ -7,7 +7,9 @@ it so the traceback shows. Anything else is a bug and always shows its traceback
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import inspect
 import shlex
 import sys
 from collections.abc import Callable
@@ -117,16 +119,75 @@ def refuse_earlier_run(out: Path, resume: bool) -> None:
                           hint="pass --resume to continue or re-measure it, or use a new --out")
 
 
-def load_inputs(model: str, data: str | None, arch: str | None = None):
-    """The model and the dataset (or None) from their references."""
+# --- how a user's data is read: the same flags on every command that takes --data ------------------------------------
+
+_DATA_FLAGS = {
+    "text_column": (str | None, typer.Option(None, "--text-column", help="Data: the column holding the text.")),
+    "text_pair_column": (str | None, typer.Option(None, "--text-pair-column",
+                                                  help="Data: the column holding the second text of a pair.")),
+    "label_column": (str | None, typer.Option(None, "--label-column", help="Data: the column holding the label.")),
+    "columns": (str | None, typer.Option(None, "--columns", help="Data: the column names of a headerless CSV/TSV, "
+                                                                 "comma-separated, in order.")),
+    "task": (str | None, typer.Option(None, "--task", help="The task, when the model's config and the data do not "
+                                                           "say it: image-classification, text-classification, "
+                                                           "sentence-similarity, causal-lm, ...")),
+    "trust_remote_code": (bool, typer.Option(False, "--trust-remote-code", help="Let a Hugging Face model directory "
+                                                                               "run its own Python code (auto_map): "
+                                                                               "only for models you trust.")),
+    "image_size": (int | None, typer.Option(None, "--image-size", help="Data: resize images to this square size.")),
+}
+_data_options: contextvars.ContextVar = contextvars.ContextVar("data_options", default=None)
+
+
+def with_data_options(fn: F) -> F:
+    """Add the input flags (``--text-column``, ``--label-column``, ``--columns``, ``--task``, ``--trust-remote-code``,
+    ...) to a command; they reach :func:`load_inputs` without every command passing them along."""
+    signature = inspect.signature(fn)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, (kind, option) in _DATA_FLAGS.items()]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name, None) for name in _DATA_FLAGS}
+        token = _data_options.set(given)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _data_options.reset(token)
+
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
+    return wrapper  # type: ignore[return-value]
+
+
+def data_options():
+    """The DataOptions the command line gave, or None."""
+    given = {k: v for k, v in (_data_options.get() or {}).items() if k != "trust_remote_code" and v is not None}
+    if not given:
+        return None
+    from sizewise.data.options import DataOptions
+
+    return DataOptions(**given)
+
+
+def model_options() -> dict[str, Any]:
+    """What the command line said about loading the model: ``task`` and ``trust_remote_code``."""
+    given = _data_options.get() or {}
+    return {"task": given.get("task"), "trust_remote_code": bool(given.get("trust_remote_code"))}
+
+
+def load_inputs(model: str, data: str | None, arch: str | None = None, model_task: bool = True):
+    """The model and the dataset (or None) from their references (``model_task=False``: ``--task`` is about the data
+    and the result only, as in fine-tuning to a new task)."""
     from sizewise.data import load_dataset
     from sizewise.models.loader import load
 
     with err_console.status("loading") as status:
-        loaded = load(model, arch=arch)
+        options = model_options()
+        loaded = load(model, arch=arch, task=options["task"] if model_task else None,
+                      trust_remote_code=options["trust_remote_code"])
         if data:
             status.update(f"loading data {data}")
-        dataset = load_dataset(data) if data else None
+        dataset = load_dataset(data, options=data_options()) if data else None
     return loaded, dataset
 
 

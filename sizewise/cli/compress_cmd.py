@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from sizewise.cli.common import (
+    with_data_options,
     console,
     handles_errors,
     load_inputs,
@@ -37,6 +38,7 @@ built-in recipe deep-compression).
 
 
 @handles_errors
+@with_data_options
 def compress(
     model: str = typer.Argument(..., help="Model reference (a run directory from sizewise train, zoo:NAME, ...)."),
     recipe: str = typer.Option(..., "--recipe", help="A built-in recipe (deep-compression) or a YAML file."),

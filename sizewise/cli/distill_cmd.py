@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from sizewise.cli.common import (
+    with_data_options,
     console,
     handles_errors,
     load_inputs,
@@ -22,6 +23,7 @@ STUDENT_HELP = ("layers:K (keep K evenly spaced transformer layers, from the tea
 
 
 @handles_errors
+@with_data_options
 def distill(
     teacher: str = typer.Argument(..., help="The teacher: a run directory from sizewise train, minilm, ..."),
     student: str = typer.Option(..., "--student", help=STUDENT_HELP),

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, handles_errors, load_inputs, measure_config, one_step, run_plan
+from sizewise.cli.common import (
+    console,
+    handles_errors,
+    load_inputs,
+    measure_config,
+    one_step,
+    run_plan,
+    with_data_options,
+)
 
 
 def _rank_table(details: dict):
@@ -25,6 +33,7 @@ def _rank_table(details: dict):
 
 
 @handles_errors
+@with_data_options
 def factorize(
     model: str = typer.Argument(..., help="Model reference (a run directory, minilm, zoo:NAME, HF dir, ...)."),
     data: str = typer.Option(..., "--data", help="Data for fine-tuning and held-out accuracy."),

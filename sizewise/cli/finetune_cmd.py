@@ -10,9 +10,11 @@ from pathlib import Path
 import typer
 
 from sizewise.cli.common import (
+    with_data_options,
     console,
     handles_errors,
     load_inputs,
+    model_options,
     measure_config,
     one_step,
     print_epochs,
@@ -58,15 +60,13 @@ def _head_line(result: dict) -> str:
 
 
 @handles_errors
+@with_data_options
 def finetune(
     model: str = typer.Argument(..., help="Pretrained model: minilm, a Hugging Face directory, a run directory, "
                                           "zoo:NAME, ..."),
     data: str = typer.Option(..., "--data", help="Labelled data for the new task: digits, an MNIST .npz, a CIFAR-10 "
                                                  "folder, an SST-2 or STS-B folder."),
     out: Path = typer.Option(..., "--out", help="Run directory: model/, card.json, steps/ (training checkpoints)."),
-    task: str | None = typer.Option(None, "--task", help="The task the result must serve (image-classification, "
-                                                         "text-classification, sentence-similarity); checked "
-                                                         "against the data."),
     head: str = typer.Option("keep", "--head", help="keep, or new: a freshly initialised classifier for the data's "
                                                     "classes."),
     freeze: str = typer.Option("none", "--freeze", help="none, backbone (only the head trains), or N-layers (the "
@@ -100,10 +100,10 @@ def finetune(
     from sizewise.train.finetuning import suggested_lr
 
     given = {"head": head, "freeze": freeze, "unfreeze_after": unfreeze_after, "lora": lora, "lora_alpha": lora_alpha,
-             "labels": labels, "task": task}
+             "labels": labels, "task": model_options()["task"]}  # --task: what the result must serve
     config = get_method("finetune").make(**{k: v for k, v in given.items() if v is not None})
     refuse_earlier_run(out, resume)
-    loaded, dataset = load_inputs(model, data, arch)
+    loaded, dataset = load_inputs(model, data, arch, model_task=False)  # the model changes task here
     train = TrainConfig(epochs=epochs, lr=suggested_lr(loaded, config) if lr is None else lr, batch_size=batch_size,
                         val_fraction=val_fraction, patience=patience, seed=seed, threads=threads)
     result = run_plan(loaded, one_step("finetune", config, train), dataset, out, kind="finetune",

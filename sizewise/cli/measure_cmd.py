@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, err_console, handles_errors
+from sizewise.cli.common import console, data_options, err_console, handles_errors, model_options, with_data_options
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -24,11 +24,12 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 @handles_errors
+@with_data_options
 def measure(
     model: str = typer.Argument(..., help="Model reference: minilm, zoo:NAME, HF dir, run dir, FILE.onnx, "
                                           "package.module:factory, or weights with --arch."),
-    data: str | None = typer.Option(None, "--data", help="Held-out data for metrics: digits, a .npz, a CIFAR-10/"
-                                                         "SST-2/STS-B folder."),
+    data: str | None = typer.Option(None, "--data", help="Data for metrics: digits, a packed folder, CSV/TSV/JSON/"
+                                                         "Parquet files, an image folder, a text file."),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch size for FLOPs and latency."),
     seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per example for text models (default 128)."),
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: torch's setting)."),
@@ -57,8 +58,10 @@ def measure(
     json_path: Path | None = typer.Option(None, "--json", help="Write the card as JSON here."),
 ) -> None:
     """What does this model cost? Parameters, bytes, FLOPs, latency, memory, energy, CO2e (and metrics with --data)."""
-    import sizewise
+    from sizewise.data import load_dataset
     from sizewise.measure import EnergySettings, MeasureConfig
+    from sizewise.measure import measure as measure_model
+    from sizewise.models.loader import load
     from sizewise.measure.llm import LLMConfig
     from sizewise.report.card_view import print_card
     from sizewise.tasks.perplexity import PerplexityConfig
@@ -70,12 +73,13 @@ def measure(
                            energy=EnergySettings(watts_per_core=watts_per_core, pue=pue, region=region,
                                                  grid_gco2_per_kwh=grid_intensity))
     with err_console.status("loading model") as status:
-        loaded = sizewise.load(model, arch=arch, trust_pickle=trust_pickle, input_shape=parse_shape(input_shape))
+        loaded = load(model, arch=arch, trust_pickle=trust_pickle, input_shape=parse_shape(input_shape),
+                      **model_options())
         dataset = None
         if data:
             status.update(f"loading data {data}")
-            dataset = sizewise.load_dataset(data)
-        card = sizewise.measure(loaded, config, dataset=dataset, progress=status.update)
+            dataset = load_dataset(data, options=data_options())
+        card = measure_model(loaded, config, dataset=dataset, progress=status.update)
     print_card(card, console)
     if json_path:
         card.to_json(json_path)

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from sizewise.cli.common import console, handles_errors, load_inputs, measure_config, method_config, one_step, run_plan
+from sizewise.cli.common import (
+    console,
+    handles_errors,
+    load_inputs,
+    measure_config,
+    method_config,
+    one_step,
+    run_plan,
+    with_data_options,
+)
 
 HIDDEN_DETAILS = ("schedule", "training")  # long lists; the record keeps them
 
@@ -25,6 +34,7 @@ def _pattern(text: str | None) -> dict[str, int | None]:
 
 
 @handles_errors
+@with_data_options
 def prune(
     model: str = typer.Argument(..., help="Model reference (a run directory from sizewise train, zoo:NAME, ...)."),
     data: str = typer.Option(..., "--data", help="Data for fine-tuning and held-out accuracy."),

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from sizewise.cli.common import (
+    with_data_options,
     console,
     handles_errors,
     load_inputs,
@@ -34,6 +35,7 @@ def sensitivity_table(rows: list[dict]):
 
 
 @handles_errors
+@with_data_options
 def quantize(
     model: str = typer.Argument(..., help="Model reference (run directory, minilm, zoo:NAME, HF dir, ...)."),
     out: Path = typer.Option(..., "--out", help="Run directory to write (model/, card.json, report.html)."),

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from sizewise.cli.common import (
+    with_data_options,
     console,
     handles_errors,
     load_inputs,
@@ -25,6 +26,7 @@ from sizewise.cli.common import (
 
 
 @handles_errors
+@with_data_options
 def train(
     model: str = typer.Argument(..., help="Model reference, usually zoo:NAME."),
     data: str = typer.Option(..., "--data", help="Training data: digits, an MNIST .npz, a CIFAR-10 folder."),

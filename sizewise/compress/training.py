@@ -37,7 +37,7 @@ def finetune_step(loaded, config: FinetuneConfig, ctx: StepContext) -> StepOutpu
         result = ctx.fit(loaded, train_config, after_step=keeper.apply)
         return StepOutput(loaded, {"training": result, "weight_sparsity": keeper.sparsity()})
     result = finetune(loaded, data, config, ctx.train, out=ctx.workdir, resume=ctx.resume and ctx.workdir is not None,
-                      bar=True, progress=ctx.progress, cards=False)
+                      bar=True, progress=ctx.progress)
     return StepOutput(loaded, {"finetune": result.to_dict()})
 
 

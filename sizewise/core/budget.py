@@ -2,6 +2,7 @@
 
 ``0.01`` (or ``1%``) means at most 1% of the baseline metric may be lost (relative); ``0.5pp`` means at most half a
 percentage point (absolute). Metrics are compared in points: accuracy 0.981 is 98.1 points, Spearman x 100 already is.
+For a score where lower is better (perplexity) a loss is a rise: ``5%`` lets perplexity rise by 5% of the baseline.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ FRACTION_METRICS = {"accuracy"}  # reported as 0..1; shown and budgeted in point
 
 def points(metric: str, value: float) -> float:
     return value * 100 if metric in FRACTION_METRICS else value
+
+
+def quality_drop(metric: str, baseline: float, candidate: float) -> float:
+    """How much worse ``candidate`` is than ``baseline``, in points (negative: better)."""
+    from sizewise.core.metrics import higher_is_better
+
+    change = points(metric, baseline) - points(metric, candidate)
+    return change if higher_is_better(metric) else -change
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class Budget:
         return self.value if self.absolute else abs(base) * self.value
 
     def drop(self, metric: str, baseline: float, candidate: float) -> float:
-        return points(metric, baseline) - points(metric, candidate)
+        return quality_drop(metric, baseline, candidate)
 
     def allows(self, metric: str, baseline: float, candidate: float) -> bool:
         return self.drop(metric, baseline, candidate) <= self.allowed_drop(metric, baseline) + 1e-9

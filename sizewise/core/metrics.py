@@ -13,3 +13,11 @@ METRIC_KEYS_NOT_SCORES = ("examples", "split")
 def primary_metric(metrics: dict[str, Any]) -> str | None:
     """The score in a metrics dict (accuracy, spearman, ...), not its bookkeeping (examples, split)."""
     return next((k for k in metrics if k not in METRIC_KEYS_NOT_SCORES), None)
+
+
+# Scores where less is better (perplexity): a "drop" in quality is a rise in these.
+LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "bits_per_byte"})
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER

@@ -9,7 +9,10 @@ behind: the builders' Arrow cache goes to a temporary folder that is removed onc
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,22 @@ def datasets_module() -> Any:
     for flag in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):  # in case something imported `datasets` before us
         if hasattr(datasets.config, flag):
             setattr(datasets.config, flag, True)
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
     return datasets
+
+
+@contextmanager
+def _quiet(datasets: Any) -> Iterator[None]:
+    """No progress bars, and no logged error beside the one-line DataError we raise; the user's own settings
+    come back afterwards (they may use `datasets` in the same process)."""
+    verbosity, bars_off = datasets.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if not bars_off:
+            datasets.enable_progress_bars()
 
 
 def _reading_errors(datasets: Any) -> tuple[type[BaseException], ...]:
@@ -57,11 +73,16 @@ def read_files(builder: str, what: str, data_files: dict[str, list[str]] | None 
     """{split: datasets.Dataset} of one packaged builder ('csv', 'json', 'parquet', 'text', 'imagefolder')."""
     datasets = datasets_module()
     try:
-        with tempfile.TemporaryDirectory(prefix="sizewise-datasets-") as cache:
+        with _quiet(datasets), tempfile.TemporaryDirectory(prefix="sizewise-datasets-") as cache:
             loaded = datasets.load_dataset(builder, data_files=data_files, data_dir=data_dir, cache_dir=cache,
                                            keep_in_memory=True, **config)
     except _reading_errors(datasets) as exc:
-        raise DataError(f"cannot read {what}: {root_cause(exc)}") from exc
+        cause = root_cause(exc)
+        # A split whose files hold a header and no row fails with this; say so in the user's terms.
+        empty = re.search(r'Instruction "([^"]+)" corresponds to no data', cause)
+        if empty and data_files and empty[1] in data_files:
+            raise DataError(f"{', '.join(data_files[empty[1]])} has no rows") from exc
+        raise DataError(f"cannot read {what}: {cause}") from exc
     return {SPLIT_NAMES.get(name, name): table for name, table in loaded.items()}
 
 
@@ -75,7 +96,8 @@ def read_saved(path: Path) -> dict[str, Any]:
     """{split: datasets.Dataset} of a save_to_disk folder; a lone Dataset is the train split."""
     datasets = datasets_module()
     try:
-        loaded = datasets.load_from_disk(str(path), keep_in_memory=True)
+        with _quiet(datasets):
+            loaded = datasets.load_from_disk(str(path), keep_in_memory=True)
     except _reading_errors(datasets) as exc:
         raise DataError(f"cannot read the save_to_disk folder {path}: {root_cause(exc)}") from exc
     if isinstance(loaded, datasets.Dataset):

@@ -71,5 +71,6 @@ def image_arrays(tables: dict[str, Any], column: str,
                     rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
                 out[row] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
         arrays[name] = out
-    note = f"images converted to RGB, resized to {height}x{width} ({how}, bilinear), scaled to [0, 1], not normalised"
+    note = (f"images as RGB at {height}x{width} (height x width; {how}; others resized bilinearly), scaled to "
+            "[0, 1], not normalised")
     return arrays, (height, width), note

@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from sizewise.core.errors import DataError
 from sizewise.data import hf
@@ -30,6 +29,8 @@ TABLE_FORMATS = {".csv": ("csv", {}), ".tsv": ("csv", {"sep": "\t", "quoting": 3
 TEXT_FORMATS = {".txt": ("text", {}), ".raw": ("text", {})}
 FORMATS = {**TABLE_FORMATS, **TEXT_FORMATS}
 CSV_NA = {"keep_default_na": False, "na_values": [""]}
+# `datasets`' imagefolder reads labels (or other columns) for the images from these
+IMAGE_METADATA = {"metadata.csv", "metadata.jsonl", "metadata.parquet"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -53,12 +54,15 @@ def is_user_data(path: Path) -> bool:
 
 
 def _data_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in FORMATS)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in FORMATS)
+    if any(p.name in IMAGE_METADATA for p in files) and _has_images(folder):  # an image folder's labels, not data
+        files = [p for p in files if p.name not in IMAGE_METADATA]
+    return files
 
 
 def _has_images(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for depth in ("*/*", "*/*/*") for p in folder.glob(depth))
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for depth in ("*", "*/*", "*/*/*") for p in folder.glob(depth))
 
 
 def _layout(path: Path) -> tuple[dict[str, list[Path]], list[str]]:
@@ -111,7 +115,8 @@ def read_user_data(path: Path, options: DataOptions, seed: int = 0) -> Dataset:
         tables, notes, kind = hf.read_saved(path), [], "a save_to_disk folder"
     elif path.is_file() or _data_files(path):
         layout, notes = _layout(path)
-        tables, kind = _read_tables(layout, options), "files"
+        tables = _read_tables(layout, options)
+        kind = "files (" + "; ".join(f"{split}: {', '.join(p.name for p in ps)}" for split, ps in layout.items()) + ")"
     else:
         tables, notes, kind = _read_image_folder(path), [], "an image folder"
     for split, table in tables.items():
@@ -136,12 +141,9 @@ def _read_image_folder(path: Path) -> dict[str, Any]:
     # drop_labels=False: labels always come from the parent folder's name, so one class is reported as such
     # (by default `datasets` silently drops a label that has a single value)
     tables = hf.read_files("imagefolder", f"the image folder {path}", data_dir=str(path), drop_labels=False)
-    features = next(iter(tables.values())).features
-    label = features.get("label")
-    if label is None or type(label).__name__ != "ClassLabel":
-        raise DataError(f"{path} has images but no class subfolders", hint="put each class's images in a subfolder "
-                        "named after it (or train/ and test/ folders of class subfolders)")
-    if len(label.names) < 2:
+    label = next(iter(tables.values())).features.get("label")
+    # (with a metadata.csv/jsonl beside the images, its columns replace the folder labels: choose_columns reads them)
+    if type(label).__name__ == "ClassLabel" and len(label.names) < 2:
         raise DataError(f"image folder {path} has one class ({', '.join(label.names)}); classification needs a "
                         "subfolder for each of two or more classes")
     return tables
@@ -181,7 +183,7 @@ def _to_dataset(tables: dict[str, Any], path: Path, options: DataOptions, notes:
             labels, label_names = class_ids(tables, chosen.label)
             num_classes = len(label_names) if label_names else int(max(a.max(initial=0) for a in labels.values())) + 1
             if label_names:
-                notes.append(f"labels '{chosen.label}' as class ids: " + _id_list(label_names))
+                notes.append(f"class ids of the '{chosen.label}' column: " + _id_list(label_names))
         splits = {s: Split(inputs[s], labels[s]) for s in tables}
     columns = ", ".join(f"{what} '{c}'" for what, c in (("text", chosen.text), ("pair", chosen.text_pair),
                         ("label", chosen.label), ("image", chosen.image)) if c is not None)

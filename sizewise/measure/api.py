@@ -198,8 +198,11 @@ def _llm_warnings(llm) -> list[str]:
         p = llm.perplexity
         out.append(f"perplexity is on the first {p.text_tokens:,} tokens of the {p.split} split only (max_tokens "
                    f"{p.max_tokens:,}), not the whole split: compare it only with numbers cut the same way")
-    busy = [g.batch_size for g in llm.generation if machine_busy(g.other_load_cores, llm.threads)]
+    busy = [f"generation at batch {g.batch_size}" for g in llm.generation
+            if machine_busy(g.other_load_cores, llm.threads)]
+    if llm.bandwidth and machine_busy(llm.bandwidth.other_load_cores, llm.threads):
+        busy.append("the read-bandwidth measurement")
     if busy:
-        out.append(f"the machine was busy while timing generation (batch {', '.join(map(str, busy))}): tokens/s "
-                   f"are low; rerun on an idle machine")
+        out.append(f"other processes used the CPU while sizewise timed {' and '.join(busy)}: tokens/s, or the "
+                   f"bandwidth behind the roofline, are too low; rerun on an idle machine")
     return out

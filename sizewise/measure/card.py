@@ -221,6 +221,7 @@ class BandwidthStats:
     threads: int
     device: str
     method: str = "torch.sum over a float32 buffer at least 4x the last-level cache; buffer bytes / median time"
+    other_load_cores: float | None = None  # CPU other processes used meanwhile: memory bandwidth is shared with them
 
 
 @dataclass(frozen=True)

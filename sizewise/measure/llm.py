@@ -116,13 +116,11 @@ def cache_tensors(cache: Any) -> list[torch.Tensor]:
 
 
 def weights_bytes(module: torch.nn.Module) -> int:
-    seen, total = set(), 0
-    for p in module.parameters():
-        key = (p.data_ptr(), p.numel())
-        if key not in seen:
-            seen.add(key)
-            total += p.numel() * p.element_size()
-    return total
+    """Bytes of the parameters as stored (a torchao int8 weight: its int8 values and scales): what a decode step
+    reads. ``parameters()`` yields a tied tensor once."""
+    from sizewise.models.torch_quant import stored_tensors
+
+    return sum(part.numel() * part.element_size() for p in module.parameters() for part in stored_tensors(p))
 
 
 def _float_dtype(module: torch.nn.Module) -> torch.dtype:
@@ -137,18 +135,12 @@ def flops_per_token(module: torch.nn.Module, inputs: dict[str, torch.Tensor]) ->
 
     shape = model_shape(module.config)
     context = int(inputs["input_ids"].shape[1])
-    embedding_ptrs = {(m.weight.data_ptr(), m.weight.numel()) for m in module.modules()
-                      if isinstance(m, torch.nn.Embedding)}
-    seen, non_embedding = set(), 0
-    for p in module.parameters():
-        key = (p.data_ptr(), p.numel())
-        if key not in seen:
-            seen.add(key)
-            non_embedding += 0 if key in embedding_ptrs else p.numel()
+    # parameters() yields a tied tensor once, as the same object the embedding module holds
+    embeddings = {id(m.weight) for m in module.modules() if isinstance(m, torch.nn.Embedding)}
+    non_embedding = sum(p.numel() for p in module.parameters() if id(p) not in embeddings)
     out = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
     out_weight = getattr(out, "weight", None)
-    tied = out_weight.numel() if out_weight is not None and (out_weight.data_ptr(), out_weight.numel()) \
-        in embedding_ptrs else 0
+    tied = out_weight.numel() if out_weight is not None and id(out_weight) in embeddings else 0
     width = shape["heads"] * shape["head_dim"]
     analytic = 2 * (non_embedding + tied) + 2 * 2 * shape["layers"] * context * width
     measured = coverage = None
@@ -204,11 +196,12 @@ def measure_read_bandwidth(threads: int, buffer_bytes: int | None = None, runs: 
         x.sum()
         sync()
         samples = []
-        for _ in range(runs):
-            t0 = time.perf_counter_ns()
-            x.sum()
-            sync()
-            samples.append(time.perf_counter_ns() - t0)
+        with OtherLoad() as load:
+            for _ in range(runs):
+                t0 = time.perf_counter_ns()
+                x.sum()
+                sync()
+                samples.append(time.perf_counter_ns() - t0)
         del x
     seconds = np.asarray(samples, dtype=np.float64) / 1e9
     nbytes = n * 4
@@ -218,7 +211,7 @@ def measure_read_bandwidth(threads: int, buffer_bytes: int | None = None, runs: 
               f"buffer bytes / median time of {runs} runs after one warm-up")
     return BandwidthStats(bytes_per_s=nbytes / float(np.median(seconds)), ci95_bytes_per_s=(nbytes / hi, nbytes / lo),
                           buffer_bytes=nbytes, last_level_cache_bytes=llc, runs=runs, threads=threads,
-                          device=str(device), method=method)
+                          device=str(device), method=method, other_load_cores=load.cores)
 
 
 # ---------------------------------------------------------------------------------------------------------- timing
@@ -332,16 +325,19 @@ def measure_generation(loaded: LoadedModel, config: LLMConfig, batch: int, threa
     with torch_threads(threads), torch.inference_mode():
         for _ in range(config.warmup):
             gen.run(ids, config.new_tokens)
+        runs = []
         with OtherLoad() as load:
-            runs = [gen.run(ids, config.new_tokens) for _ in range(config.runs)]
+            for _ in range(config.runs):
+                if runs:
+                    runs[-1].cache = None  # only the last run's cache is read: do not hold them all
+                runs.append(gen.run(ids, config.new_tokens))
         steps_ms = np.asarray([s for r in runs for s in r.step_ns], dtype=np.float64) / 1e6
         ttft_ms = np.asarray([r.ttft_ns for r in runs], dtype=np.float64) / 1e6
         total_ms = np.asarray([r.total_ns for r in runs], dtype=np.float64) / 1e6
         cpu_ms_per_step = sum(r.decode_cpu_ns for r in runs) / 1e6 / len(steps_ms)
         last = runs[-1]
         tensors = cache_tensors(last.cache)
-        element = tensors[0].element_size() if tensors else torch.tensor([], dtype=_float_dtype(loaded.module)) \
-            .element_size()
+        element = tensors[0].element_size() if tensors else _float_dtype(loaded.module).itemsize
         # after N tokens the cache holds the prompt and tokens 1..N-1: the keys the last step attended to
         context = config.prompt_tokens + config.new_tokens - 1
         measured = sum(t.numel() * t.element_size() for t in tensors) if tensors else None
@@ -354,8 +350,9 @@ def measure_generation(loaded: LoadedModel, config: LLMConfig, batch: int, threa
     roofline = batch * bandwidth.bytes_per_s / per_step if bandwidth else None
     lo, hi = median_ci95(ttft_ms)
     return GenerationStats(
-        batch_size=batch, runs=config.runs, warmup=config.warmup, prefill=_throughput(ttft_ms, batch * config.prompt_tokens),
-        decode=decode, ttft_p50_ms=float(np.median(ttft_ms)), ttft_ci95_ms=(lo, hi),
+        batch_size=batch, runs=config.runs, warmup=config.warmup,
+        prefill=_throughput(ttft_ms, batch * config.prompt_tokens), decode=decode,
+        ttft_p50_ms=float(np.median(ttft_ms)), ttft_ci95_ms=(lo, hi),
         generation_p50_ms=float(np.median(total_ms)), kv_cache=kv, bytes_per_step=per_step,
         roofline_tokens_per_s=roofline, roofline_fraction=decode.tokens_per_s / roofline if roofline else None,
         energy=energy_stats, carbon=carbon_for(energy_stats, energy), other_load_cores=load.cores)

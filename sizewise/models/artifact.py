@@ -54,6 +54,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task,
+                    **({"label_names": loaded.metadata["label_names"]} if loaded.metadata.get("label_names") else {}),
                     "num_classes": loaded.num_classes, "reference": loaded.reference}
         ranks = {} if loaded.is_onnx else lowrank_ranks(loaded.module)
         if ranks:  # factorized layers: rebuilt from these ranks before the weights are loaded
@@ -269,6 +270,8 @@ def load_model_dir(directory: Path, reference: str, template: LoadedModel | None
         loaded = _build_tensor_model(manifest, directory / manifest["weights"], reference, template=template)
     loaded.task = manifest.get("task") or loaded.task
     loaded.num_classes = manifest.get("num_classes", loaded.num_classes)
+    if manifest.get("label_names"):
+        loaded.metadata["label_names"] = manifest["label_names"]
     loaded.metadata["model_dir"] = str(directory)
     for key in _PROVENANCE:  # where the weights came from (a GGUF file) and what was done to load them
         if key == "notes" and manifest.get(key):

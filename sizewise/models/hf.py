@@ -208,6 +208,9 @@ def load_hf_directory(path: str | os.PathLike, reference: str | None = None, sou
                                 "notes": []}
     if trust_remote_code and config.get("auto_map"):
         metadata["trusted_remote_code"] = True
+    if config.get("architectures") and type(module).__name__ not in config["architectures"]:  # a --task override
+        metadata["notes"].append(f"loaded as {type(module).__name__} for task {task} (the checkpoint is {archs}): "
+                                 f"weights the checkpoint lacks are freshly initialised")
     reference = reference or str(model_dir)
     num_classes = _num_classes(config, module) if task in ("text-classification", "image-classification") else None
     if images:

@@ -43,6 +43,7 @@ from sizewise.pipeline.record import SCHEMA, Verdict, verdict_for
 from sizewise.tasks.evaluate import check_compatible, evaluate, first_output
 
 STEPS_LOG = "steps.json"
+PLAN_FILE = "plan.json"
 
 
 class BrokenResultError(SizewiseError):
@@ -155,15 +156,25 @@ def _measurable(model: LoadedModel, data: Dataset | None) -> Dataset | None:
     return data
 
 
-def _read_log(out: Path, plan: Plan) -> list[StepRecord]:
-    path = out / STEPS_LOG
-    if not path.is_file():
-        return []
-    log = json.loads(path.read_text(encoding="utf-8"))
-    if log.get("fingerprint") != plan.fingerprint():
-        raise ConfigError(f"{out} holds a run of a different plan ({log.get('plan', '?')})",
+def _claim(out: Path, plan: Plan, model: LoadedModel) -> list[StepRecord]:
+    """The steps an earlier run of this same plan on this same model finished in ``out`` (none for a new run).
+
+    ``OUT/plan.json`` is written before anything else, so that a run killed before its first step still marks the
+    folder: a different plan or model there is refused instead of reusing its before-card."""
+    mine = {"fingerprint": plan.fingerprint(), "model": model.reference, "plan": plan.name or plan.describe()}
+    claim = out / PLAN_FILE
+    if claim.is_file():
+        theirs = json.loads(claim.read_text(encoding="utf-8"))
+        if (theirs.get("fingerprint"), theirs.get("model")) != (mine["fingerprint"], mine["model"]):
+            raise ConfigError(f"{out} holds a run of a different plan or model ({theirs.get('plan', '?')} on "
+                              f"{theirs.get('model', '?')})", hint="use a new --out, or delete the folder to start over")
+    elif (out / STEPS_LOG).is_file() or (out / "card.json").is_file():
+        raise ConfigError(f"{out} holds a run this version of sizewise did not start",
                           hint="use a new --out, or delete the folder to start over")
-    return [StepRecord(**r) for r in log["steps"]]
+    else:
+        write_json_atomic(claim, mine)
+    log = out / STEPS_LOG
+    return [StepRecord(**r) for r in json.loads(log.read_text(encoding="utf-8"))["steps"]] if log.is_file() else []
 
 
 def run(model: LoadedModel, plan: Plan, data: Dataset | None, out: str | Path,
@@ -181,8 +192,8 @@ def run(model: LoadedModel, plan: Plan, data: Dataset | None, out: str | Path,
     step_data = data.without_test() if data is not None else None
     split = options.final_split or (data.heldout if data is not None else None)
     mc = replace(options.measure, split=split)
-    done = _read_log(out, plan)
     out.mkdir(parents=True, exist_ok=True)
+    done = _claim(out, plan, model)
 
     before = _card(out / "before.json", model, mc, data, say, "measuring the model before")
     references = {rt: _card(out / f"before-{rt}.json", model, replace(mc, runtime=rt), data, say,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sizewise.core.budget import Budget, points
+from sizewise.core.budget import Budget, points, quality_drop
 from sizewise.core.errors import ConfigError
 from sizewise.core.metrics import primary_metric
 
@@ -49,7 +49,7 @@ def verdict_for(before: dict[str, Any], after: dict[str, Any], budget: Budget | 
                        f"{metric} {points(metric, value):.2f} on the {split} split (the {before_name} model has no "
                        f"{metric} on this data)")
     baseline = before[metric]
-    drop = points(metric, baseline) - points(metric, value)
+    drop = quality_drop(metric, baseline, value)
     text = f"{metric} {points(metric, value):.2f} vs {points(metric, baseline):.2f} on the {split} split"
     if budget is None:
         return Verdict(metric, split, baseline, value, drop, None, None, f"{text} ({-drop:+.2f} points)")

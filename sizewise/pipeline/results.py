@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sizewise.core.budget import Budget, points
+from sizewise.core.budget import Budget, points, quality_drop
 from sizewise.measure.latency import RUN_TO_RUN_TOLERANCE
 
 SCHEMA = "sizewise.shrink/2"
@@ -91,7 +91,7 @@ def baseline_candidate(card: dict[str, Any], metric: str, objective: str, artifa
 
 def candidate_from(outcome, metric: str, baseline: float, budget: Budget, objective: str,
                    card: dict[str, Any] | None = None) -> Candidate:
-    drop = points(metric, baseline) - points(metric, outcome.metric)
+    drop = quality_drop(metric, baseline, outcome.metric)
     return Candidate(outcome.number, outcome.description, outcome.metric, outcome.objectives[objective], drop,
                      budget.allows(metric, baseline, outcome.metric), outcome.artifact, card,
                      _interval(objective, card))
@@ -112,7 +112,7 @@ class Score:
 
 def score(split: str, metric: str, baseline: float, value: float, budget: Budget,
           card: dict[str, Any] | None = None) -> Score:
-    return Score(split, value, baseline, points(metric, baseline) - points(metric, value),
+    return Score(split, value, baseline, quality_drop(metric, baseline, value),
                  budget.allowed_drop(metric, baseline), budget.allows(metric, baseline, value), card)
 
 

@@ -191,14 +191,14 @@ class ProxyCheck:
         self.ctx = ctx
 
     def __call__(self, records) -> None:
-        from sizewise.core.budget import points
+        from sizewise.core.budget import points, quality_drop
 
         ctx = self.ctx
         proxy = records[-1].metrics.get(ctx.metric) if records else None
         if proxy is None:
             return
         slack = 200 / ctx.proxy_examples if ctx.metric == "accuracy" else 1.0
-        if points(ctx.metric, ctx.baseline_proxy_metric) - points(ctx.metric, proxy) > \
+        if quality_drop(ctx.metric, ctx.baseline_proxy_metric, proxy) > \
                 2 * ctx.allowed_drop_points + slack:
             raise ProxyStop(proxy, ctx.proxy_examples)
 

@@ -85,10 +85,10 @@ def llm_rows(t: Table, card: ModelCard) -> set[str]:
         t.add_row("perplexity", f"{p.token_perplexity:.3f} per token · {p.word_perplexity:.3f} per word · "
                                 f"{p.bits_per_byte:.4f} bits/byte on the {p.split} split{cut}")
         prefix = f"{p.prefix_token!r} put first" if p.prefix_token else "first token unscored"
+        windows = f"{p.windows:,} window{'s' if p.windows != 1 else ''}"
         t.add_row("", Text(f"sliding window: context {p.context_tokens:,} tokens, stride {p.stride_tokens:,}, "
-                           f"{p.windows:,} windows, {p.tokens_scored:,} of {p.text_tokens:,} tokens scored "
-                           f"({prefix}) · {p.words:,} words · {p.utf8_bytes:,} bytes · {p.texts:,} texts",
-                           style="dim"))
+                           f"{windows}, {p.tokens_scored:,} of {p.text_tokens:,} tokens scored ({prefix}) · "
+                           f"{p.words:,} words · {p.utf8_bytes:,} bytes · {p.texts:,} texts", style="dim"))
         shown = {"perplexity", "word_perplexity", "bits_per_byte"}
     gens = llm.generation
     t.add_row("prefill", " · ".join(f"b{g.batch_size}: {_tok_s(g.prefill.tokens_per_s)}" for g in gens)

@@ -21,6 +21,7 @@ _MODEL_TASKS_FOR = {
     "image-classification": {"image-classification", "unknown"},
     "text-classification": {"text-classification"},
     "sentence-similarity": {"sentence-embedding", "feature-extraction"},
+    "causal-lm": {"causal-lm"},
 }
 
 
@@ -118,4 +119,8 @@ def evaluate(loaded: LoadedModel, dataset: Dataset, split: str | None = None, li
         right = model_outputs(loaded, Split([b for _, b in data.inputs], data.labels), batch_size)
         cosine = (left * right).sum(-1)
         return {"spearman": float(spearmanr(cosine, data.labels).statistic * 100), "examples": float(len(data))}
+    if dataset.task == "causal-lm":  # perplexity (lower is better), with its definition in tasks.perplexity
+        from sizewise.tasks.perplexity import evaluate_perplexity
+
+        return evaluate_perplexity(loaded, dataset, split=split, limit=limit).metrics()
     raise DataError(f"no evaluator for task '{dataset.task}'")

@@ -1,9 +1,10 @@
 """Perplexity of a causal language model, with its definition, so the number can be compared with others.
 
 Token level, the Hugging Face recipe "perplexity of fixed-length models": the split's texts (its lines, in file
-order) are joined into one string, tokenized once, and a window of ``context`` tokens slides over it by ``stride``; each window scores only the
-tokens no earlier window scored (its non-overlapping tail), so every scored token sees at least
-``context - stride`` tokens of context. Token perplexity = exp(total NLL / tokens scored).
+order) are joined into one string, tokenized once, and a window of ``context`` tokens slides over it by ``stride``;
+each window scores only the tokens no earlier window scored (its non-overlapping tail), so every scored token after
+the first window sees at least ``context - stride`` tokens of context. Token perplexity = exp(total NLL / tokens
+scored).
 
 A BOS token (the tokenizer's, else its EOS: GPT-2's ``<|endoftext|>``) is put in front of the text, as
 lm-evaluation-harness does for rolling log-likelihoods, so the text's first token is scored too; a tokenizer with

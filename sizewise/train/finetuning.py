@@ -1,8 +1,9 @@
-"""``finetune``: adapt a pretrained model to a new task with a small labelled set (transfer learning), with evidence.
+"""``finetune``: adapt a pretrained model to a new task with a small labelled set (transfer learning).
 
-Order: check everything that can be checked before any time is spent -> a new head (``--head new``) -> "before" (the
-untrained head, measured) -> freeze layers or add LoRA adapters -> the one training loop -> merge the adapters -> save ->
-"after" measured on the *reloaded* artifact -> ``OUT/card.json`` with the compute the training spent.
+Order: check everything that can be checked before any time is spent -> a new head (``--head new``) -> metrics before
+(the untrained head) -> freeze layers or add LoRA adapters -> the one training loop -> merge the adapters -> metrics
+after, and the compute the training spent. The executor runs it as the ``finetune`` method and measures and saves
+around it (``sizewise finetune`` is a one-step plan).
 
 Gradual unfreezing needs nothing from the loop but its ``on_epoch`` callback: its optimizer holds every parameter, and
 SGD/AdamW skip a parameter while its gradient is None, so switching ``requires_grad`` back on is all it takes.
@@ -24,7 +25,7 @@ from sizewise.core.errors import ConfigError, DataError
 from sizewise.core.progress import Progress, silent
 from sizewise.core.serialize import from_dict, to_dict, write_json_atomic
 from sizewise.data.dataset import Dataset, Split
-from sizewise.measure import MeasureConfig, ModelCard, measure
+from sizewise.measure.energy import EnergySettings
 from sizewise.models.loaded import LoadedModel
 from sizewise.train.cost import ComputeMeter, EpochCompute, TrainingCompute
 from sizewise.train.loop import CHECKPOINT, TrainConfig, TrainResult, train, train_and_validation
@@ -43,7 +44,6 @@ from sizewise.train.transfer import (
     parse_freeze,
 )
 
-SCHEMA = "sizewise.finetune/1"
 HEADS = ("keep", "new")
 COMPUTE_RECORD = "finetune-compute.json"
 _CLASSIFICATION = ("image-classification", "text-classification")
@@ -107,12 +107,9 @@ class FinetuneResult:
     total_parameters: int
     lora: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
-    before: ModelCard | None = None
-    after: ModelCard | None = None  # measured on the reloaded artifact
-    model_dir: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "method": "finetune", **to_dict(self)}
+        return to_dict(self)
 
 
 def suggested_lr(loaded: LoadedModel, config: FinetuneConfig) -> float:
@@ -211,18 +208,32 @@ def _read_record(out: Path, config: FinetuneConfig, train_config: TrainConfig) -
     return [from_dict(EpochCompute, r) for r in record.get("epochs", [])]
 
 
+def name_labels(loaded: LoadedModel, label_names: list[str] | None) -> None:
+    """A new head for string labels carries their names: ``id2label`` in a Hugging Face config, and the manifest of
+    every saved artifact (``metadata["label_names"]``), so predictions can be read back as the user's labels."""
+    if not label_names:
+        return
+    loaded.metadata["label_names"] = list(label_names)
+    config = getattr(loaded.module, "config", None)
+    if config is not None and hasattr(config, "id2label"):
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {name: i for i, name in enumerate(label_names)}
+
+
 def _first_matrix(params: list[torch.nn.Parameter]) -> torch.nn.Parameter | None:
     return next((p for p in params if p.dim() >= 2), params[0] if params else None)
 
 
 def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | None = None,
              train_config: TrainConfig | None = None, *, out: str | Path | None = None, resume: bool = False,
-             measure_config: MeasureConfig | None = None, on_epoch=None, bar: bool = False,
-             progress: Progress | None = None, cards: bool = True) -> FinetuneResult:
+             energy: EnergySettings | None = None, on_epoch=None, bar: bool = False,
+             progress: Progress | None = None) -> FinetuneResult:
     """Adapt ``loaded`` (in place) to ``dataset``. With ``out``: cards before/after, ``out/model``, ``out/card.json``.
 
     ``train_config`` defaults to 3 epochs, batch 32 and :func:`suggested_lr`. ``progress(text)`` hears each step; ``bar`` shows the training bar.
-    ``cards=False`` (a plan's step: the executor measures and saves) only trains, checkpointing under ``out``.
+    ``out``: the folder of the training checkpoint and the compute record (a killed run resumes with ``resume``).
+    Metrics before and after are on the data's held-out split as given (a plan's step sees validation); measuring,
+    saving and the run record are the executor's (``sizewise finetune`` is a one-step plan).
     """
     config = config or FinetuneConfig()
     step = progress or silent
@@ -241,6 +252,7 @@ def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | Non
     torch.manual_seed(train_config.seed)  # the new head and LoRA's A matrices start the same when a run resumes
     if config.head == "new":
         head = new_head(loaded, num_classes)
+        name_labels(loaded, dataset.label_names)
     else:
         head = head_names(loaded)
     from sizewise.tasks import check_compatible, evaluate
@@ -255,15 +267,8 @@ def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | Non
         targets = lora_targets(loaded, head, [] if freeze_spec in ("none", "backbone") else frozen_names)
         check_lora_targets(loaded, targets)
 
-    mc = measure_config or MeasureConfig()
-    before_card = None
-    if out is not None and cards:
-        step("measuring the model before")
-        before_card = measure(loaded, mc, dataset=dataset)
-        metrics_before = dict(before_card.metrics)
-    else:
-        step("evaluating the model before")
-        metrics_before = evaluate(loaded, dataset)
+    step("evaluating the model before")
+    metrics_before = evaluate(loaded, dataset)
 
     data = dataclasses.replace(dataset, splits={**dataset.splits, "train": labelled}, notes=list(dataset.notes))
     if config.labels is not None:
@@ -316,29 +321,15 @@ def finetune(loaded: LoadedModel, dataset: Dataset, config: FinetuneConfig | Non
     for p in loaded.module.parameters():
         p.requires_grad_(True)
     loaded.module.eval()
-    compute = meter.summary([e.epoch for e in result.epochs], mc.energy)
-
-    after_card, model_dir = None, None
-    if out is not None and cards:
-        from sizewise.models.artifact import save_model
-        from sizewise.models.loader import load
-
-        model_dir = save_model(loaded, out / "model")
-        step("measuring the saved model after")
-        after_card = measure(load(str(out)), mc, dataset=dataset)
-        metrics_after = dict(after_card.metrics)
-    else:
-        metrics_after = evaluate(loaded, dataset)
+    compute = meter.summary([e.epoch for e in result.epochs], energy or EnergySettings())
+    metrics_after = evaluate(loaded, dataset)
     finished = FinetuneResult(
         config=config, train_config=train_config, metric="spearman" if dataset.task == "sentence-similarity"
         else "accuracy", metrics_before=metrics_before, metrics_after=metrics_after, training=result,
         compute=compute, labelled_examples=len(labelled), train_examples=len(train_split),
         validation_examples=0 if val_split is None else len(val_split), head=head,
         head_replaced=config.head == "new", frozen_modules=[] if config.lora else frozen_names,
-        trainable_parameters=trainable, total_parameters=total, lora=lora_info, warnings=warnings,
-        before=before_card, after=after_card, model_dir=model_dir)
-    if out is not None and cards:
-        write_json_atomic(out / "card.json", finished.to_dict())
+        trainable_parameters=trainable, total_parameters=total, lora=lora_info, warnings=warnings)
     return finished
 
 

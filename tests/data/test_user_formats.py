@@ -146,7 +146,7 @@ def test_image_folder_is_resized_to_the_most_common_size(tmp_path):
     y = np.concatenate([s.labels for s in ds.splits.values()])
     assert x.dtype == np.float32 and x.shape == (15, 3, 6, 8) and x.min() == 0.0 and x.max() == 1.0
     assert all(x[i, int(y[i])].min() == 1.0 for i in range(len(y)))  # red cats, green dogs, blue fish
-    assert any("resized to 6x8 (the most common size, 14 of 15 images" in n for n in ds.notes)
+    assert any("images as RGB at 6x8 (height x width; the most common size, 14 of 15 images;" in n for n in ds.notes)
     square = load_dataset(tmp_path / "pets", options=DataOptions(image_size=4))
     assert square.input_shape == (3, 4, 4) and square.split().inputs.shape[1:] == (3, 4, 4)
 
@@ -157,6 +157,21 @@ def test_image_folder_with_train_and_test_folders(tmp_path):
     ds = load_dataset(tmp_path)
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 11, "validation": 1, "test": 6}
     assert sorted(ds.split("test").labels.tolist()) == [0, 0, 1, 1, 2, 2] and ds.label_names == ["cat", "dog", "fish"]
+
+
+def test_image_folder_with_a_metadata_file(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "scans").mkdir()
+    rows = ["file_name,label"]
+    for i in range(12):  # grey images: read as RGB
+        Image.new("L", (5, 7), 40 * (i % 2)).save(tmp_path / "scans" / f"{i}.png")
+        rows.append(f"{i}.png,{'odd' if i % 2 else 'even'}")
+    (tmp_path / "scans" / "metadata.csv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset(tmp_path / "scans")
+    assert ds.task == "image-classification" and ds.label_names == ["even", "odd"] and ds.input_shape == (3, 7, 5)
+    x, y = ds.split("train").inputs, ds.split("train").labels
+    assert np.allclose(x[y == 1], 40 / 255) and np.all(x[y == 0] == 0)
 
 
 def test_text_file_is_causal_lm_with_contiguous_held_out_tail(tmp_path):
@@ -196,7 +211,7 @@ def _csv(path, text):
      "mixed formats: test.jsonl, train.csv"),
     (lambda d: _csv(d / "x.jsonl", '{"text": "a"}\n'), "--columns names the columns of a headerless CSV/TSV file, "
      "but x.jsonl is json, which names its own columns"),
-])
+], ids=["empty", "header-only", "unreadable", "one-class-images", "too-few-rows", "mixed-formats", "columns-on-json"])
 def test_bad_inputs_give_one_line_errors(make, message, tmp_path):
     spec = make(tmp_path)
     options = DataOptions(columns=("text",)) if str(spec).endswith("x.jsonl") else None

@@ -315,6 +315,23 @@ def test_terminal_card_shows_the_llm_rows_with_units(llama_card):
         assert expected in text, expected
 
 
+def test_busy_machine_and_cut_text_are_warned_about(llama_card):
+    from dataclasses import replace
+
+    from sizewise.measure.api import _llm_warnings
+
+    llm = llama_card.llm
+    busy = replace(llm, generation=[replace(g, other_load_cores=100.0) for g in llm.generation],
+                   bandwidth=replace(llm.bandwidth, other_load_cores=100.0),
+                   perplexity=replace(llm.perplexity, truncated=True, max_tokens=10, text_tokens=10))
+    text = " ".join(_llm_warnings(busy))
+    assert "perplexity is on the first 10 tokens of the validation split only" in text
+    assert "timed generation at batch 1 and generation at batch 3 and the read-bandwidth measurement" in text
+    quiet = replace(llm, generation=[replace(g, other_load_cores=0.0) for g in llm.generation],
+                    bandwidth=replace(llm.bandwidth, other_load_cores=0.0))
+    assert _llm_warnings(quiet) == []
+
+
 def test_perplexity_needs_a_text_dataset(tokenizer):
     loaded = _loaded(_gpt2(), tokenizer)
     images = Dataset(name="digits", task="image-classification",
@@ -350,8 +367,11 @@ def test_measure_cli_passes_the_llm_flags(monkeypatch, tmp_path, tokenizer):
     monkeypatch.setattr(llm_module, "MIN_BANDWIDTH_BUFFER", 8 * 2**20)  # keep the test's bandwidth buffer small
     monkeypatch.setattr(llm_module, "last_level_cache_bytes", lambda: None)
     loaded = _loaded(_gpt2(), tokenizer)
-    monkeypatch.setattr(sizewise, "load", lambda *a, **k: loaded)
-    monkeypatch.setattr(sizewise, "load_dataset", lambda *a, **k: _text_dataset(SENTENCES * 2))
+    import sizewise.data
+    import sizewise.models.loader
+
+    monkeypatch.setattr(sizewise.models.loader, "load", lambda *a, **k: loaded)
+    monkeypatch.setattr(sizewise.data, "load_dataset", lambda *a, **k: _text_dataset(SENTENCES * 2))
     result = CliRunner().invoke(app, [
         "measure", "tiny", "--data", "text", "--split", "validation", "--no-memory", "--threads", "1",
         "--prompt-len", "6", "--new-tokens", "3", "--llm-batch", "2", "--context", "12", "--stride", "4",

@@ -18,7 +18,7 @@ from sizewise.compress.quantize.calibration import calibration_batches
 from sizewise.compress.quantize.config import Int8Static, QuantizationAwareTraining, WeightOnly
 from sizewise.compress.quantize.sensitivity import fallback_steps, layer_sensitivity
 from sizewise.compress.registry import StepContext, StepOutput
-from sizewise.core.budget import points
+from sizewise.core.budget import points, quality_drop
 from sizewise.core.errors import ConfigError
 from sizewise.core.serialize import to_dict
 from sizewise.models.loaded import LoadedModel
@@ -102,7 +102,7 @@ def _quantize_onnx(loaded: LoadedModel, config, ctx: StepContext, workdir: Path,
         candidate = onnx_variant(loaded, path)
         value = score(candidate)[metric] if metric else None
         tried.append({"kept_in_float": k, "metric": value, "split": split})
-        if chosen is None or (value is not None and value > chosen[1]):
+        if chosen is None or (value is not None and quality_drop(metric, chosen[1], value) < 0):  # better
             chosen = (candidate, value, exclude)
         if metric is None or ctx.budget is None or ctx.budget.allows(metric, baseline, value):
             chosen = (candidate, value, exclude)
