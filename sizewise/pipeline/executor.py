@@ -63,6 +63,9 @@ class RunOptions:
     # called with the finished steps before the result is saved and measured; raising stops the run there (a search
     # stops a candidate whose validation score is already hopeless before paying for its measurement)
     before_final: Callable[[list[StepRecord]], None] | None = None
+    # a finished run keeps every step's model (OUT/steps/NN-method/model) unless told not to: a search's trials need
+    # only their result, and a MiniLM-sized trial would otherwise store the model once per step more
+    keep_step_models: bool = True
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,9 @@ def run(model: LoadedModel, plan: Plan, data: Dataset | None, out: str | Path,
         "budget": None if options.budget is None else str(options.budget), "verdict": to_dict(verdict),
         "model_dir": str(model_dir), "environment": after.environment, "resumed_from": len(done)}
     write_json_atomic(out / "card.json", record)
+    if not options.keep_step_models:
+        for step_record in records:
+            shutil.rmtree(step_record.model_dir, ignore_errors=True)
     return RunResult(plan, before, after, records, verdict, final, model_dir, record, references, len(done))
 
 

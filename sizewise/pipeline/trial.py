@@ -247,7 +247,7 @@ def run_trial(job: TrialJob, ctx: TrialContext) -> TrialOutcome:
         result = run(baseline, job.plan, dataset, folder, RunOptions(
             measure=MeasureConfig(**ctx.measure), final_split="validation", eval_limit=ctx.proxy_examples,
             kind="shrink-trial", command=f"shrink trial {job.number}: {description}",
-            before_final=check))
+            before_final=check, keep_step_models=False))
         card = result.after.to_dict()
         proxy = next((s.metrics[ctx.metric] for s in reversed(result.steps) if ctx.metric in s.metrics), None)
         return TrialOutcome(job.number, plan_dict, description, "complete", metric=card["metrics"][ctx.metric],

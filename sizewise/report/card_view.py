@@ -187,12 +187,18 @@ def savings_line(before: ModelCard, after: ModelCard) -> str:
     of the median on a shared machine (``RUN_TO_RUN_TOLERANCE``): two cards are timed minutes apart, and a 1-6% "gain"
     between them is no gain.
     """
-    from sizewise.measure.latency import RUN_TO_RUN_TOLERANCE
+    from sizewise.measure.latency import RUN_TO_RUN_TOLERANCE, machine_busy
 
     flops = before.flops.total / max(1, after.flops.total) if before.flops and after.flops else float("nan")
     if not (before.latency and after.latency):
         return f"{flops:.2f}× fewer FLOPs; latency not measured"
     speed = before.latency.p50_ms / after.latency.p50_ms
+    busy = [c.latency.other_load_cores for c in (before, after)
+            if machine_busy(c.latency.other_load_cores, c.latency.threads)]
+    if busy:  # other processes took our cores while one card was timed: its latency says more about them than us
+        return (f"{flops:.2f}× fewer FLOPs; speed not judged: other processes used up to {max(busy):.1f} cores while "
+                f"timing ({speed:.2f}× measured). Rerun on an idle machine, or time both side by side with "
+                f"`sizewise compare`")
     beyond_noise = abs(speed - 1) > RUN_TO_RUN_TOLERANCE
     faster = beyond_noise and after.latency.ci95_median_ms[1] < before.latency.ci95_median_ms[0]
     slower = beyond_noise and after.latency.ci95_median_ms[0] > before.latency.ci95_median_ms[1]

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -281,8 +282,9 @@ def test_savings_line_claims_speed_only_outside_the_noise(lenet_card):
 
     from sizewise.report.card_view import savings_line
 
-    def with_latency(card, p50, lo, hi):
-        return replace(card, latency=replace(card.latency, p50_ms=p50, ci95_median_ms=(lo, hi)))
+    def with_latency(card, p50, lo, hi, other_load=0.0):
+        return replace(card, latency=replace(card.latency, p50_ms=p50, ci95_median_ms=(lo, hi),
+                                             other_load_cores=other_load))
 
     before = with_latency(lenet_card, 0.071, 0.060, 0.080)
     assert "no measurable speed change" in savings_line(before, with_latency(lenet_card, 0.067, 0.062, 0.075))
@@ -291,3 +293,7 @@ def test_savings_line_claims_speed_only_outside_the_noise(lenet_card):
     # intervals that separate but a gain inside the run-to-run spread (here 1%): still no claim
     tight = with_latency(lenet_card, 0.0700, 0.0699, 0.0701)
     assert "no measurable speed change" in savings_line(tight, with_latency(lenet_card, 0.0693, 0.0692, 0.0694))
+    # a card timed while other processes took our cores: no verdict at all, whatever the numbers say
+    busy = with_latency(lenet_card, 60.0, 59.0, 61.0, other_load=float(os.cpu_count() or 2))
+    line = savings_line(busy, with_latency(lenet_card, 0.050, 0.048, 0.052))
+    assert "speed not judged" in line and "savings are real" not in line
