@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-METRIC_KEYS_NOT_SCORES = ("examples", "split")
+METRIC_KEYS_NOT_SCORES = ("examples", "split", "tokens_scored")  # bookkeeping, not quality
 
 
 def primary_metric(metrics: dict[str, Any]) -> str | None:
