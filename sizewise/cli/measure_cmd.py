@@ -80,7 +80,7 @@ def measure(
             status.update(f"loading data {data}")
             dataset = load_dataset(data, options=data_options())
         card = measure_model(loaded, config, dataset=dataset, progress=status.update)
-    print_card(card, console)
+    print_card(card, console)  # with the card's notes: how the model was loaded (the pad token a GPT-2 lacks, ...)
     if json_path:
         card.to_json(json_path)
         console.print(f"card written to {json_path}")

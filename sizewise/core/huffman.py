@@ -85,9 +85,20 @@ def encode(symbols: np.ndarray, code: HuffmanCode) -> tuple[bytes, int]:
 
 def decode(data: bytes, n_bits: int, count: int, code: HuffmanCode) -> np.ndarray:
     """``count`` symbols from a bitstream written by :func:`encode`."""
+    # The stream comes from a file: every declared size is checked before anything is allocated from it. A code
+    # longer than MAX_CODE_LENGTH would need a 2**length table; a symbol takes at least one bit.
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (n_bits, count)):
+        raise ValueError(f"bit and symbol counts must be integers, got {n_bits!r} and {count!r}")
+    if not 0 <= count <= n_bits <= 8 * len(data):
+        raise ValueError(f"{count} symbols in {n_bits} bits of a {len(data)}-byte stream do not fit")
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     width = code.max_length
+    if not 0 < width <= MAX_CODE_LENGTH:
+        raise ValueError(f"a code of {width} bits: code lengths must be 1 to {MAX_CODE_LENGTH} bits")
+    used = code.lengths[code.lengths > 0].astype(np.int64)
+    if int((np.int64(1) << (width - used)).sum()) > 1 << width:
+        raise ValueError("the code lengths are not a prefix code (they break Kraft's inequality)")
     codes, lengths = code.codes(), code.lengths.astype(np.int64)
     # lookup table: every `width`-bit window -> (symbol, length) of the code it starts with
     table_symbol = np.full(1 << width, -1, dtype=np.int64)
@@ -111,6 +122,8 @@ def decode(data: bytes, n_bits: int, count: int, code: HuffmanCode) -> np.ndarra
     for i in range(count):
         if pos >= n_bits:
             raise ValueError("the bitstream ended before all symbols were decoded")
+        if len_at[pos] == 0:  # no code starts with these bits: stop here rather than loop `count` times in place
+            raise ValueError(f"bit {pos} of the stream starts no code")
         out[i] = sym_at[pos]
         pos += int(len_at[pos])
     if pos != n_bits or (out < 0).any():

@@ -189,7 +189,7 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
         metrics = {**evaluate(loaded, dataset, split=split, limit=config.eval_limit), "split": split}
     return ModelCard(model=loaded.reference, params=params, size=size, flops=flops, latency=latency, memory=memory,
                      energy=energy, carbon=carbon, metrics=metrics, environment=describe_environment(threads),
-                     warnings=warnings, llm=llm)
+                     warnings=warnings, llm=llm, notes=list(loaded.metadata.get("notes") or []))
 
 
 def _llm_warnings(llm) -> list[str]:

@@ -257,6 +257,7 @@ class ModelCard:
     warnings: list[str] = field(default_factory=list)
     schema: str = SCHEMA
     llm: LLMStats | None = None  # causal LMs: perplexity, tokens/s, KV cache, roofline
+    notes: list[str] = field(default_factory=list)  # how the model was loaded (pad token, dequantized from GGUF, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

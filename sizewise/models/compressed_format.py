@@ -38,6 +38,8 @@ WEIGHTS = "model.swz"
 MAX_SHARED_VALUES = 256
 _PREFIX = struct.Struct("<4sBI")
 _DIGEST = 32
+# An inflated header (the manifest and one entry per tensor, ~300 bytes each) past this is not one sizewise wrote.
+MAX_HEADER_BYTES = 64 << 20
 # The paper fixed the relative-index width (8 bits for conv layers, 5 for FC); the best width depends on each layer's
 # density (wide: few fillers; narrow: short gaps), so unless one is given every width in this range is tried per layer.
 INDEX_BITS_SEARCHED = tuple(range(2, 9))
@@ -84,7 +86,7 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 def _tensor_from(data: bytes, dtype: str, shape: list[int]) -> torch.Tensor:
     raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    return raw.view(getattr(torch, dtype)).reshape(shape).clone()
+    return raw.view(_dtype(dtype)).reshape(shape).clone()
 
 
 def _gaps_with_fillers(positions: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -235,9 +237,85 @@ def _parse(data: bytes, source: str) -> tuple[dict[str, Any], memoryview]:
     if hashlib.sha256(body).digest() != digest:
         raise CorruptFileError(f"{source} is corrupted or truncated: its SHA-256 checksum does not match",
                                hint="copy the file again; nothing was loaded")
+    # Past the checksum the file is still untrusted (anyone can append a fresh SHA-256): every size it declares is
+    # checked against its length before anything is allocated from it.
     start = _PREFIX.size
-    header = json.loads(zlib.decompress(body[start:start + header_len]))
+    if header_len > len(body) - start:
+        raise CorruptFileError(f"{source} declares a {header_len:,}-byte header but holds {len(body) - start:,} bytes "
+                               "after its prefix")
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(body[start:start + header_len], MAX_HEADER_BYTES)
+        if inflater.unconsumed_tail:
+            raise CorruptFileError(f"{source} has a header that inflates past {MAX_HEADER_BYTES:,} bytes")
+        header = json.loads(text) if inflater.eof else None
+    except (zlib.error, ValueError, RecursionError) as exc:
+        raise CorruptFileError(f"{source} has an unreadable header: {_first_line(exc)}") from None
+    if not (isinstance(header, dict) and isinstance(header.get("tensors"), list)
+            and isinstance(header.get("manifest"), dict) and isinstance(header.get("aliases", {}), dict)):
+        raise CorruptFileError(f"{source} has a truncated or malformed header (expected tensors, manifest, aliases)")
     return header, memoryview(body)[start + header_len:]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _dtype(name: Any) -> torch.dtype:
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return dtype
+
+
+def _ref(ref: Any, payload_size: int, what: str) -> dict[str, int]:
+    if not (isinstance(ref, dict) and _is_size(ref.get("offset")) and _is_size(ref.get("length"))
+            and ref["offset"] + ref["length"] <= payload_size):
+        raise ValueError(f"{what} points at {ref!r}, outside the {payload_size:,}-byte payload")
+    return ref
+
+
+def _checked_bytes(meta: Any, payload_size: int) -> int:
+    """The bytes the tensor ``meta`` decodes to, after every size it declares is checked against the payload's
+    length (raises ValueError). Raw and dense tensors are bounded by the file this way; a sparse tensor's trailing
+    zeros are not stored, so its shape is bounded only by the memory check in :func:`read_bytes`."""
+    if not (isinstance(meta, dict) and isinstance(meta.get("name"), str)):
+        raise ValueError(f"a tensor entry without a name: {str(meta)[:80]}")
+    name, shape, coding = meta["name"], meta.get("shape"), meta.get("coding")
+    if not (isinstance(shape, list) and all(_is_size(n) for n in shape)):
+        raise ValueError(f"tensor {name}: shape {str(shape)[:80]} is not a list of sizes")
+    numel, itemsize = math.prod(shape), _dtype(meta.get("dtype")).itemsize
+    if coding == "raw":
+        length = _ref(meta.get("data"), payload_size, f"tensor {name}")["length"]
+        if numel * itemsize != length:
+            raise ValueError(f"tensor {name}: shape {shape} of {meta['dtype']} is {numel * itemsize:,} bytes, but its "
+                             f"data is {length:,}")
+        return length
+    if coding not in ("shared-dense", "shared-sparse"):
+        raise ValueError(f"tensor {name}: unknown coding {str(coding)[:40]!r}")
+    if _ref(meta.get("codebook"), payload_size, f"tensor {name}'s codebook")["length"] % itemsize:
+        raise ValueError(f"tensor {name}: its codebook is not a whole number of {meta['dtype']} values")
+    entries = meta.get("entries")
+    if not (_is_size(entries) and entries <= numel):
+        raise ValueError(f"tensor {name}: {str(entries)[:40]} entries for {numel:,} elements")
+    if coding == "shared-dense" and entries != numel:
+        raise ValueError(f"tensor {name}: a dense coding of {entries:,} entries for {numel:,} elements")
+    for part in ("weights", "gaps") if coding == "shared-sparse" else ("weights",):
+        stream = meta.get(part)
+        if not isinstance(stream, dict):
+            raise ValueError(f"tensor {name}: no {part} stream")
+        _ref(stream.get("lengths"), payload_size, f"tensor {name}'s {part} code")
+        bits = _ref(stream.get("bits"), payload_size, f"tensor {name}'s {part} bits")["length"]
+        if not (_is_size(stream.get("n_bits")) and entries <= stream["n_bits"] <= 8 * bits):
+            raise ValueError(f"tensor {name}: {entries:,} {part} symbols cannot be coded in {stream.get('n_bits')!r} "
+                             f"bits of a {bits:,}-byte stream")
+    return numel * itemsize
+
 
 
 def _slice(payload: memoryview, ref: dict[str, int]) -> bytes:
@@ -256,6 +334,8 @@ def _decode_tensor(meta: dict[str, Any], payload: memoryview) -> torch.Tensor:
     values = torch.cat([torch.zeros(1, dtype=codebook.dtype), codebook])
     numel = int(np.prod(meta["shape"]))
     symbols = _decode_stream(payload, meta["weights"], meta["entries"])
+    if symbols.size and symbols.max() >= values.numel():
+        raise ValueError(f"tensor {meta['name']} has symbols past its codebook of {codebook.numel()} values")
     if meta["coding"] == "shared-dense":
         return values[torch.from_numpy(symbols)].reshape(meta["shape"])
     positions = _positions_from_gaps(_decode_stream(payload, meta["gaps"], meta["entries"]))
@@ -270,10 +350,22 @@ def read_bytes(data: bytes, source: str = "the file") -> tuple[dict[str, torch.T
     """(state dict, manifest) from the bytes of a ``.swz`` file, verified."""
     header, payload = _parse(data, source)
     try:
+        declared = sum(_checked_bytes(meta, len(payload)) for meta in header["tensors"])
+    except ValueError as exc:
+        raise CorruptFileError(f"{source} is malformed: {_first_line(exc)}") from None
+    import psutil
+
+    available = psutil.virtual_memory().available
+    if declared > available:
+        raise CorruptFileError(f"{source} declares {declared:,} bytes of tensors, more than the {available:,} bytes "
+                               "of memory free here", hint="nothing was allocated; a file this large needs more memory")
+    try:
         state = {meta["name"]: _decode_tensor(meta, payload) for meta in header["tensors"]}
-    except (ValueError, KeyError, RuntimeError) as exc:  # cannot happen past a good checksum unless the writer erred
-        raise CorruptFileError(f"{source} does not decode: {exc}") from exc
+    except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as exc:
+        raise CorruptFileError(f"{source} does not decode: {_first_line(exc)}") from None
     for alias, target in header.get("aliases", {}).items():
+        if target not in state:
+            raise CorruptFileError(f"{source} is malformed: alias {alias} names no tensor ({str(target)[:80]})")
         state[alias] = state[target]
     return state, header["manifest"]
 
@@ -290,26 +382,35 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def inspect(path: str | Path) -> tuple[list[TensorStats], dict[str, Any]]:
     """The per-layer table and file facts, from the header alone (after the checksum is verified)."""
     path = Path(path)
-    data = path.read_bytes()
-    header, _ = _parse(data, str(path))
-    rows = []
-    for meta in header["tensors"]:
-        numel = int(np.prod(meta["shape"])) if meta["shape"] else 1
-        if meta["coding"] == "raw":
-            length = meta["data"]["length"]
-            item_bits = length * 8 / max(1, numel)
-            rows.append(TensorStats(meta["name"], tuple(meta["shape"]), "raw", numel, numel, numel, 0, 0,
-                                    item_bits, item_bits, 0.0, 0.0, length))
-            continue
-        s = meta["stats"]
-        refs = [meta["codebook"], meta["weights"]["lengths"], meta["weights"]["bits"]]
-        if "gaps" in meta:
-            refs += [meta["gaps"]["lengths"], meta["gaps"]["bits"]]
-        rows.append(TensorStats(meta["name"], tuple(meta["shape"]), meta["coding"], numel, s["nonzero"],
-                                s["entries"], s["fillers"], s["codebook_size"], s["weight_bits_fixed"],
-                                s["weight_bits_huffman"], s["index_bits_fixed"], s["index_bits_huffman"],
-                                sum(r["length"] for r in refs)))
-    facts = {"format": header["format"], "version": VERSION, "file_bytes": len(data),
-             "header_bytes": _PREFIX.unpack_from(data)[2], "manifest": header["manifest"]}
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelReferenceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    header, payload = _parse(data, str(path))
+    try:
+        rows = [_stats_row(meta, len(payload)) for meta in header["tensors"]]
+        facts = {"format": str(header["format"]), "version": VERSION, "file_bytes": len(data),
+                 "header_bytes": _PREFIX.unpack_from(data)[2], "manifest": header["manifest"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptFileError(f"{path} is malformed: {_first_line(exc)}") from None
     return rows, facts
 
+
+def _stats_row(meta: Any, payload_size: int) -> TensorStats:
+    _checked_bytes(meta, payload_size)
+    numel = math.prod(meta["shape"])
+    if meta["coding"] == "raw":
+        length = meta["data"]["length"]
+        item_bits = length * 8 / max(1, numel)
+        return TensorStats(meta["name"], tuple(meta["shape"]), "raw", numel, numel, numel, 0, 0,
+                           item_bits, item_bits, 0.0, 0.0, length)
+    s = meta["stats"]
+    numbers = [s[k] for k in ("nonzero", "entries", "fillers", "codebook_size", "weight_bits_fixed",
+                              "weight_bits_huffman", "index_bits_fixed", "index_bits_huffman")]
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
+        raise ValueError(f"tensor {meta['name']}: its stats are not numbers")
+    refs = [meta["codebook"], meta["weights"]["lengths"], meta["weights"]["bits"]]
+    if "gaps" in meta:
+        refs += [meta["gaps"]["lengths"], meta["gaps"]["bits"]]
+    return TensorStats(meta["name"], tuple(meta["shape"]), meta["coding"], numel, *numbers,
+                       sum(r["length"] for r in refs))

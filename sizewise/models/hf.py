@@ -87,7 +87,8 @@ def _check_known(transformers, config: dict, trusted_code: bool) -> None:
     if model_type not in transformers.CONFIG_MAPPING:
         archs = ", ".join(config.get("architectures") or []) or "(none listed)"
         raise ModelReferenceError(f"transformers does not know architecture {archs} (model_type {model_type})",
-                                  hint=f"transformers {transformers.__version__} is installed; a newer one may")
+                                  hint=f"transformers {transformers.__version__} is installed; a newer one "
+                                       "may know it: pip install -U transformers")
 
 
 def _has_tokenizer_files(model_dir: Path) -> bool:

@@ -132,6 +132,9 @@ def load_onnx(path: Path, ref: str) -> LoadedModel:
 
 def build_architecture(arch: str, reference: str) -> LoadedModel:
     """``zoo:NAME`` or ``package.module:factory`` -> a freshly initialised model."""
+    if not isinstance(arch, str):  # a manifest's "arch" comes from a file
+        raise ModelReferenceError(f"unknown architecture {str(arch)[:80]!r}",
+                                  hint="use zoo:NAME or package.module:factory")
     if arch.startswith("zoo:"):
         from sizewise.models.zoo import ZOO
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import reprlib
 import types
 import typing
 from dataclasses import dataclass
@@ -117,8 +118,11 @@ def load_plan(name_or_path: str) -> Plan:
                           hint=f"built-in recipes: {', '.join(builtin_recipes())}; or give a .yaml file")
     try:
         raw = yaml.safe_load(text)  # safe_load: no tag can build a Python object
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {source} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    # PyYAML's constructors raise plain Python errors on a bad scalar (`!!int ;`, `!!bool x`), and its composer
+    # recurses once per nesting level
+    except (yaml.YAMLError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"recipe {source} is not valid YAML: {first}") from exc
     return parse_plan(raw, source)
 
 
@@ -139,7 +143,7 @@ def parse_plan(raw: Any, source: str = "recipe") -> Plan:
         (key, options), = item.items()
         options = {} if options is None else options
         if not isinstance(options, dict):
-            raise ConfigError(f"{source}: step {i} ({key}) needs a mapping of options, got {options!r}")
+            raise ConfigError(f"{source}: step {i} ({key}) needs a mapping of options, got {_shown(options)}")
         known = list_methods()
         if not isinstance(key, str) or (key not in known and key not in FAMILY_DEFAULTS):
             raise ConfigError(f"{source}: step {i} has unknown method '{key}'",
@@ -172,7 +176,8 @@ def build_step(key: str, options: dict[str, Any], where: str) -> Step:
         if field_name not in schema:
             raise ConfigError(f"{where}: unknown field '{field_name}'", hint=f"known fields: {', '.join(schema)}")
         if not _type_ok(value, schema[field_name]):
-            raise ConfigError(f"{where}: field '{field_name}' must be {_type_name(schema[field_name])}, got {value!r}")
+            raise ConfigError(f"{where}: field '{field_name}' must be {_type_name(schema[field_name])}, "
+                              f"got {_shown(value)}")
     own = {k: v for k, v in options.items() if k in own_fields}
     training = {k: v for k, v in options.items() if k in TRAIN_FIELDS and not is_train}
     config = method.make(**own)
@@ -180,6 +185,15 @@ def build_step(key: str, options: dict[str, Any], where: str) -> Step:
     if method.trains and train is None and not is_train and method.family in ("prune",):
         raise ConfigError(f"{where}: {name} pruning trains while it prunes", hint="give it epochs: N (and usually lr)")
     return Step(name, config, train)
+
+
+def _shown(value: Any) -> str:
+    """A value from a recipe, shortened: YAML aliases can nest a few bytes into billions of items when printed."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()  # (its limits are keywords only from Python 3.12)
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 6, 6, 80, 80, 40
 
 
 def _fields_of(cls: type) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def read_record(path: str | Path) -> dict[str, Any]:
         path = path / "card.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8, an int of 4,300+ digits
         raise ConfigError(f"cannot read the run record {path}: {exc}") from exc
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         raise ConfigError(f"{path} is not a sizewise run record (schema {record.get('schema') if isinstance(record, dict) else None!r})",

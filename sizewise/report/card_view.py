@@ -135,6 +135,7 @@ def llm_rows(t: Table, card: ModelCard) -> set[str]:
 
 def print_card(card: ModelCard, console: Console, title: str | None = None) -> None:
     parts = [card_table(card, title)]
+    parts += [Text(f"note: {n}") for n in card.notes]
     parts += [Text(f"warning: {w}", style="yellow") for w in card.warnings]
     console.print(Group(*parts))
 

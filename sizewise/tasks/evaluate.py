@@ -50,7 +50,8 @@ def check_compatible(loaded: LoadedModel, dataset: Dataset) -> None:
                             else "use a model whose input matches the data")
     if loaded.num_classes and dataset.num_classes and loaded.num_classes < dataset.num_classes:
         raise DataError(f"model '{loaded.reference}' predicts {loaded.num_classes} classes but dataset "
-                        f"'{dataset.name}' has {dataset.num_classes}")
+                        f"'{dataset.name}' has {dataset.num_classes}",
+                        hint="give it a head for the data's classes: sizewise finetune MODEL --data DATA --head new")
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:

@@ -14,7 +14,8 @@ import torch
 from sizewise.core.errors import DataError
 from sizewise.data.dataset import Dataset, Split, take
 from sizewise.models.loaded import LoadedModel
-from sizewise.tasks.evaluate import mean_pool
+from sizewise.models.images import prepare_images
+from sizewise.tasks.evaluate import first_output, mean_pool
 
 
 class Objective(abc.ABC):
@@ -51,7 +52,10 @@ class Objective(abc.ABC):
 
 class ImageClassification(Objective):
     def loss(self, split, idx):
-        logits = self.loaded.module(**{self.loaded.inputs.name: torch.from_numpy(split.inputs[idx])})
+        images = split.inputs[idx]
+        if self.loaded.metadata.get("image_processor"):  # a Hugging Face image model: as evaluate() prepares them
+            images = prepare_images(self.loaded, images)
+        logits = first_output(self.loaded.module(**{self.loaded.inputs.name: torch.from_numpy(images)}))
         y = torch.from_numpy(split.labels[idx])
         return torch.nn.functional.cross_entropy(logits, y), int((logits.argmax(-1) == y).sum())
 
