@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from sizewise.core.errors import ConfigError, InputShapeError
-from sizewise.measure.card import FlopStats, LayerParams, ModelCard
+from sizewise.measure.card import FlopStats, LayerParams, MemoryStats, ModelCard
 from sizewise.measure.energy import EnergySettings, carbon_for, measure_energy
 from sizewise.measure.environment import describe_environment
 from sizewise.measure.flops import count_flops
@@ -173,6 +173,10 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
         llm = measure_llm(loaded, config.llm, threads=threads, energy=config.energy, texts=texts, split=split,
                           progress=step)
         warnings += _llm_warnings(llm)
+        kv = llm.generation[0].kv_cache if llm.generation else None
+        if kv is not None:  # the first thing a person sizing an LLM asks: weights + cache, in the memory section
+            memory = replace(memory or MemoryStats(None, "not measured (--no-memory)"), kv_cache_bytes=kv.bytes,
+                             kv_cache_context_tokens=kv.context_tokens, weights_bytes=llm.weights_bytes)
     elif causal_lm:
         warnings.append(f"tokens/s, the KV cache and perplexity are measured on torch only, not on {runtime}; "
                         f"measure with --runtime torch for them")

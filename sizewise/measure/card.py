@@ -104,6 +104,11 @@ class MemoryStats:
     peak_rss_delta_bytes: int | None  # peak resident memory of inference minus resident memory before it
     method: str
     cuda_peak_bytes: int | None = None
+    # causal LMs: the key/value cache at batch 1 after prompt + new tokens (formula in llm.generation[0].kv_cache),
+    # and the weights it sits beside
+    kv_cache_bytes: int | None = None
+    kv_cache_context_tokens: int | None = None
+    weights_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,10 @@ def card_table(card: ModelCard, title: str | None = None) -> Table:
     if card.memory and card.memory.peak_rss_delta_bytes is not None:
         t.add_row("peak memory", f"+{format_bytes(card.memory.peak_rss_delta_bytes)} RSS during inference "
                                  f"({card.memory.method})")
+    if card.memory and card.memory.kv_cache_bytes is not None:
+        t.add_row("LLM memory", f"weights {format_bytes(card.memory.weights_bytes or 0)} + KV cache "
+                                f"{format_bytes(card.memory.kv_cache_bytes)} at {card.memory.kv_cache_context_tokens:,} "
+                                f"tokens (batch 1)")
     if card.energy:
         e = card.energy
         label = "[green]measured[/]" if e.method.startswith("measured") else "[yellow]estimated[/]"

@@ -289,6 +289,11 @@ def test_card_carries_the_llm_section_and_round_trips_through_json(llama_card, t
     assert llm.perplexity.split == llama_card.metrics["split"] == "validation"
     assert llama_card.metrics["perplexity"] == llm.perplexity.token_perplexity
     assert llm.generation[1].kv_cache.kv_heads == 2 and llm.generation[1].kv_cache.attention_heads == 4
+    # the memory section names the cache at batch 1: 2 x layers x kv_heads x head_dim x context x 4 bytes (fp32)
+    kv = llm.generation[0].kv_cache
+    assert llama_card.memory.kv_cache_context_tokens == kv.context_tokens
+    assert llama_card.memory.kv_cache_bytes == 2 * kv.layers * 2 * kv.head_dim * kv.context_tokens * 1 * 4
+    assert llama_card.memory.weights_bytes == llm.weights_bytes
     data = llama_card.to_dict()
     assert data["llm"]["perplexity"]["context_tokens"] == 16 and data["llm"]["perplexity"]["stride_tokens"] == 8
     assert ModelCard.from_dict(json.loads(json.dumps(data))) == llama_card
