@@ -48,7 +48,7 @@ class SizeStats:
     memory_bytes: int  # parameters + buffers as held in memory
     memory_by_dtype: dict[str, int]
     disk_bytes: int  # the artifact as sizewise saves it (what a user would ship)
-    zip_bytes: int  # that artifact deflate-compressed: shows what sparsity or sharing could still save
+    zip_bytes: int  # that artifact deflate-compressed (level 9; level 1 above 64 MiB): what sparsity or sharing could still save
     artifact: str  # what disk_bytes counts, e.g. "model.safetensors + config.json"
 
 
