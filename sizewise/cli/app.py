@@ -55,6 +55,12 @@ app.command("report")(report_cmd.report)
 
 
 def main() -> None:
+    import logging
+
+    # Libraries imported on the way (transformers pulls in torchao when it is installed) log import-time noise that
+    # says nothing about the user's run: CUDA-only kernels that cannot load on a CPU, a torch.compile deprecation.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     app()
 
 
