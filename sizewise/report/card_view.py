@@ -104,6 +104,12 @@ def llm_rows(t: Table, card: ModelCard) -> set[str]:
         f"b{g.batch_size}: {_tok_s(g.decode.tokens_per_s)} ({g.decode.p50_ms:.2f} ms/step, 95% CI "
         f"{g.decode.ci95_p50_ms[0]:.2f}–{g.decode.ci95_p50_ms[1]:.2f})" for g in gens)
               + f" · greedy, KV cache, {llm.new_tokens} new tokens, {llm.threads} thread(s), {llm.device}")
+    from sizewise.measure.latency import machine_busy
+
+    busy = [g for g in gens if machine_busy(g.other_load_cores, llm.threads)]
+    if busy:  # tokens/s taken while other processes held our cores say more about them than about the model
+        t.add_row("", Text(f"other processes used up to {max(g.other_load_cores for g in busy):.1f} cores while "
+                           f"generating: these tokens/s are low; rerun on an idle machine", style="yellow"))
     kv = gens[0].kv_cache
     t.add_row("KV cache", f"{format_bytes(kv.bytes)} per sequence at {kv.context_tokens:,} tokens"
               + "".join(f" · {format_bytes(g.kv_cache.bytes)} at batch {g.batch_size}" for g in gens[1:])
