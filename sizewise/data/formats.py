@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import os
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,14 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 # Per-channel statistics of the CIFAR-10 training set (the constants used throughout the literature).
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32).reshape(1, 3, 1, 1)
 CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32).reshape(1, 3, 1, 1)
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# What reading a damaged zip / .npy / image raises besides OSError and ValueError (zipfile, zlib, numpy's header
+# parser, unsupported compression or encryption).
+_ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, tokenize.TokenError, RuntimeError)
+# Deflate cannot compress better than ~1032:1: a zip member that declares more is lying about its size.
+_MAX_DEFLATE_RATIO = 1100
+# A 32x32 CIFAR image is a few KB as JPEG or PNG; a member that declares more is not one (or is a zip bomb).
+MAX_CIFAR_IMAGE_BYTES = 1 << 20
 
 
 def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
@@ -36,13 +47,21 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
 
 def load_mnist_npz(path: Path) -> Dataset:
     try:
-        with np.load(path) as npz:
-            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        with np.load(path) as npz:  # allow_pickle=False: an array of Python objects is refused
+            _check_npz_sizes(npz.zip, path)
+            arrays = {k: npz[k] for k in MNIST_KEYS}
     except KeyError as exc:
         raise DataError(f"{path} is an .npz without the MNIST keys: {exc}",
                         hint="expected x_train, y_train, x_test, y_test") from exc
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
+    except (AttributeError, TypeError) as exc:  # np.load gave one array (an .npy file), not an archive
+        raise DataError(f"{path} is not an .npz archive", hint="expected x_train, y_train, x_test, y_test") from exc
+    except _ARCHIVE_ERRORS as exc:
+        raise DataError(f"cannot read {path}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from exc
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or x.dtype.kind not in "buif" or y.dtype.kind not in "buif":
+            raise DataError(f"{path}: x_{split} must be N images (N, height, width) and y_{split} N labels, got "
+                            f"{x.dtype}{list(x.shape)} and {y.dtype}{list(y.shape)}")
 
     def images(a: np.ndarray) -> np.ndarray:
         return (a.astype(np.float32) / 255.0)[:, None, :, :]
@@ -56,6 +75,35 @@ def load_mnist_npz(path: Path) -> Dataset:
                "re-encoding (99.998% of pixels within one grey level of the originals)."])
 
 
+def _check_npz_sizes(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse, before numpy allocates anything, an array whose header declares more bytes than its zip member holds,
+    a member that declares more than deflate can produce from its compressed bytes, or arrays that would not fit
+    in memory."""
+    from numpy.lib import format as npy
+
+    total = 0
+    for key in MNIST_KEYS:
+        info = archive.getinfo(f"{key}.npy")  # KeyError: not an MNIST .npz
+        if info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO or (
+                info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size):
+            raise DataError(f"{path}: {key} declares {info.file_size:,} bytes stored in {info.compress_size:,}",
+                            hint="the archive is damaged or a zip bomb; nothing was extracted")
+        with archive.open(info) as member:
+            version = npy.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{key} is .npy format version {version}; expected 1.0 or 2.0")
+            shape, _, dtype = (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(member)
+        declared = math.prod(shape) * dtype.itemsize
+        if dtype.hasobject or declared > info.file_size:
+            raise DataError(f"{path}: {key} declares a {dtype} array of shape {shape} ({declared:,} bytes) in a "
+                            f"{info.file_size:,}-byte member", hint="the archive is damaged; nothing was allocated")
+        total += declared
+    import psutil
+
+    if total > psutil.virtual_memory().available:
+        raise DataError(f"{path} holds {total:,} bytes of arrays, more than the memory free here")
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("SIZEWISE_CACHE", Path.home() / ".cache" / "sizewise"))
 
@@ -64,6 +112,8 @@ def _decode_cifar_zip(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Decode the JPEGs once and cache the arrays, keyed by the zip's size and mtime (decoding takes ~30 s)."""
     from PIL import Image
 
+    if not path.is_file():
+        raise DataError(f"{path.parent} has no {path.name}", hint="a CIFAR-10 folder holds train.zip and test.zip")
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     cached = _cache_dir() / f"cifar10-{path.stem}-{key}.npz"
@@ -72,9 +122,14 @@ def _decode_cifar_zip(path: Path) -> tuple[np.ndarray, np.ndarray]:
             return npz["x"], npz["y"]
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
+    except _ARCHIVE_ERRORS as exc:
         raise DataError(f"{path} is not a readable zip: {exc}") from exc
     names = sorted(n for n in archive.namelist() if n.lower().endswith((".jpg", ".jpeg", ".png")))
+    for info in map(archive.getinfo, names):  # sizes are checked before anything is extracted
+        if info.file_size > MAX_CIFAR_IMAGE_BYTES or info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO:
+            raise DataError(f"{path}: '{info.filename}' declares {info.file_size:,} bytes ({info.compress_size:,} "
+                            "compressed), not a 32x32 image", hint="the zip is damaged or a zip bomb; nothing was "
+                                                                    "extracted")
     x = np.empty((len(names), 32, 32, 3), dtype=np.uint8)
     y = np.empty(len(names), dtype=np.int64)
     for i, name in enumerate(names):
@@ -83,7 +138,14 @@ def _decode_cifar_zip(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise DataError(f"{path}: '{name}' is not under a CIFAR-10 class folder",
                             hint=f"expected <split>/<class>/NNNN.jpg with class in {', '.join(CIFAR10_CLASSES)}")
         y[i] = CIFAR10_CLASSES.index(cls)
-        x[i] = np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB"))
+        try:
+            image = Image.open(io.BytesIO(archive.read(name)))
+            if image.size != (32, 32):  # checked before the pixels are decoded
+                raise DataError(f"{path}: '{name}' is {image.size[0]}x{image.size[1]}, not a 32x32 CIFAR-10 image")
+            x[i] = np.asarray(image.convert("RGB"))
+        except (*_ARCHIVE_ERRORS, Image.DecompressionBombError) as exc:
+            raise DataError(f"{path}: cannot read '{name}': {type(exc).__name__}: "
+                            f"{(str(exc).strip().splitlines() or [''])[0]}") from exc
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp.npz")
     np.savez(tmp, x=x, y=y)

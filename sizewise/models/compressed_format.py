@@ -250,7 +250,7 @@ def _parse(data: bytes, source: str) -> tuple[dict[str, Any], memoryview]:
             raise CorruptFileError(f"{source} has a header that inflates past {MAX_HEADER_BYTES:,} bytes")
         header = json.loads(text) if inflater.eof else None
     except (zlib.error, ValueError, RecursionError) as exc:
-        raise CorruptFileError(f"{source} has an unreadable header: {_first_line(exc)}") from None
+        raise CorruptFileError(f"{source} has an unreadable header: {_first_line(exc)}") from exc
     if not (isinstance(header, dict) and isinstance(header.get("tensors"), list)
             and isinstance(header.get("manifest"), dict) and isinstance(header.get("aliases", {}), dict)):
         raise CorruptFileError(f"{source} has a truncated or malformed header (expected tensors, manifest, aliases)")
@@ -317,7 +317,6 @@ def _checked_bytes(meta: Any, payload_size: int) -> int:
     return numel * itemsize
 
 
-
 def _slice(payload: memoryview, ref: dict[str, int]) -> bytes:
     return bytes(payload[ref["offset"]:ref["offset"] + ref["length"]])
 
@@ -352,7 +351,7 @@ def read_bytes(data: bytes, source: str = "the file") -> tuple[dict[str, torch.T
     try:
         declared = sum(_checked_bytes(meta, len(payload)) for meta in header["tensors"])
     except ValueError as exc:
-        raise CorruptFileError(f"{source} is malformed: {_first_line(exc)}") from None
+        raise CorruptFileError(f"{source} is malformed: {_first_line(exc)}") from exc
     import psutil
 
     available = psutil.virtual_memory().available
@@ -362,9 +361,9 @@ def read_bytes(data: bytes, source: str = "the file") -> tuple[dict[str, torch.T
     try:
         state = {meta["name"]: _decode_tensor(meta, payload) for meta in header["tensors"]}
     except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as exc:
-        raise CorruptFileError(f"{source} does not decode: {_first_line(exc)}") from None
+        raise CorruptFileError(f"{source} does not decode: {_first_line(exc)}") from exc
     for alias, target in header.get("aliases", {}).items():
-        if target not in state:
+        if not isinstance(target, str) or target not in state:
             raise CorruptFileError(f"{source} is malformed: alias {alias} names no tensor ({str(target)[:80]})")
         state[alias] = state[target]
     return state, header["manifest"]
@@ -392,7 +391,7 @@ def inspect(path: str | Path) -> tuple[list[TensorStats], dict[str, Any]]:
         facts = {"format": str(header["format"]), "version": VERSION, "file_bytes": len(data),
                  "header_bytes": _PREFIX.unpack_from(data)[2], "manifest": header["manifest"]}
     except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptFileError(f"{path} is malformed: {_first_line(exc)}") from None
+        raise CorruptFileError(f"{path} is malformed: {_first_line(exc)}") from exc
     return rows, facts
 
 

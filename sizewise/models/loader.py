@@ -81,14 +81,19 @@ def _resolve(ref: str, arch: str | None, trust_pickle: bool, hf: _HfOptions = _H
         return load_smollm2()
     if ref.startswith("zoo:"):
         return build_architecture(ref, reference=ref)
-    path = Path(ref).expanduser()
-    if path.exists():
+    path = Path(ref)
+    try:
+        path = path.expanduser()
+        exists = path.exists()
+    except (RuntimeError, OSError):  # "~user" of no such user; a name longer than the file system allows
+        exists = False
+    if exists:
         return _load_path(path, ref, arch, trust_pickle, hf)
     if _FACTORY.match(ref):
         return build_architecture(ref, reference=ref)
     if path.suffix or os.sep in ref:
-        raise ModelReferenceError(f"no such file or directory: '{ref}'", hint="check the path")
-    raise ModelReferenceError(f"cannot understand the model reference '{ref}'", hint=f"use {REFERENCE_FORMS}")
+        raise ModelReferenceError(f"no such file or directory: {ref!r}", hint="check the path")  # !r: one line
+    raise ModelReferenceError(f"cannot understand the model reference {ref!r}", hint=f"use {REFERENCE_FORMS}")
 
 
 def _load_path(path: Path, ref: str, arch: str | None, trust_pickle: bool, hf: _HfOptions) -> LoadedModel:

@@ -142,12 +142,12 @@ def parse_plan(raw: Any, source: str = "recipe") -> Plan:
             raise ConfigError(f"{source}: step {i} must be a one-key mapping like `- prune: {{sparsity: 0.9}}`")
         (key, options), = item.items()
         options = {} if options is None else options
-        if not isinstance(options, dict):
-            raise ConfigError(f"{source}: step {i} ({key}) needs a mapping of options, got {_shown(options)}")
         known = list_methods()
         if not isinstance(key, str) or (key not in known and key not in FAMILY_DEFAULTS):
-            raise ConfigError(f"{source}: step {i} has unknown method '{key}'",
+            raise ConfigError(f"{source}: step {i} has unknown method {_shown(key)}",
                               hint=f"methods: {', '.join(known)}; families: {', '.join(FAMILY_DEFAULTS)}")
+        if not isinstance(options, dict):
+            raise ConfigError(f"{source}: step {i} ({key}) needs a mapping of options, got {_shown(options)}")
         steps.append(build_step(key, dict(options), f"{source}: step {i} ({key})"))
     return Plan(tuple(steps), name=str(raw.get("name") or source), source=source)
 
@@ -162,7 +162,7 @@ def build_step(key: str, options: dict[str, Any], where: str) -> Step:
         name = options.pop("method", FAMILY_DEFAULTS[key])
         family = list_methods(key)
         if name not in family:
-            raise ConfigError(f"{where}: unknown {key} method '{name}'", hint=f"known: {', '.join(family)}")
+            raise ConfigError(f"{where}: unknown {key} method {_shown(name)}", hint=f"known: {', '.join(family)}")
     elif "method" in options:
         raise ConfigError(f"{where}: 'method' goes with a family key (e.g. `- prune: {{method: gradual}}`)")
     method = get_method(name)
@@ -174,9 +174,9 @@ def build_step(key: str, options: dict[str, Any], where: str) -> Step:
         schema.pop(field_name, None)
     for field_name, value in options.items():
         if field_name not in schema:
-            raise ConfigError(f"{where}: unknown field '{field_name}'", hint=f"known fields: {', '.join(schema)}")
+            raise ConfigError(f"{where}: unknown field {_shown(field_name)}", hint=f"known fields: {', '.join(schema)}")
         if not _type_ok(value, schema[field_name]):
-            raise ConfigError(f"{where}: field '{field_name}' must be {_type_name(schema[field_name])}, "
+            raise ConfigError(f"{where}: field {_shown(field_name)} must be {_type_name(schema[field_name])}, "
                               f"got {_shown(value)}")
     own = {k: v for k, v in options.items() if k in own_fields}
     training = {k: v for k, v in options.items() if k in TRAIN_FIELDS and not is_train}

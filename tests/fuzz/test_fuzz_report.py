@@ -27,6 +27,7 @@ JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**64, 2**64), s
                          st.text(max_size=10),
                          st.sampled_from([SCHEMA, "sizewise.card/1", "estimate", "shrink", "quantize", "prune",
                                           "accuracy", "perplexity", "validation", "test", "", "<script>", "%s", "{}",
+                                          "[/x]", "[bold]", "[link=http://x]y[/link]",
                                           0, -1, 1e308, 0.5]))
 JSON = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=8) | st.sampled_from(list(RECORD)), inner, max_size=4),
@@ -107,6 +108,16 @@ def test_fuzz_read_record(tmp_path):
     run_target("read-record", body, {"record": RECORDS, "raw": st.none() | RAW_TEXT}, ci_examples=300)
 
 
+# Crashes of `sizewise report` the fuzzer found, not fixed yet (in files outside this fuzzing change), as
+# (exception, file under sizewise/): the fuzz test counts them and ends as xfail while any is hit; any other exception
+# fails it. test_report_regression_is_one_line_not_a_traceback keeps one input of each.
+KNOWN_REPORT_CRASHES = frozenset({("RecursionError", "cli/report_cmd.py"), ("ValueError", "cli/report_cmd.py"),
+                                  ("ValueError", "measure/card.py"), ("IndexError", "report/card_view.py"),
+                                  ("KeyError", "report/shrink_report.py"),
+                                  # the error line is printed as Rich markup: "[/x]" in a message raises MarkupError
+                                  ("MarkupError", "cli/common.py")})
+
+
 def test_fuzz_report_command(tmp_path):
     path = tmp_path / "card.json"
 
@@ -117,4 +128,47 @@ def test_fuzz_report_command(tmp_path):
         invoke_report(tmp_path)
 
     run_target("report-command", body, {"record": RECORDS, "raw": st.none() | st.just(None) | RAW_TEXT},
-               ci_examples=120, deadline_s=10)
+               ci_examples=120, deadline_s=10, known=KNOWN_REPORT_CRASHES)
+
+
+# -- regressions: inputs that crashed before, kept as the file's bytes -----------------------------------------------
+
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000  # RecursionError in json.loads
+HUGE_INT_JSON = b'{"schema": "sizewise.run/1", "x": ' + b"9" * 5000 + b"}"  # ValueError: past int's 4,300 digits
+
+
+@pytest.mark.parametrize("data", [DEEP_JSON, HUGE_INT_JSON], ids=["deep_nesting", "int_of_5000_digits"])
+def test_read_record_regression_json_past_the_parsers_limits(data, tmp_path):
+    """Both escaped ``read_record`` (RecursionError / ValueError at record.py:69, only JSONDecodeError was caught)."""
+    (tmp_path / "card.json").write_bytes(data)
+    with pytest.raises(ConfigError, match="cannot read the run record") as info:
+        read_record(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+_KNOWN_REPORT_BUGS = ("a known crash of `sizewise report` (KNOWN_REPORT_CRASHES), in files outside this fuzzing task: "
+                      "cli/report_cmd.py, cli/common.py, measure/card.py, report/card_view.py, "
+                      "report/shrink_report.py")
+REPORT_REGRESSIONS = {
+    "deep_nesting": DEEP_JSON,  # RecursionError at report_cmd.py:101
+    "int_of_5000_digits": HUGE_INT_JSON,  # ValueError at report_cmd.py:101
+    "cards_without_schema": b'{"schema":"sizewise.run/1","kind":"quantize","before":{},"after":{}}',  # ValueError,
+    # measure/card.py from_dict: "not a sizewise.card/1 card"
+    "shrink_results_without_rows": b'{"kind":"shrink"}',  # KeyError 'metric' at report/shrink_report.py:100
+    # a value from the file in the error message, printed as Rich markup: MarkupError at cli/common.py:47
+    "markup_in_the_message": b'{"kind":"estimate","schema":"[/x]"}',
+}
+
+
+def _after_latency_interval_empty() -> bytes:
+    record = copy.deepcopy(RECORD)
+    record["after"]["latency"]["ci95_median_ms"] = []
+    return json.dumps(record).encode()  # IndexError at report/card_view.py:203 (savings line)
+
+
+@pytest.mark.xfail(strict=True, reason=_KNOWN_REPORT_BUGS)
+@pytest.mark.parametrize("name", [*REPORT_REGRESSIONS, "after_latency_interval_empty"])
+def test_report_regression_is_one_line_not_a_traceback(name, tmp_path):
+    data = REPORT_REGRESSIONS.get(name) or _after_latency_interval_empty()
+    (tmp_path / "card.json").write_bytes(data)
+    invoke_report(tmp_path)

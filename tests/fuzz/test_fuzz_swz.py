@@ -69,8 +69,8 @@ def seal(header: bytes | dict, payload: bytes, version: int = cf.VERSION, header
     return body + hashlib.sha256(body).digest()
 
 
-def check_file(data: bytes, where: Path, also_load: bool = False) -> None:
-    """The property: read / inspect (/ load) either succeed or raise a one-line ModelReferenceError."""
+def check_file(data: bytes, where: Path) -> None:
+    """The property: read and inspect either succeed or raise a one-line ModelReferenceError."""
     path = where / "fuzz.swz"
     path.write_bytes(data)
     decoded: list = []
@@ -79,8 +79,6 @@ def check_file(data: bytes, where: Path, also_load: bool = False) -> None:
         assert isinstance(manifest, dict)
         assert all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in state.items())
     expect_sizewise_error(lambda: cf.inspect(path), ModelReferenceError)
-    if also_load:
-        expect_sizewise_error(lambda: sizewise.load(str(path)), ModelReferenceError)
 
 
 # -- strategies ------------------------------------------------------------------------------------------------------
@@ -194,7 +192,8 @@ def generated_file(draw) -> bytes:
     """A header built from scratch (absurd declared sizes in every field) over a small random payload."""
     tensors = draw(st.lists(TENSOR, max_size=3))
     header = {"format": cf.FORMAT, "manifest": draw(st.sampled_from([{}, {"arch": "zoo:nope"}, [], None])),
-              "tensors": tensors, "aliases": draw(st.sampled_from([{}, {"x": "a"}, {"x": "missing"}, []]))}
+              "tensors": tensors,
+              "aliases": draw(st.sampled_from([{}, {"x": "a"}, {"x": "missing"}, [], {"x": []}, {"x": 5}]))}
     payload = draw(st.binary(max_size=1024))
     return seal(header, payload)
 
@@ -215,8 +214,27 @@ def test_fuzz_swz_bytes(tmp_path):
 
 
 def test_fuzz_swz_header_fields(tmp_path):
-    run_target("swz-header", lambda data: check_file(data, tmp_path, also_load=True), {"data": mutated_header()},
-               ci_examples=250)
+    run_target("swz-header", lambda data: check_file(data, tmp_path), {"data": mutated_header()}, ci_examples=250)
+
+
+# Found by the fuzzer past the decoder, in code outside this change (models/artifact.py rebuilds the model from the
+# manifest): (exception, file under sizewise/). The load target ends as xfail while any is hit.
+KNOWN_LOAD_CRASHES = frozenset({
+    ("MultiLineMessage", "models/artifact.py"),  # "cannot load weights ...: {exc}" quotes load_state_dict's lines
+    ("AttributeError", "models/artifact.py"),  # manifest "input" not a mapping: spec.get
+    ("TypeError", "models/artifact.py"),  # manifest input "shape" not a list: tuple(spec["shape"])
+    ("KeyError", "models/artifact.py"),  # manifest input without "shape"
+})
+
+
+def test_fuzz_swz_load(tmp_path):
+    """The same mutated files through ``sizewise.load``: decoded, then the model rebuilt from the manifest."""
+    def body(data: bytes) -> None:
+        path = tmp_path / "fuzz.swz"
+        path.write_bytes(data)
+        expect_sizewise_error(lambda: sizewise.load(str(path)), ModelReferenceError)
+
+    run_target("swz-load", body, {"data": mutated_header()}, ci_examples=120, known=KNOWN_LOAD_CRASHES)
 
 
 def test_fuzz_swz_generated_headers(tmp_path):
@@ -258,6 +276,8 @@ SWZ_REGRESSIONS = {
                                 "KeyError 'manifest' at compressed_format.py:278"),
     "alias_to_no_tensor": (_tensors().replace(b'"aliases":{}', b'"aliases":{"x":"a"}'), b"",
                            "KeyError 'a' at compressed_format.py:277"),
+    "alias_to_a_list": (_tensors().replace(b'"aliases":{}', b'"aliases":{"x":[]}'), b"",
+                        "TypeError (unhashable list) at compressed_format.py:277; found in review, not by the fuzzer"),
     "ref_is_a_number": (_tensors(b'{"name":"a","shape":[],"dtype":"float32","coding":"raw","data":5}'), b"",
                         "TypeError at compressed_format.py:244"),
     "dtype_is_a_number": (_tensors(b'{"name":"a","shape":[1],"dtype":5,"coding":"raw",'
