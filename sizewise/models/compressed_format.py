@@ -40,6 +40,10 @@ _PREFIX = struct.Struct("<4sBI")
 _DIGEST = 32
 # An inflated header (the manifest and one entry per tensor, ~300 bytes each) past this is not one sizewise wrote.
 MAX_HEADER_BYTES = 64 << 20
+# A sparse tensor's trailing zeros are not stored, so its declared shape is not bounded by the file's length: the
+# decoded tensors may be at most this many times the file (Deep Compression reaches 35-50x), or MIN_DECODED_LIMIT.
+MAX_DECODED_RATIO = 1024
+MIN_DECODED_LIMIT = 64 << 20
 # The paper fixed the relative-index width (8 bits for conv layers, 5 for FC); the best width depends on each layer's
 # density (wide: few fillers; narrow: short gaps), so unless one is given every width in this range is tried per layer.
 INDEX_BITS_SEARCHED = tuple(range(2, 9))
@@ -283,7 +287,7 @@ def _ref(ref: Any, payload_size: int, what: str) -> dict[str, int]:
 def _checked_bytes(meta: Any, payload_size: int) -> int:
     """The bytes the tensor ``meta`` decodes to, after every size it declares is checked against the payload's
     length (raises ValueError). Raw and dense tensors are bounded by the file this way; a sparse tensor's trailing
-    zeros are not stored, so its shape is bounded only by the memory check in :func:`read_bytes`."""
+    zeros are not stored, so its shape is bounded only by MAX_DECODED_RATIO and free memory (:func:`read_bytes`)."""
     if not (isinstance(meta, dict) and isinstance(meta.get("name"), str)):
         raise ValueError(f"a tensor entry without a name: {str(meta)[:80]}")
     name, shape, coding = meta["name"], meta.get("shape"), meta.get("coding")
@@ -352,6 +356,10 @@ def read_bytes(data: bytes, source: str = "the file") -> tuple[dict[str, torch.T
         declared = sum(_checked_bytes(meta, len(payload)) for meta in header["tensors"])
     except ValueError as exc:
         raise CorruptFileError(f"{source} is malformed: {_first_line(exc)}") from exc
+    if declared > max(MIN_DECODED_LIMIT, MAX_DECODED_RATIO * len(data)):
+        raise CorruptFileError(f"{source} declares {declared:,} bytes of tensors in {len(data):,} bytes, more than "
+                               f"{MAX_DECODED_RATIO} times its size", hint="nothing was allocated; Deep Compression "
+                               "stores models in 1/35 to 1/50 of their size, not less")
     import psutil
 
     available = psutil.virtual_memory().available

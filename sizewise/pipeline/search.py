@@ -139,8 +139,14 @@ def _baseline_sensitivity(out: Path, dataset, runtime: str, progress) -> list[di
 
 
 def _outcome_from_trial(frozen) -> TrialOutcome | None:
+    """A finished trial's outcome. A trial still RUNNING has none, even when its outcome was stored: a process killed
+    between storing the outcome and telling the study leaves exactly that, and the trial is then run again."""
+    from optuna.trial import TrialState
+
     raw = frozen.user_attrs.get("outcome")
-    return None if raw is None else TrialOutcome(**raw)
+    if raw is None or frozen.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        return None
+    return TrialOutcome(**raw)
 
 
 def _trial_card(artifact: str | None) -> dict | None:

@@ -87,8 +87,8 @@ def run_target(name: str, body: Callable[..., None], strategies: dict[str, Any],
     over the whole run fails it (a decoder that allocates what a hostile header declares).
 
     ``known``: crashes found before and not fixed yet, as :func:`crash_site` gives them (for code outside what the
-    fuzzing change could fix; a path ending in "/" stands for every file under it). They are counted, not raised, and the test ends as xfail while any is hit; any other
-    exception fails it as usual."""
+    fuzzing change could fix; a path ending in "/" stands for every file under it). They are counted, not raised,
+    and the test ends as xfail while any is hit; any other exception fails it as usual."""
     count = 0
     known_hits: list[str] = []
 

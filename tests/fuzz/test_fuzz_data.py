@@ -8,7 +8,6 @@ declares more bytes than the archive can hold is refused before anything is extr
 from __future__ import annotations
 
 import io
-import math
 import shutil
 import struct
 import time

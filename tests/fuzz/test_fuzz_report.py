@@ -65,7 +65,8 @@ def mutated_record(draw):
 
 
 RECORDS = st.one_of(mutated_record(), mutated_record(), JSON,
-                    st.fixed_dictionaries({"schema": st.just(SCHEMA)}, optional={k: JSON for k in RECORD if k != "schema"}),
+                    st.fixed_dictionaries({"schema": st.just(SCHEMA)},
+                                          optional={k: JSON for k in RECORD if k != "schema"}),
                     st.fixed_dictionaries({"kind": st.sampled_from(["estimate", "shrink"])},
                                           optional={"schema": JSON_SCALARS, "verdict": JSON, "model": JSON,
                                                     "trials": JSON, "best": JSON}))

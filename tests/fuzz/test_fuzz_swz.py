@@ -412,8 +412,8 @@ def test_a_1kb_file_declaring_a_10e12_element_tensor_is_refused_without_allocati
     assert time.monotonic() - start < 1
     message = str(info.value)
     assert "\n" not in message
-    if coding == "shared-sparse":  # its trailing zeros are not stored: only memory bounds its shape
-        assert "declares 4,000,000,000,000 bytes of tensors, more than the" in message
+    if coding == "shared-sparse":  # its trailing zeros are not stored: a ratio to the file's size bounds its shape
+        assert f"declares 4,000,000,000,000 bytes of tensors in {len(data):,} bytes, more than 1024 times" in message
         assert "nothing was allocated" in message
     elif coding == "raw":  # the declared size, set against what the file holds
         assert "shape [1000000, 1000000] of float32 is 4,000,000,000,000 bytes, but its data is 768" in message
@@ -426,3 +426,17 @@ def test_a_header_that_inflates_past_the_limit_is_refused(monkeypatch):
     header = json.dumps({"format": cf.FORMAT, "manifest": {"pad": " " * 10_000}, "tensors": [], "aliases": {}})
     with pytest.raises(cf.CorruptFileError, match="inflates past 4,096 bytes"):
         cf.read_bytes(seal(zlib.compress(header.encode()), b""))
+
+
+def test_regression_sparse_shape_scaled_to_4gb_is_refused_without_allocating(no_big_allocation):
+    """Found by the long run: the seed file with fc1.weight's shape scaled from [16, 64] to [16, 64000000] (its
+    sparse entries unchanged) decoded into 4 GB of zeros from a 900-byte file, within free memory (peak RSS +3.9 GiB
+    over the run)."""
+    header, payload = split(seed_file())
+    fc1 = next(t for t in header["tensors"] if t["name"] == "fc1.weight")
+    assert fc1["coding"] == "shared-sparse"
+    fc1["shape"] = [16, 64_000_000]
+    data = seal(header, payload)
+    with pytest.raises(cf.CorruptFileError, match="declares 4,096,000,[0-9,]+ bytes of tensors in [0-9,]+ bytes, "
+                                                  "more than 1024 times its size"):
+        cf.read_bytes(data)

@@ -283,7 +283,8 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(trained_digits_dir,
     out = tmp_path / "interrupted"
     exe = Path(sys.executable).with_name("sizewise")
     proc = subprocess.Popen([str(exe), "shrink", str(trained_digits_dir), "--data", "digits", "--out", str(out),
-                             "--trials", "8", "--finetune-epochs", "1", "--threads", "1",
+                             # more trials than can finish between the first one and the signal, however fast the machine
+                             "--trials", "40", "--finetune-epochs", "1", "--threads", "1",
                              "--methods", "channel,int8-dynamic"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             # a child of a background job inherits SIGINT ignored; a terminal's Ctrl-C is not
