@@ -127,7 +127,7 @@ def _decode_cifar_zip(path: Path) -> tuple[np.ndarray, np.ndarray]:
     names = sorted(n for n in archive.namelist() if n.lower().endswith((".jpg", ".jpeg", ".png")))
     for info in map(archive.getinfo, names):  # sizes are checked before anything is extracted
         if info.file_size > MAX_CIFAR_IMAGE_BYTES or info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO:
-            raise DataError(f"{path}: '{info.filename}' declares {info.file_size:,} bytes ({info.compress_size:,} "
+            raise DataError(f"{path}: {info.filename!r} declares {info.file_size:,} bytes ({info.compress_size:,} "
                             "compressed), not a 32x32 image", hint="the zip is damaged or a zip bomb; nothing was "
                                                                     "extracted")
     x = np.empty((len(names), 32, 32, 3), dtype=np.uint8)
@@ -135,16 +135,16 @@ def _decode_cifar_zip(path: Path) -> tuple[np.ndarray, np.ndarray]:
     for i, name in enumerate(names):
         cls = Path(name).parent.name
         if cls not in CIFAR10_CLASSES:
-            raise DataError(f"{path}: '{name}' is not under a CIFAR-10 class folder",
+            raise DataError(f"{path}: {name!r} is not under a CIFAR-10 class folder",
                             hint=f"expected <split>/<class>/NNNN.jpg with class in {', '.join(CIFAR10_CLASSES)}")
         y[i] = CIFAR10_CLASSES.index(cls)
         try:
             image = Image.open(io.BytesIO(archive.read(name)))
             if image.size != (32, 32):  # checked before the pixels are decoded
-                raise DataError(f"{path}: '{name}' is {image.size[0]}x{image.size[1]}, not a 32x32 CIFAR-10 image")
+                raise DataError(f"{path}: {name!r} is {image.size[0]}x{image.size[1]}, not a 32x32 CIFAR-10 image")
             x[i] = np.asarray(image.convert("RGB"))
-        except (*_ARCHIVE_ERRORS, Image.DecompressionBombError) as exc:
-            raise DataError(f"{path}: cannot read '{name}': {type(exc).__name__}: "
+        except (*_ARCHIVE_ERRORS, SyntaxError, Image.DecompressionBombError) as exc:  # PIL: "broken PNG file"
+            raise DataError(f"{path}: cannot read {name!r}: {type(exc).__name__}: "
                             f"{(str(exc).strip().splitlines() or [''])[0]}") from exc
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp.npz")

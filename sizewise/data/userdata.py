@@ -123,7 +123,10 @@ def read_user_data(path: Path, options: DataOptions, seed: int = 0) -> Dataset:
         if table.num_rows == 0:
             source = ", ".join(str(p) for p in layout[split]) if split in layout else f"the {split} split of {path}"
             raise DataError(f"{source} has no rows")
-    dataset = _to_dataset(tables, path, options, [f"read from {kind} with the `datasets` library", *notes])
+    try:
+        dataset = _to_dataset(tables, path, options, [f"read from {kind} with the `datasets` library", *notes])
+    except UnicodeDecodeError as exc:  # pyarrow's JSON reader keeps bytes that are not UTF-8 until a column is read
+        raise DataError(f"{path} holds text that is not UTF-8: {exc}", hint="save the file as UTF-8") from exc
     if VALIDATION in dataset.splits:
         dataset.validation_source = ", ".join(p.name for p in layout.get(VALIDATION, [])) or \
             "the source's validation split"

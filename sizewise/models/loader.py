@@ -85,7 +85,7 @@ def _resolve(ref: str, arch: str | None, trust_pickle: bool, hf: _HfOptions = _H
     try:
         path = path.expanduser()
         exists = path.exists()
-    except (RuntimeError, OSError):  # "~user" of no such user; a name longer than the file system allows
+    except (RuntimeError, OSError, ValueError):  # "~user" of no such user; a name too long; "~\x00" (null byte)
         exists = False
     if exists:
         return _load_path(path, ref, arch, trust_pickle, hf)

@@ -102,6 +102,21 @@ OPTIONS = st.one_of(st.none(), st.builds(DataOptions, text_column=st.sampled_fro
                                                                "sentence-similarity"])))
 
 
+# Found by the long run, outside this change (data/images.py): a JSON "image" column of numbers reaches
+# PIL.Image.open(0), AttributeError. (A string there is opened as a local path: a data file can name any image file on
+# the machine.)
+KNOWN_TABLE_CRASHES = frozenset({("AttributeError", "data/images.py")})
+IMAGE_COLUMN_OF_NUMBERS = (b'{"text": null, "image": 0, "label": null}\n{"text": null, "image": null, "label": null}\n'
+                           b'{"text": null, "image": null, "label": null}')  # the minimized input, as .jsonl
+
+
+@pytest.mark.xfail(strict=True, reason="data/images.py (outside this change) passes a number to PIL.Image.open")
+def test_regression_image_column_of_numbers_is_one_line(tmp_path):
+    (tmp_path / "data.jsonl").write_bytes(IMAGE_COLUMN_OF_NUMBERS)
+    with pytest.raises(DataError):
+        load_dataset(tmp_path / "data.jsonl")
+
+
 def test_fuzz_text_tables(tmp_path):
     def body(file: tuple[str, bytes], options: DataOptions | None) -> None:
         suffix, data = file
@@ -111,7 +126,8 @@ def test_fuzz_text_tables(tmp_path):
         path.write_bytes(data)
         check_load(path, options)
 
-    run_target("data-tables", body, {"file": table_file(), "options": OPTIONS}, ci_examples=60, deadline_s=20)
+    run_target("data-tables", body, {"file": table_file(), "options": OPTIONS}, ci_examples=60, deadline_s=20,
+               known=KNOWN_TABLE_CRASHES)
 
 
 # -- MNIST-style .npz ------------------------------------------------------------------------------------------------
@@ -281,8 +297,10 @@ def test_fuzz_cifar_zips(tmp_path, monkeypatch):
 # -- the spec string itself -------------------------------------------------------------------------------------------
 
 # Found by the fuzzer, not fixed here (sizewise/data/__init__.py is outside this change): `Path(spec).expanduser()`
-# raises RuntimeError for "~nosuchuser", and `path.exists()` OSError (ENAMETOOLONG) for a name over 255 bytes.
-KNOWN_SPEC_CRASHES = frozenset({("RuntimeError", "data/__init__.py"), ("OSError", "data/__init__.py")})
+# raises RuntimeError for "~nosuchuser" and ValueError for "~\x00", `path.exists()` OSError (ENAMETOOLONG) for a
+# name over 255 bytes.
+KNOWN_SPEC_CRASHES = frozenset({("RuntimeError", "data/__init__.py"), ("OSError", "data/__init__.py"),
+                                ("ValueError", "data/__init__.py")})  # "~\x00": expanduser's embedded null byte
 
 
 def test_fuzz_dataset_spec_strings(tmp_path, monkeypatch):
@@ -350,6 +368,16 @@ NPZ_REGRESSIONS = {
 }
 
 
+def test_regression_jsonl_with_bytes_that_are_not_utf8(tmp_path):
+    """Found by the long run: pyarrow's JSON reader keeps a string with byte 0x80 until the column is read, then
+    UnicodeDecodeError escaped from data/columns.py:106 (via userdata.py:126)."""
+    rows = [b'{"text": "\x80sentence 0 is bad", "label": "neg"}'] + [
+        b'{"text": "sentence %d is fine", "label": "%s"}' % (i, b"pos" if i % 2 else b"neg") for i in range(1, 12)]
+    (tmp_path / "data.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    with pytest.raises(DataError, match="holds text that is not UTF-8"):
+        load_dataset(tmp_path / "data.jsonl")
+
+
 @pytest.mark.parametrize("name", NPZ_REGRESSIONS)
 def test_npz_regression_is_a_one_line_data_error(name, tmp_path):
     (tmp_path / "m.npz").write_bytes(NPZ_REGRESSIONS[name][0]())
@@ -366,6 +394,10 @@ def _cifar(archive: bytes, test: bool = True) -> dict[str, bytes]:
     return {"train.zip": archive, **({"test.zip": archive} if test else {})}
 
 
+BROKEN_PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00 \x00\x00\x00 \x08\x02\x00\x00\x00\xfc\x18\xed\xa3"
+              b"\x00\x00\x00+IDATx\x9c\xed\xcdA\x01\x00\x00\x04\xc0@\x04\xd1?\x8aXJ\xf0\xbb\x05\xd8\xe5t\xc7g\xf5z"
+              b"\x07XJ\xf0\xbb\x05\xd8\xe5t\xc7g\xf5z\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x87-\xe0\x05\x01D"
+              b"\xe2v\x99\xbb\x00\x00\x00\x00IEND\xaeB`\x82")
 CIFAR_REGRESSIONS = {
     "only_train_zip": (lambda: _cifar(_zip([(_JPG, _image_bytes())]), test=False),
                        "FileNotFoundError at formats.py:67"),
@@ -377,6 +409,11 @@ CIFAR_REGRESSIONS = {
                                                           b"0.jpg", 5, value=0xFF)), "zlib.error at formats.py:86"),
     "member_crc_mismatch": (lambda: _cifar(_flip_after(_zip([(_JPG, _image_bytes())]), b"JFIF", 40)),
                             "zipfile.BadZipFile at formats.py:86"),
+    # found by the long run: a PNG whose IDAT chunk has 14 bytes repeated; PIL raises SyntaxError (formats.py:145)
+    "png_with_a_broken_chunk": (lambda: _cifar(_zip([(_JPG, BROKEN_PNG)])), "SyntaxError from PIL at formats.py:86"),
+    # found by the long run: a line break in a member's name, quoted into the message (two lines; formats.py:82)
+    "line_break_in_a_member_name": (lambda: _cifar(_zip([("train\ncat/0.jpg", _image_bytes())])),
+                                    "a DataError of two lines at formats.py:82"),
 }
 
 
@@ -416,8 +453,10 @@ def test_a_zip_bomb_member_is_refused_before_extracting(declared, tmp_path, monk
 
 
 @pytest.mark.xfail(strict=True, reason="sizewise/data/__init__.py (outside this change): Path.expanduser raises "
-                                       "RuntimeError for ~nosuchuser, Path.exists OSError for a 300-byte name")
-@pytest.mark.parametrize("spec", ["~nosuchuser/data.csv", "a" * 300], ids=["unknown_user", "name_too_long"])
+                                       "RuntimeError for ~nosuchuser and ValueError for ~\\x00, Path.exists "
+                                       "OSError for a 300-byte name")
+@pytest.mark.parametrize("spec", ["~nosuchuser/data.csv", "a" * 300, "~\x00"],
+                         ids=["unknown_user", "name_too_long", "null_byte_after_tilde"])
 def test_dataset_spec_regression_is_one_line(spec, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError):

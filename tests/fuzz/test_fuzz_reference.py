@@ -155,6 +155,14 @@ def test_regression_a_user_without_a_home_directory_is_one_line(tmp_path, monkey
         sizewise.load("~nosuchuser/model.onnx")
 
 
+def test_regression_a_null_byte_after_a_tilde_is_one_line(tmp_path, monkeypatch):
+    """Found by the long run: ``~\\x00`` made ``Path.expanduser`` raise ValueError (embedded null byte) at
+    models/loader.py:84."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelReferenceError, match="cannot understand the model reference '~\\\\x00'"):
+        sizewise.load("~\x00")
+
+
 def test_regression_a_name_longer_than_the_filesystem_allows_is_one_line(tmp_path, monkeypatch):
     """A 300-byte name made ``Path.exists`` raise OSError (ENAMETOOLONG) at models/loader.py:85."""
     monkeypatch.chdir(tmp_path)
