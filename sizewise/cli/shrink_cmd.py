@@ -10,17 +10,19 @@ from sizewise.cli.common import console, err_console, handles_errors
 
 
 def trial_table(rows: list):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="trials", title_justify="left")
-    for col in ("#", "what it did", "state", "metric (val)", "objective", "s"):
+    from sizewise.pipeline.results import format_objective
+
+    table = Table(title="trials (validation split)", title_justify="left")
+    for col in ("#", "what it did", "state", "metric", "latency p50", "size", "seconds"):
         table.add_column(col, justify="left" if col in ("what it did", "state") else "right")
     for o in rows[-15:]:
-        table.add_row(str(o.number), o.description, o.state,
+        table.add_row(str(o.number), escape(o.description), o.state,
                       "" if o.metric is None else f"{o.metric:.4g}",
-                      "" if not o.objectives else " ".join(f"{k}={v:.4g}" for k, v in o.objectives.items()
-                                                           if k in ("latency", "size")),
-                      f"{o.seconds:.1f}")
+                      format_objective("latency", o.objectives.get("latency")),
+                      format_objective("size", o.objectives.get("size")), f"{o.seconds:.1f}")
     return table
 
 
@@ -48,25 +50,27 @@ def run_shrink(model: str, data: str, out: Path, config, command: str | None = N
 
 
 def print_outcome(results, out: Path) -> None:
+    from rich.markup import escape
+
+    from sizewise.pipeline.results import hardware_note
+
     chosen, test = results.chosen, results.chosen and results.chosen.test
     ok = (test or chosen.validation).meets_budget if chosen else False
-    console.print(f"[{'green' if ok else 'red'}]{results.verdict}[/]")
+    console.print(f"[{'green' if ok else 'red'}]{escape(results.verdict)}[/]")
     if chosen:
-        console.print(f"chosen: trial {chosen.trial} ({chosen.description}) · {results.metric} "
+        console.print(f"chosen: trial {chosen.trial} ({escape(chosen.description)}) · {results.metric} "
                       f"{chosen.validation.metric:.4g} on validation (chose on it)"
                       f"{f', {test.metric:.4g} on test (reported)' if test else ''}", highlight=False)
         if test:
             card, base = test.card, results.baseline
-            t0 = base["torch_fp32"]["latency"]["p50_ms"]
-            r0 = base["runtime_fp32"]["latency"]["p50_ms"]
-            console.print(f"on test: {card['size']['disk_bytes']:,} bytes "
-                          f"({card['size']['disk_bytes'] / base['torch_fp32']['size']['disk_bytes']:.1%} of fp32) · "
-                          f"{t0 / card['latency']['p50_ms']:.2f}× torch fp32 eager · "
-                          f"{r0 / card['latency']['p50_ms']:.2f}× fp32 on {results.config['runtime']}",
-                          highlight=False)
+            console.print(f"[bold]on test:[/] {escape(results.headline)}", highlight=False, soft_wrap=True)
+            if results.hardware:
+                console.print(f"[dim]{hardware_note(results.hardware)}[/]", highlight=False)
             cards = [base["torch_fp32"], base["runtime_fp32"], card]
-            for warning in dict.fromkeys(w for c in cards for w in c.get("warnings", [])):
-                console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            comparisons = list(results.speedups.values())
+            for warning in dict.fromkeys([*(w for c in cards for w in c.get("warnings", [])),
+                                          *(w for c in comparisons for w in c.get("warnings", []))]):
+                console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         console.print(f"model: {chosen.artifact}", soft_wrap=True)
     console.print(f"Pareto front: {len(results.pareto)} point(s)")
     console.print(f"report: {out / 'report.html'}", soft_wrap=True)
@@ -96,6 +100,10 @@ def shrink(
                                                                             "(default: --finetune-epochs)."),
     finetune_samples: int | None = typer.Option(None, "--finetune-samples", help="Recover on the first N training "
                                                                                  "examples only."),
+    recovery_teacher: bool = typer.Option(True, "--recovery-teacher/--labels-only", help="Recovery training after "
+                                          "pruning/factorizing learns from the baseline too (knowledge distillation)."),
+    compare_seconds: float = typer.Option(10.0, "--compare-seconds", help="Interleaved timing of the chosen model "
+                                          "against each fp32 baseline, on test."),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads"),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch size the objective is measured at."),
@@ -112,7 +120,8 @@ def shrink(
         trials=trials,
         time_budget_s=parse_duration(time_budget), executor=executor, ray_address=ray_address, parallel=parallel,
         storage=storage, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, finetune_samples=finetune_samples,
-        distill_epochs=distill_epochs, seed=seed, threads=threads, batch_size=batch_size)
+        distill_epochs=distill_epochs, seed=seed, threads=threads, batch_size=batch_size,
+        recovery_teacher=recovery_teacher, compare_seconds=compare_seconds)
     results = run_shrink(model, data, out, config)
     print_outcome(results, out)
     if results.interrupted:

@@ -45,6 +45,10 @@ class StepContext:
     progress: Progress = silent
     resume: bool = True  # continue a training checkpoint found in workdir
     eval_limit: int | None = None  # decisions evaluate the first N validation examples only
+    # Recovery training (after pruning, factorizing, sharing) learns from ``teacher`` as well as from the labels:
+    # the uncompressed model knows more than the labels say (its soft outputs), and a search always has it at hand.
+    recovery_teacher: bool = False
+    learned_from_teacher: bool = field(default=False, init=False)  # set once fit() distilled; the record says so
 
     def need_data(self, method: str):
         if self.data is None:
@@ -62,8 +66,26 @@ class StepContext:
 
         data = self.need_data("training")
         out = None if self.workdir is None else (self.workdir / tag if tag else self.workdir)
+        if "objective" not in kwargs and self._can_distill(model, data):
+            from sizewise.compress.distill import DistillConfig, Distillation
+
+            kwargs["objective"] = Distillation(model, self.teacher, data, DistillConfig(), labelled=True)
+            if not self.learned_from_teacher:
+                self.progress("recovery learns from the uncompressed model too (knowledge distillation, T=2, "
+                              "alpha=0.5)")
+            self.learned_from_teacher = True
         return train(model, data, config or self.need_train("training"), out=out, resume=self.resume and out is not None,
                      bar=True, **kwargs)
+
+    def _can_distill(self, model, data) -> bool:
+        """KD needs a PyTorch teacher of the same task whose outputs the student's match (a pruned or factorized copy
+        of it does; a classifier whose head changed does not)."""
+        teacher = self.teacher
+        if not self.recovery_teacher or teacher is None or teacher is model or getattr(teacher, "is_onnx", True):
+            return False
+        if data.task not in ("image-classification", "text-classification", "sentence-similarity"):
+            return False
+        return data.task == "sentence-similarity" or getattr(data, "num_classes", None) is not None
 
 
 @dataclass(frozen=True)

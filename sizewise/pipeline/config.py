@@ -38,6 +38,7 @@ class ShrinkConfig:
     seed: int = 0
     finetune_epochs: int = 2  # recovery training after a structure or sharing step; 0 = none
     finetune_lr: float = 1e-3
+    recovery_teacher: bool = True  # recovery training learns from the baseline (KD) as well as from the labels
     distill_epochs: int | None = None  # a student's training; None = finetune_epochs (at least 1)
     finetune_samples: int | None = None  # train on the first N training examples (large sets on small CPUs)
     proxy_fraction: float = 0.25  # share of the validation split a trial must pass before its full measurement
@@ -45,6 +46,7 @@ class ShrinkConfig:
     seq_len: int | None = None
     threads: int | None = None
     latency_seconds: float = 0.5
+    compare_seconds: float = 10.0  # interleaved timing of the chosen model against each fp32 baseline, on test
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -66,6 +68,8 @@ class ShrinkConfig:
             raise ConfigError(f"finetune_samples must be a positive integer, got {self.finetune_samples}")
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if not self.compare_seconds > 0:
+            raise ConfigError(f"compare_seconds must be > 0, got {self.compare_seconds}")
         if self.distill_epochs is not None and self.distill_epochs < 1:
             raise ConfigError(f"distill_epochs must be a positive integer, got {self.distill_epochs}")
 

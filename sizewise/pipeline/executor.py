@@ -66,6 +66,9 @@ class RunOptions:
     # a finished run keeps every step's model (OUT/steps/NN-method/model) unless told not to: a search's trials need
     # only their result, and a MiniLM-sized trial would otherwise store the model once per step more
     keep_step_models: bool = True
+    # recovery training in a step learns from the plan's input model as well (knowledge distillation): a search does
+    # this by default, since the baseline every candidate starts from is the best teacher it has
+    recovery_teacher: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,9 +223,12 @@ def run(model: LoadedModel, plan: Plan, data: Dataset | None, out: str | Path,
         say(f"step {index + 1}/{len(plan.steps)}: {step.describe()}")
         started = time.perf_counter()
         ctx = StepContext(data=step_data, train=step.train, workdir=folder / "work", invariants=frozenset(invariants),
-                          teacher=model, budget=options.budget, progress=say, eval_limit=options.eval_limit)
+                          teacher=model, budget=options.budget, progress=say, eval_limit=options.eval_limit,
+                          recovery_teacher=options.recovery_teacher)
         output = method.apply(current, step.config, ctx)
         output = output if isinstance(output, StepOutput) else StepOutput(current, output or {})
+        if ctx.learned_from_teacher:
+            output.details = {**output.details, "recovery_teacher": "the plan's input model (KD, T=2, alpha=0.5)"}
         result = output.model
         result.module.eval()
         _guard(result, expected, f"step {index + 1} ({step.method})", method.family)

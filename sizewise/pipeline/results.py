@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sizewise.core.budget import Budget, points, quality_drop
+from sizewise.core.units import format_bytes, format_flops
 from sizewise.measure.latency import RUN_TO_RUN_TOLERANCE
 
 SCHEMA = "sizewise.shrink/2"
@@ -28,6 +29,7 @@ class Candidate:
     artifact: str | None
     card: dict[str, Any] | None = None
     objective_ci: tuple[float, float] | None = None  # 95% interval of a measured objective (latency); else exact
+    size_bytes: float | None = None  # bytes on disk: the tie-break after accuracy among equally fast candidates
 
 
 def _bounds(c: Candidate) -> tuple[float, float]:
@@ -53,17 +55,110 @@ def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(front, key=lambda c: c.objective)
 
 
+def within_noise(c: Candidate, best: Candidate) -> bool:
+    """``c``'s objective cannot be told apart from ``best``'s: their (widened) intervals overlap. Exact objectives
+    (bytes, FLOPs) are within noise only when equal."""
+    c_lo, c_hi = _bounds(c)
+    b_lo, b_hi = _bounds(best)
+    return c_lo <= b_hi and b_lo <= c_hi
+
+
 def choose(candidates: list[Candidate]) -> tuple[Candidate | None, str]:
-    """The best objective among those meeting the budget; otherwise the one closest to the budget, said plainly."""
+    """Among the candidates meeting the budget, the best objective; but a faster latency that is only noise buys
+    nothing, so among those within the measured run-to-run noise of the best, the more accurate wins, then the
+    smaller. Without a candidate in budget, the one closest to it, said plainly."""
     passing = [c for c in candidates if c.meets_budget]
     if passing:
-        best = min(passing, key=lambda c: (c.objective, -c.metric))
-        return best, f"trial {best.trial} meets the budget on the validation split with the best objective"
+        fastest = min(passing, key=lambda c: (c.objective, -c.metric))
+        tied = [c for c in passing if within_noise(c, fastest)]
+        best = max(tied, key=lambda c: (c.metric, -(c.size_bytes if c.size_bytes is not None else float("inf")),
+                                         -c.objective))
+        why = "with the best objective"
+        if best is not fastest:
+            why = (f"with an objective within the measured noise of the best (trial {fastest.trial}), "
+                   f"and {'more accurate' if best.metric > fastest.metric else 'smaller'}")
+        return best, f"trial {best.trial} meets the budget on the validation split {why}"
     if not candidates:
         return None, "no trial finished: nothing to choose"
     closest = min(candidates, key=lambda c: (c.drop_points, c.objective))
     return closest, (f"NO trial met the budget; the closest is trial {closest.trial}, which loses "
                      f"{closest.drop_points:.2f} points")
+
+
+def format_objective(objective: str, value: float | None) -> str:
+    """An objective as a person reads it: ``0.074 ms``, ``45.1 KiB``, ``1.2 MFLOP``, ``0.31 J / 1k``."""
+    if value is None:
+        return ""
+    if objective == "latency":
+        return f"{value:.3g} ms"
+    if objective == "size":
+        return format_bytes(value)
+    if objective == "flops":
+        return format_flops(value)
+    return f"{value:.3g} J / 1k"
+
+
+# The instruction sets that decide how fast a kind of kernel runs on a CPU, by what a plan's step does.
+_KERNEL_ISAS = {"int8": ("avx512_vnni", "avx_vnni", "amx_int8"), "bf16": ("avx512_bf16", "amx_bf16"),
+                "fp16": ("avx512_fp16", "f16c"), "fp32": ("avx2", "fma", "avx512f")}
+
+
+def deciding_isas(description: str, cpu_flags: dict[str, bool]) -> dict[str, list[str]]:
+    """Which of the CPU's instruction sets the chosen plan's kernels depend on, present and absent, so a reader on
+    another machine knows whether the result should carry over (int8 speed needs VNNI/AMX, bf16 needs AVX512-BF16/AMX)."""
+    text = description.lower()
+    kinds = [k for k in ("int8", "bf16", "fp16") if k in text] or ["fp32"]
+    if "int4" in text:
+        kinds.append("int8")  # int4 weight-only kernels unpack to int8/fp32 dot products
+    present, absent = [], []
+    for kind in kinds:
+        for isa in _KERNEL_ISAS[kind]:
+            (present if cpu_flags.get(isa) else absent).append(isa)
+    return {"kernels": kinds, "present": present, "absent": absent}
+
+
+def hardware_note(hardware: dict[str, Any]) -> str:
+    """"int8 kernels: this CPU has avx512_vnni, amx_int8; lacks avx_vnni" (what decided the speed here)."""
+    have = ", ".join(hardware["present"]) or "none of them"
+    lacks = f"; lacks {', '.join(hardware['absent'])}" if hardware["absent"] else ""
+    return f"{'/'.join(hardware['kernels'])} kernels: this CPU has {have}{lacks}"
+
+
+def headline(objective: str, runtime: str, speedups: dict[str, dict], base: dict[str, Any],
+             chosen: dict[str, Any]) -> str:
+    """One sentence a user can trust: a speed-up only when its interleaved interval (widened by run-to-run spread)
+    clears 1.0x, otherwise "no speed-up beyond noise" and what was gained instead (bytes, FLOPs)."""
+    parts = []
+    same = speedups.get("runtime_fp32")
+    eager = speedups.get("torch_fp32")
+    if same is not None:
+        lo, hi = same["speedup_ci95"]
+        if same["outcome"] == "faster":
+            parts.append(f"{_floor2(same['speedup'])}x faster than fp32 on {runtime} (95% CI {lo:.2f}-{hi:.2f}, "
+                         f"interleaved)")
+        elif same["outcome"] == "slower":
+            parts.append(f"slower than fp32 on {runtime}: {same['speedup']:.2f}x its speed (95% CI {lo:.2f}-{hi:.2f})")
+        else:
+            parts.append(f"no speed-up beyond noise on {runtime} ({same['speedup']:.2f}x, 95% CI {lo:.2f}-{hi:.2f})")
+    if eager is not None and eager["outcome"] == "faster":
+        parts.append(f"{_floor2(eager['speedup'])}x torch fp32 eager")
+    size_ratio = base["size"]["disk_bytes"] / max(1, chosen["size"]["disk_bytes"])
+    if size_ratio > 1.01:
+        parts.append(f"{size_ratio:.2f}x fewer bytes ({format_bytes(base['size']['disk_bytes'])} -> "
+                     f"{format_bytes(chosen['size']['disk_bytes'])})")
+    flops_ratio = base["flops"]["total"] / max(1, chosen["flops"]["total"])
+    if flops_ratio > 1.01:
+        parts.append(f"{flops_ratio:.2f}x fewer FLOPs")
+    if len(parts) == 1 and same is not None and same["outcome"] != "faster":
+        parts.append("nothing else gained")
+    return "; ".join(parts)
+
+
+def _floor2(x: float) -> str:
+    """Rounded down: a speed-up is never shown larger than measured."""
+    import math
+
+    return f"{math.floor(x * 100 + 1e-9) / 100:.2f}"
 
 
 def objectives_of(card: dict[str, Any]) -> dict[str, float]:
@@ -86,7 +181,7 @@ def baseline_candidate(card: dict[str, Any], metric: str, objective: str, artifa
     front when no trial is both as accurate and faster, which is exactly when a user should see it there.
     """
     return Candidate("baseline", "uncompressed (fp32)", card["metrics"][metric], objectives_of(card)[objective], 0.0,
-                     True, artifact, None, _interval(objective, card))
+                     True, artifact, None, _interval(objective, card), float(card["size"]["disk_bytes"]))
 
 
 def candidate_from(outcome, metric: str, baseline: float, budget: Budget, objective: str,
@@ -94,7 +189,7 @@ def candidate_from(outcome, metric: str, baseline: float, budget: Budget, object
     drop = quality_drop(metric, baseline, outcome.metric)
     return Candidate(outcome.number, outcome.description, outcome.metric, outcome.objectives[objective], drop,
                      budget.allows(metric, baseline, outcome.metric), outcome.artifact, card,
-                     _interval(objective, card))
+                     _interval(objective, card), outcome.objectives.get("size"))
 
 
 @dataclass(frozen=True)
@@ -150,6 +245,11 @@ class ShrinkResults:
     interrupted: bool = False
     methods: dict[str, list[str]] = field(default_factory=dict)  # per slot, the methods the search could pick
     left_out: list[str] = field(default_factory=list)  # selected methods that do not apply to this model, and why
+    # On test, once the search finished: the chosen model timed interleaved with the baseline on the runtime
+    # ("runtime_fp32") and on torch eager ("torch_fp32"), as sizewise.measure.compare Comparisons
+    speedups: dict[str, Any] = field(default_factory=dict)
+    headline: str = ""  # what the search gained, in one sentence (see :func:`headline`)
+    hardware: dict[str, Any] = field(default_factory=dict)  # the instruction sets the chosen plan's speed depends on
     selection_split: str = SELECTION_SPLIT
     reported_split: str = REPORTED_SPLIT
     schema: str = SCHEMA

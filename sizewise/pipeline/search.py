@@ -31,6 +31,9 @@ from sizewise.pipeline.results import (
     baseline_candidate,
     candidate_from,
     choose,
+    deciding_isas,
+    dominates,
+    headline,
     pareto_front,
     score,
     verdict_on_test,
@@ -48,6 +51,25 @@ from sizewise.pipeline.trial import (
 )
 
 STUDY = "sizewise-shrink"
+HOPELESS_AFTER = 3  # a method tried this often with no candidate in budget is not run again in this search
+MAX_SKIPS_IN_A_ROW = 25  # the sampler keeps drawing hopeless plans: what is left is not worth proposing
+
+
+def hopeless_methods(outcomes: list[TrialOutcome], in_budget: set[int]) -> dict[str, int]:
+    """Methods that appeared in ``HOPELESS_AFTER`` or more finished trials (complete, stopped early or failed) and
+    never in one that met the budget: the search stops proposing them (multi-fidelity across trials, not only
+    within one). Returns each such method with how many trials it failed in."""
+    tried: dict[str, int] = {}
+    good: set[str] = set()
+    for o in outcomes:
+        if o.state == "skipped" or not o.plan:
+            continue
+        names = {step["method"] for step in o.plan["steps"]}
+        for name in names:
+            tried[name] = tried.get(name, 0) + 1
+        if o.state == "complete" and o.number in in_budget:
+            good |= names
+    return {name: n for name, n in tried.items() if n >= HOPELESS_AFTER and name not in good}
 
 
 @dataclass
@@ -172,42 +194,62 @@ def write_results(search: _Search, outcomes: list[TrialOutcome], test_cards: dic
     config, metric = search.config, search.metric
     candidates = _candidates(search, outcomes)
     best, verdict = choose(candidates)
-    chosen = None
+    environment = describe_environment(config.threads)
+    chosen, speedups, gained, hardware = None, {}, "", {}
+    tested = (test_cards or {}).get("cards", {})
     if best is not None:
         test = None
+        hardware = deciding_isas(best.description, environment.get("cpu_flags", {}))
         if test_cards is not None:
-            base, card = test_cards["runtime_fp32"], test_cards["chosen"]
+            base, card = tested["runtime_fp32"], tested["chosen"]
             test = score("test", metric, base["metrics"][metric], card["metrics"][metric], config.max_drop, card)
             verdict = f"{verdict}; {verdict_on_test(metric, test)}"
+            speedups = test_cards["speedups"]
+            gained = headline(config.objective, config.runtime, speedups, base, card)
         chosen = Chosen(best.trial, best.description, best.artifact, best.objective,
                         score("validation", metric, search.baseline_metric, best.metric, config.max_drop), test)
-    tested = test_cards or {}
     baseline = {"validation": search.baseline, "torch_fp32": tested.get("torch_fp32"),
                 "runtime_fp32": tested.get("runtime_fp32")}
-    front = pareto_front([*candidates, baseline_candidate(search.baseline, metric, config.objective,
-                                                          str(search.out / "baseline"))])
+    uncompressed = baseline_candidate(search.baseline, metric, config.objective, str(search.out / "baseline"))
+    front = pareto_front([*candidates, uncompressed])
+    if best is not None and dominates(uncompressed, best):
+        verdict = (f"{verdict}; but the uncompressed model is at least as accurate and measurably better on "
+                   f"{config.objective} (validation): no candidate beat it")
     results = ShrinkResults(
         command=search.command, config=to_dict(config), metric=metric, objective=config.objective, baseline=baseline,
         trials=[to_dict(o) for o in outcomes], pareto=[dataclasses.replace(c, card=None) for c in front],
-        chosen=chosen, verdict=verdict, environment=describe_environment(config.threads),
-        sensitivity=search.sensitivity, interrupted=interrupted, methods=search.slots, left_out=search.left_out)
+        chosen=chosen, verdict=verdict, environment=environment,
+        sensitivity=search.sensitivity, interrupted=interrupted, methods=search.slots, left_out=search.left_out,
+        speedups=speedups, headline=gained, hardware=hardware)
     write_json_atomic(search.out / "results.json", results)
     return results
 
 
 def _test_cards(search: _Search, dataset, artifact: str, progress) -> dict[str, Any]:
     """The reported numbers: the baseline (torch eager and the runtime) and the chosen model, measured one after
-    the other on the test split, with the same settings; the only time a search looks at test."""
+    the other on the test split, with the same settings; the only time a search looks at test. Then the speed-ups:
+    the chosen model timed interleaved with each baseline (cards minutes apart would compare two loads, not two
+    models)."""
     from sizewise.measure import MeasureConfig, measure
+    from sizewise.measure.compare import CompareConfig, compare
     from sizewise.models.loader import load
 
-    mc = MeasureConfig(**_measure_settings(search.config))  # split None: the data's reported split, test
+    config = search.config
+    mc = MeasureConfig(**_measure_settings(config))  # split None: the data's reported split, test
     baseline_dir = str(search.out / "baseline")
     progress("scoring the baseline and the chosen model on the test split")
-    return {"torch_fp32": measure(load(baseline_dir), dataclasses.replace(mc, runtime="torch"),
-                                  dataset=dataset).to_dict(),
-            "runtime_fp32": measure(load(baseline_dir), mc, dataset=dataset).to_dict(),
-            "chosen": measure(load(artifact), mc, dataset=dataset).to_dict()}
+    cards = {"torch_fp32": measure(load(baseline_dir), dataclasses.replace(mc, runtime="torch"),
+                                   dataset=dataset).to_dict(),
+             "runtime_fp32": measure(load(baseline_dir), mc, dataset=dataset).to_dict(),
+             "chosen": measure(load(artifact), mc, dataset=dataset).to_dict()}
+    progress(f"timing the chosen model interleaved with the fp32 baseline ({config.compare_seconds:g} s each)")
+    chosen = load(artifact)
+    speedups = {}
+    for name, runtime in (("runtime_fp32", config.runtime), ("torch_fp32", "torch")):
+        cc = CompareConfig(batch_size=config.batch_size, seq_len=config.seq_len, threads=config.threads,
+                           runtime_a=runtime, runtime_b=config.runtime, seconds=config.compare_seconds)
+        speedups[name] = compare(load(baseline_dir), chosen, cc).to_dict()
+    return {"cards": cards, "speedups": speedups}
 
 
 def _training(config: ShrinkConfig, has_train: bool):
@@ -260,7 +302,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     proxy_base = evaluate(load(str(out / "baseline")), dataset, split="validation", limit=proxy_n)[metric]
     ctx = TrialContext(str(out / "baseline"), data, str(out), metric, proxy_base,
                        config.max_drop.allowed_drop(metric, search.baseline_metric), proxy_n,
-                       _measure_settings(config), config.seed, config.finetune_samples)
+                       _measure_settings(config), config.seed, config.finetune_samples,
+                       recovery_teacher=config.recovery_teacher)
     search.sensitivity = _baseline_sensitivity(out, dataset, config.runtime, step)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
@@ -281,11 +324,15 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     def outcomes() -> list[TrialOutcome]:
         return [o for t in study.get_trials(deepcopy=False) if (o := _outcome_from_trial(t)) is not None]
 
+    def hopeless() -> dict[str, int]:
+        final = outcomes()
+        return hopeless_methods(final, {c.trial for c in _candidates(search, final) if c.meets_budget})
+
     executor = make_executor(config.executor, config.ray_address)
-    started, interrupted = time.monotonic(), False
+    started, interrupted, skips = time.monotonic(), False, 0
     try:
         while True:
-            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+            done = sum(1 for o in outcomes() if o.state in ("complete", "pruned"))
             if done >= config.trials:
                 break
             if config.time_budget_s and time.monotonic() - started > config.time_budget_s:
@@ -293,6 +340,27 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 break
             batch = [study.ask() for _ in range(min(config.parallel, config.trials - done))]
             jobs = [TrialJob(t.number, sample_plan(t, slots, space, recovery, student)) for t in batch]
+            dropped = hopeless()
+            keep = []
+            for trial, job in zip(batch, jobs, strict=True):
+                bad = sorted(m.method for m in (job.plan.steps if job.plan else ()) if m.method in dropped)
+                if not bad:
+                    keep.append((trial, job))
+                    continue
+                # Not run: told to the study as pruned (so the sampler learns to avoid it), not counted as a trial.
+                skip = TrialOutcome(job.number, job.plan.to_dict(), job.plan.describe(), "skipped",
+                                    message=f"not run: {', '.join(bad)} failed the budget in "
+                                            f"{', '.join(str(dropped[b]) for b in bad)} trial(s) already")
+                trial.set_user_attr("outcome", to_dict(skip))
+                study.tell(trial, state=TrialState.PRUNED)
+                skips += 1
+            if skips >= MAX_SKIPS_IN_A_ROW:
+                step(f"stopping: the sampler keeps proposing methods that failed here ({', '.join(sorted(dropped))})")
+                break
+            if not keep:
+                continue
+            skips = 0
+            batch, jobs = [t for t, _ in keep], [j for _, j in keep]
             for job in jobs:
                 step(f"trial {job.number}: {'no compression' if job.plan is None else job.plan.describe()}")
             any_complete = bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

@@ -40,7 +40,7 @@ class TrialOutcome:
     number: int
     plan: dict[str, Any] | None  # Plan.to_dict()
     description: str
-    state: str  # "complete" | "pruned" | "failed"
+    state: str  # "complete" | "pruned" | "failed" | "skipped" (a method already hopeless here: not run)
     metric: float | None = None  # on the validation split: what the search decides on
     proxy_metric: float | None = None  # on the first ``proxy_examples`` validation examples
     objectives: dict[str, float] = field(default_factory=dict)
@@ -63,6 +63,7 @@ class TrialContext:
     seed: int
     finetune_samples: int | None = None
     proxy_may_stop: bool = True  # False until one trial completed, so a search always has a model to hand back
+    recovery_teacher: bool = True  # recovery training distils from the baseline (see StepContext.recovery_teacher)
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def run_trial(job: TrialJob, ctx: TrialContext) -> TrialOutcome:
         result = run(baseline, job.plan, dataset, folder, RunOptions(
             measure=MeasureConfig(**ctx.measure), final_split="validation", eval_limit=ctx.proxy_examples,
             kind="shrink-trial", command=f"shrink trial {job.number}: {description}",
-            before_final=check, keep_step_models=False))
+            before_final=check, keep_step_models=False, recovery_teacher=ctx.recovery_teacher))
         card = result.after.to_dict()
         proxy = next((s.metrics[ctx.metric] for s in reversed(result.steps) if ctx.metric in s.metrics), None)
         return TrialOutcome(job.number, plan_dict, description, "complete", metric=card["metrics"][ctx.metric],

@@ -13,6 +13,7 @@ from typing import Any
 
 from sizewise.core.budget import points
 from sizewise.core.units import format_bytes, format_flops
+from sizewise.pipeline.results import format_objective, hardware_note
 from sizewise.report.run_report import sensitivity_section
 from sizewise.report.svg import Point, scatter_svg
 
@@ -91,9 +92,20 @@ def _allowed(r: dict) -> float:
 
 def _trial_row(t: dict, metric: str, objective: str) -> str:
     value = "" if t.get("metric") is None else f"{points(metric, t['metric']):.2f}"
-    cost = f"{t['objectives'][objective]:.4g}" if t.get("objectives") else ""
+    cost = format_objective(objective, t["objectives"][objective]) if t.get("objectives") else ""
     return (f"<tr><td>{t['number']}</td><td>{escape(t['description'])}</td><td>{t['state']}</td>"
             f"<td>{value}</td><td>{cost}</td><td>{t['seconds']:.1f}</td><td>{escape(t.get('message', ''))}</td></tr>")
+
+
+def _speedup_lines(r: dict) -> list[str]:
+    """The interleaved timings of the chosen model against each fp32 baseline (test split), one line each."""
+    names = {"runtime_fp32": f"fp32 on {r['config']['runtime']}", "torch_fp32": "fp32 torch eager"}
+    lines = []
+    for key, comp in (r.get("speedups") or {}).items():
+        verdict = comp["verdict"].replace("B is", "the chosen model is").replace("of A", "of the baseline")
+        lines.append(f"against {names.get(key, key)}: {verdict} ({comp['rounds']} interleaved rounds, "
+                     f"{comp['threads']} thread(s))")
+    return lines
 
 
 def render_html(r: dict) -> str:
@@ -120,7 +132,8 @@ text-align:right}} th:first-child,td:nth-child(2){{text-align:left}} .verdict{{p
 .muted{{color:#57606a;font-size:.85rem}}
 </style></head><body>
 <h1>sizewise shrink report</h1>
-<p class="verdict {banner[0]}"><strong>{banner[1]}{escape(r['verdict'])}</strong>
+<p class="verdict {banner[0]}"><strong>{banner[1]}{escape(r.get('headline') or r['verdict'])}</strong>
+{('<br>' + escape(r['verdict'])) if r.get('headline') else ''}
 {'<br>The search was interrupted; re-run the same command to resume.' if r.get('interrupted') else ''}</p>
 <p>Objective: <strong>{escape(r['objective'])}</strong> on <strong>{escape(r['config']['runtime'])}</strong>,
 accuracy budget: at most {_allowed(r):.2f} points of {escape(metric)} lost.</p>
@@ -128,7 +141,9 @@ accuracy budget: at most {_allowed(r):.2f} points of {escape(metric)} lost.</p>
 <h2>Before and after (test split)</h2>
 <table><tr><th></th><th>{escape(metric)}</th><th>disk</th><th>FLOPs</th><th>latency p50</th>
 <th>speed vs torch fp32</th><th>energy / 1k</th></tr>{rows}</table>
-<p class="muted">All measured on this machine in this run; speed is the ratio of measured medians. FLOP = 2 × multiply-accumulate.
+{"".join(f"<p>{escape(line)}</p>" for line in _speedup_lines(r))}
+<p class="muted">All measured on this machine in this run; the speed column divides medians measured one after the
+other; the lines above time the models interleaved, which is what a speed-up is claimed on. FLOP = 2 × multiply-accumulate.
 Energy is {escape(((r['baseline'].get('torch_fp32') or {}).get('energy') or {}).get('method', 'n/a'))}.</p>
 <h2>Pareto front (validation split)</h2>
 <figure id="pareto">{_plot(r)}<figcaption class="muted">Grey: trials; blue: the Pareto front ({len(r['pareto'])} points{
@@ -142,6 +157,7 @@ red star: chosen; black square: the fp32 baseline; dashed: the budget.</figcapti
 <h2>Environment</h2>
 <p>{escape(str(env.get('cpu')))} · {env.get('logical_cores')} logical cores · threads {env.get('threads')} ·
 {'VM · ' if env.get('virtual_machine') else ''}{escape(flags)}<br>{escape(libs)}</p>
+{f"<p>{escape(hardware_note(r['hardware']))}</p>" if r.get('hardware') else ''}
 <p>Command: <code>{escape(r['command'])}</code></p>
 </body></html>
 """
@@ -150,17 +166,21 @@ red star: chosen; black square: the fp32 baseline; dashed: the budget.</figcapti
 def render_markdown(r: dict) -> str:
     metric = r["metric"]
     base = r["baseline"].get("torch_fp32")
-    lines = ["# sizewise shrink report", "", f"**{r['verdict']}**", "",
+    lines = ["# sizewise shrink report", "", f"**{r.get('headline') or r['verdict']}**", "",
+             *([r["verdict"], ""] if r.get("headline") else []),
              f"Objective: {r['objective']} on {r['config']['runtime']}; budget: at most {_allowed(r):.2f} points of "
              f"{metric} lost.", "", _splits_note(r), "", "## Before and after (test split)", "",
              f"| | {metric} | disk | FLOPs | latency p50 | speed vs torch fp32 | energy / 1k |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, card in comparison_rows(r):
         lines.append(f"| {name} | " + " | ".join(_cells(metric, card, base)) + " |")
+    lines += ["", *(f"- {line}" for line in _speedup_lines(r))]
+    if r.get("hardware"):
+        lines += ["", hardware_note(r["hardware"])]
     lines += ["", "## Pareto front (validation split)", "", f"| trial | what it did | {metric} | {r['objective']} |",
               "|---:|---|---:|---:|"]
-    lines += [f"| {c['trial']} | {c['description']} | {points(metric, c['metric']):.2f} | {c['objective']:.4g} |"
-              for c in r["pareto"]]
+    lines += [f"| {c['trial']} | {c['description']} | {points(metric, c['metric']):.2f} | "
+              f"{format_objective(r['objective'], c['objective'])} |" for c in r["pareto"]]
     lines += ["", "## Trials", "", f"| # | what it did | state | {metric} (validation) | seconds | note |",
               "|---:|---|---|---:|---:|---|"]
     for t in r["trials"]:

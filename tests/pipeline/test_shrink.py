@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,19 @@ from sizewise.compress.registry import METHODS, SearchSpace, get_method, list_me
 from sizewise.core.budget import Budget
 from sizewise.core.errors import ConfigError, DataError
 from sizewise.pipeline import ShrinkConfig
-from sizewise.pipeline.results import Candidate, baseline_candidate, choose, pareto_front
+from sizewise.pipeline.results import (
+    Candidate,
+    baseline_candidate,
+    choose,
+    deciding_isas,
+    format_objective,
+    headline,
+    pareto_front,
+)
 from sizewise.report.shrink_report import shrink
 
-FAST = dict(trials=3, finetune_epochs=1, latency_seconds=0.05, threads=1, methods=("channel", "int8-dynamic"))
+FAST = dict(trials=3, finetune_epochs=1, latency_seconds=0.05, threads=1, methods=("channel", "int8-dynamic"),
+            compare_seconds=0.5)
 IMAGES = SearchSpace("image-classification", "tensor", "onnxruntime", "latency")
 
 
@@ -56,6 +66,17 @@ def test_search_end_to_end_chooses_on_validation_and_reports_on_test(search):
     assert "<svg" in html and "<script" not in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
     assert "chosen on the validation split" in html and "Before and after (test split)" in html
     assert "Pareto front" in (out / "report.md").read_text()
+    # the speed-ups are interleaved timings on test, and the headline claims only what they show
+    assert set(data["speedups"]) == {"runtime_fp32", "torch_fp32"}
+    same = data["speedups"]["runtime_fp32"]
+    assert same["runtime_a"] == same["runtime_b"] == "onnxruntime" and same["rounds"] >= 20
+    assert data["headline"] and ("faster than fp32" in data["headline"]) == (same["outcome"] == "faster")
+    assert data["hardware"]["kernels"] and escape(data["headline"]) in html
+    # a recovery step learned from the baseline (KD), and the step record says so
+    structured = [t for t in data["trials"] if t["state"] == "complete" and "prune" in _families(t)]
+    for t in structured:
+        steps = json.loads((Path(t["artifact"]) / "card.json").read_text())["steps"]
+        assert "recovery_teacher" in steps[0]["details"]
     # the chosen artifact loads and is the evaluated model, on both splits
     model, digits = sizewise.load(chosen["artifact"]), sizewise.load_dataset("digits")
     assert sizewise.evaluate(model, digits, split="validation")["accuracy"] == chosen["validation"]["metric"]
@@ -116,6 +137,59 @@ def test_pareto_and_choice_rules():
     assert [x.trial for x in pareto_front([clearly_fast, slow])] == [7]
 
 
+def test_within_noise_of_the_fastest_the_more_accurate_then_the_smaller_is_chosen():
+    fastest = Candidate(1, "fp16", 0.970, 1.00, 0.5, True, None, objective_ci=(0.95, 1.05), size_bytes=500)
+    accurate = Candidate(2, "int8", 0.975, 1.03, 0.0, True, None, objective_ci=(0.98, 1.08), size_bytes=300)
+    best, verdict = choose([fastest, accurate])
+    assert best.trial == 2 and "within the measured noise" in verdict and "more accurate" in verdict
+    smaller = dataclasses.replace(accurate, trial=3, metric=0.970, size_bytes=250)
+    assert choose([fastest, smaller])[0].trial == 3  # as accurate, same speed within noise: the smaller
+    slow_accurate = Candidate(4, "x", 0.99, 2.0, 0.0, True, None, objective_ci=(1.9, 2.1), size_bytes=100)
+    assert choose([fastest, slow_accurate])[0].trial == 1  # measurably slower: accuracy does not buy it back
+    exact = [Candidate(5, "a", 0.97, 100.0, 0.5, True, None), Candidate(6, "b", 0.99, 101.0, 0.0, True, None)]
+    assert choose(exact)[0].trial == 5  # bytes and FLOPs are exact: one byte less is better
+
+
+def _comparison(speedup, lo, hi, outcome):
+    return {"speedup": speedup, "speedup_ci95": [lo, hi], "outcome": outcome}
+
+
+def test_the_headline_never_claims_a_speedup_inside_the_noise():
+    base = {"size": {"disk_bytes": 4000}, "flops": {"total": 100}}
+    chosen = {"size": {"disk_bytes": 1000}, "flops": {"total": 100}}
+    noisy = headline("latency", "onnxruntime", {"runtime_fp32": _comparison(1.19, 0.9, 1.5, "none")}, base, chosen)
+    assert noisy.startswith("no speed-up beyond noise on onnxruntime") and "4.00x fewer bytes" in noisy
+    assert "faster" not in noisy
+    real = headline("latency", "onnxruntime", {"runtime_fp32": _comparison(2.016, 1.9, 2.1, "faster"),
+                                               "torch_fp32": _comparison(3.5, 3.3, 3.7, "faster")}, base, chosen)
+    assert real.startswith("2.01x faster than fp32 on onnxruntime (95% CI 1.90-2.10") and "3.50x torch fp32" in real
+    same = headline("latency", "onnxruntime", {"runtime_fp32": _comparison(1.0, 0.95, 1.05, "none")}, base, base)
+    assert same.endswith("nothing else gained")
+
+
+def test_objectives_read_with_units_and_the_deciding_instruction_sets():
+    assert format_objective("latency", 0.07431) == "0.0743 ms"
+    assert format_objective("size", 4.511e4) == "44.1 KiB"
+    assert format_objective("flops", 2.5e6) == "2.5 MFLOP"
+    isas = deciding_isas("int8-dynamic(runtime=onnxruntime)", {"avx512_vnni": True, "amx_int8": False})
+    assert isas["kernels"] == ["int8"] and "avx512_vnni" in isas["present"] and "amx_int8" in isas["absent"]
+    assert deciding_isas("channel(sparsity=0.5)", {"avx2": True})["kernels"] == ["fp32"]
+
+
+def test_a_method_failing_the_budget_again_and_again_is_dropped():
+    from sizewise.pipeline.search import HOPELESS_AFTER, hopeless_methods
+    from sizewise.pipeline.trial import TrialOutcome
+
+    def outcome(n, methods, state="complete"):
+        return TrialOutcome(n, {"steps": [{"method": m} for m in methods]}, "x", state)
+
+    bad = [outcome(i, ["magnitude", "int8-dynamic"], "pruned") for i in range(HOPELESS_AFTER)]
+    good = outcome(10, ["int8-dynamic"])
+    assert hopeless_methods([*bad, good], in_budget={10}) == {"magnitude": HOPELESS_AFTER}
+    assert hopeless_methods([*bad[:-1], good], in_budget={10}) == {}  # not tried often enough yet
+    assert hopeless_methods([*bad, good], in_budget=set()) == {"magnitude": 3, "int8-dynamic": 4}
+
+
 def test_the_uncompressed_baseline_is_a_point_of_the_front():
     card = {"metrics": {"accuracy": 0.98}, "latency": {"p50_ms": 2.0, "ci95_median_ms": [1.95, 2.05]},
             "size": {"disk_bytes": 1000}, "energy": {"joules_per_1k": 1.0}, "flops": {"total": 10}}
@@ -149,7 +223,8 @@ def test_a_budget_nothing_meets_returns_the_closest_with_a_verdict(trained_digit
 
 def test_every_selected_family_completes_a_trial(trained_digits_dir, tmp_path):
     config = ShrinkConfig(methods=("channel", "distill", "factorize", "int8-dynamic"), trials=8, finetune_epochs=1,
-                          finetune_samples=400, latency_seconds=0.02, threads=1, max_drop=Budget(0.3, absolute=False))
+                          finetune_samples=400, latency_seconds=0.02, threads=1, max_drop=Budget(0.3, absolute=False),
+                          compare_seconds=0.5)
     results = shrink(str(trained_digits_dir), "digits", tmp_path, config, command="test")
     assert results.methods == {"structure": ["channel", "distill", "factorize"], "deploy": ["int8-dynamic"]}
     done = [t for t in results.trials if t["state"] in ("complete", "pruned")]
