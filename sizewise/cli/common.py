@@ -44,8 +44,11 @@ def handles_errors(fn: F) -> F:
         except SizewiseError as exc:
             if state.debug:
                 raise
+            from rich.markup import escape
+
+            # The message can quote a user's file or value: escaped, so "[/x]" in it is text, not Rich markup.
             hint = f" — {exc.hint}" if exc.hint else ""
-            err_console.print(f"[bold red]error:[/] {exc.message}{hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(exc.message + hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]

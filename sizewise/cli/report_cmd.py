@@ -33,8 +33,8 @@ def _report_estimate(path: Path, data: dict[str, Any]) -> list[Path]:
     try:
         print_view(data, console)
         markdown, page = to_markdown(data), to_html(data)
-    except (KeyError, TypeError) as exc:
-        raise SizewiseError(f"'{path}' is an incomplete estimate: missing or malformed {exc}",
+    except MALFORMED as exc:
+        raise SizewiseError(f"'{path}' is an incomplete estimate: missing or malformed {_what(exc)}",
                             hint="re-run `sizewise estimate ... --json FILE`") from exc
     written = [path.parent / "report.md", path.parent / "report.html"]
     _write_text(written[0], markdown)
@@ -42,11 +42,23 @@ def _report_estimate(path: Path, data: dict[str, Any]) -> list[Path]:
     return written
 
 
+# What a record with a missing field, a string where a number belongs or an empty list raises while it is rendered:
+# a file edited by hand, cut short or from another tool. One line names the file instead of a traceback.
+MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+
+
 def _report_shrink(path: Path, data: dict[str, Any]) -> list[Path]:
+    from rich.markup import escape
+
     from sizewise.report.shrink_report import render_reports
 
-    console.print(f"{data.get('verdict', '')}", highlight=False)
-    return list(render_reports(path.parent, data))
+    try:
+        console.print(escape(str(data.get("headline") or data.get("verdict", ""))), highlight=False)
+        return list(render_reports(path.parent, data))
+    except MALFORMED as exc:
+        raise SizewiseError(f"'{path}' is an incomplete shrink result: missing or malformed {_what(exc)}",
+                            hint="re-run the search with the same --out (it resumes and rewrites results.json)") \
+            from exc
 
 
 def _report_run(path: Path, data: dict[str, Any]) -> list[Path]:
@@ -55,9 +67,15 @@ def _report_run(path: Path, data: dict[str, Any]) -> list[Path]:
     try:
         print_record(data, console)
         return write_reports(path.parent, data)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise SizewiseError(f"'{path}' is an incomplete run record: missing or malformed {exc}",
+    except MALFORMED as exc:
+        raise SizewiseError(f"'{path}' is an incomplete run record: missing or malformed {_what(exc)}",
                             hint="re-run the command that wrote it") from exc
+
+
+def _what(exc: Exception) -> str:
+    """The exception in a few words, on one line (a KeyError shows the key; messages can quote the file's text)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__} {text[:120]}" if not isinstance(exc, KeyError) else f"field {text[:120]}"
 
 
 _RENDERERS: dict[str, Callable[[Path, dict[str, Any]], list[Path]]] = {"estimate": _report_estimate,
@@ -105,5 +123,8 @@ def report(
         raise SizewiseError(f"cannot read '{path}' as JSON: {exc}",
                             hint="pass a run directory or a file written by `sizewise estimate ... --json FILE`") \
             from None
+    except (RecursionError, ValueError) as exc:  # nesting or integers past what Python's JSON parser takes
+        raise SizewiseError(f"cannot read '{path}' as JSON: {type(exc).__name__} (nested too deep or a number too "
+                            f"long)", hint="pass a run directory or a run's JSON file written by sizewise") from None
     for written in _renderer(path, data)(path, data):
         console.print(f"wrote {written}", highlight=False)

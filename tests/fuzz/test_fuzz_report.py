@@ -109,15 +109,9 @@ def test_fuzz_read_record(tmp_path):
     run_target("read-record", body, {"record": RECORDS, "raw": st.none() | RAW_TEXT}, ci_examples=300)
 
 
-# Crashes of `sizewise report` the fuzzer found, not fixed yet (in files outside this fuzzing change), as
-# (exception, file under sizewise/): the fuzz test counts them and ends as xfail while any is hit; any other exception
-# fails it. test_report_regression_is_one_line_not_a_traceback keeps one input of each.
-KNOWN_REPORT_CRASHES = frozenset({("RecursionError", "cli/report_cmd.py"), ("ValueError", "cli/report_cmd.py"),
-                                  ("ValueError", "measure/card.py"), ("IndexError", "report/card_view.py"),
-                                  ("ValueError", "report/card_view.py"),  # a number field holding a string
-                                  ("KeyError", "report/shrink_report.py"),
-                                  # the error line is printed as Rich markup: "[/x]" in a message raises MarkupError
-                                  ("MarkupError", "cli/common.py")})
+# Crashes of `sizewise report` the fuzzer found are fixed; a new one fails the fuzz test (no known crash is tolerated).
+# test_report_regression_is_one_line_not_a_traceback keeps one input of each that was found.
+KNOWN_REPORT_CRASHES: frozenset = frozenset()
 
 
 def test_fuzz_report_command(tmp_path):
@@ -148,9 +142,6 @@ def test_read_record_regression_json_past_the_parsers_limits(data, tmp_path):
     assert "\n" not in str(info.value)
 
 
-_KNOWN_REPORT_BUGS = ("a known crash of `sizewise report` (KNOWN_REPORT_CRASHES), in files outside this fuzzing task: "
-                      "cli/report_cmd.py, cli/common.py, measure/card.py, report/card_view.py, "
-                      "report/shrink_report.py")
 REPORT_REGRESSIONS = {
     "deep_nesting": DEEP_JSON,  # RecursionError at report_cmd.py:101
     "int_of_5000_digits": HUGE_INT_JSON,  # ValueError at report_cmd.py:101
@@ -174,7 +165,6 @@ def _after_params_total_a_string() -> bytes:
     return json.dumps(record).encode()  # ValueError "Cannot specify ',' with 's'" at report/card_view.py:158 (long run)
 
 
-@pytest.mark.xfail(strict=True, reason=_KNOWN_REPORT_BUGS)
 @pytest.mark.parametrize("name", [*REPORT_REGRESSIONS, "after_latency_interval_empty", "after_params_total_a_string"])
 def test_report_regression_is_one_line_not_a_traceback(name, tmp_path):
     data = REPORT_REGRESSIONS.get(name) or {"after_latency_interval_empty": _after_latency_interval_empty,
