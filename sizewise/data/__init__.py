@@ -33,15 +33,27 @@ def load_dataset(spec: str | os.PathLike, seed: int = 0, options: DataOptions | 
     return carve_validation(_read(spec, options, seed), seed=seed)
 
 
+def _existing_path(text: str) -> Path:
+    """``text`` as an existing path; what the filesystem cannot even look up (``~nosuchuser``, a NUL byte, a name
+    past the filesystem's length limit) is the same one-line error as a path that is not there."""
+    shown = text.replace("\x00", "\\x00")
+    try:
+        path = Path(text).expanduser()
+        if path.exists():
+            return path
+        why = ""
+    except (RuntimeError, ValueError, OSError) as exc:  # unknown user, NUL byte, ENAMETOOLONG
+        why = f" ({type(exc).__name__}: {exc})"
+    raise DataError(f"no such dataset path: '{shown}'{why}", hint=f"--data accepts {ACCEPTED}")
+
+
 def _read(spec: str | os.PathLike, options: DataOptions, seed: int) -> Dataset:
     text = str(spec).strip()
     if text == "digits":
         from sizewise.data import formats
 
         return formats.load_digits_dataset()
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise DataError(f"no such dataset path: '{text}'", hint=f"--data accepts {ACCEPTED}")
+    path = _existing_path(text)
     # Naming columns means "read my file": the packed formats have fixed columns, so they are not tried then.
     if options.columns is None and options.text_column is None and options.text_pair_column is None \
             and options.label_column is None:

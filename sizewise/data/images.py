@@ -8,6 +8,7 @@ data (so most images are not resampled at all). Images are converted to RGB (gre
 from __future__ import annotations
 
 import io
+import os
 from collections import Counter
 from typing import Any
 
@@ -26,6 +27,9 @@ def _open(value: Any, split: str, row: int) -> Any:
         value = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
     if value is None:
         raise DataError(f"row {row} of the {split} split has no image")
+    if not isinstance(value, (str, bytes, os.PathLike, io.IOBase)):
+        raise DataError(f"row {row} of the {split} split holds {type(value).__name__} {str(value)[:40]!r} where an "
+                        f"image belongs", hint="an image column holds image files' paths or their bytes")
     try:
         return Image.open(value)
     except (OSError, UnidentifiedImageError) as exc:

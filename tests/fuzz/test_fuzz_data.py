@@ -105,12 +105,11 @@ OPTIONS = st.one_of(st.none(), st.builds(DataOptions, text_column=st.sampled_fro
 # Found by the long run, outside this change (data/images.py): a JSON "image" column of numbers reaches
 # PIL.Image.open(0), AttributeError. (A string there is opened as a local path: a data file can name any image file on
 # the machine.)
-KNOWN_TABLE_CRASHES = frozenset({("AttributeError", "data/images.py")})
+KNOWN_TABLE_CRASHES: frozenset = frozenset()  # the one found (a number in an image column) is fixed
 IMAGE_COLUMN_OF_NUMBERS = (b'{"text": null, "image": 0, "label": null}\n{"text": null, "image": null, "label": null}\n'
                            b'{"text": null, "image": null, "label": null}')  # the minimized input, as .jsonl
 
 
-@pytest.mark.xfail(strict=True, reason="data/images.py (outside this change) passes a number to PIL.Image.open")
 def test_regression_image_column_of_numbers_is_one_line(tmp_path):
     (tmp_path / "data.jsonl").write_bytes(IMAGE_COLUMN_OF_NUMBERS)
     with pytest.raises(DataError):
@@ -452,9 +451,6 @@ def test_a_zip_bomb_member_is_refused_before_extracting(declared, tmp_path, monk
     assert "zip bomb; nothing was extracted" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="sizewise/data/__init__.py (outside this change): Path.expanduser raises "
-                                       "RuntimeError for ~nosuchuser and ValueError for ~\\x00, Path.exists "
-                                       "OSError for a 300-byte name")
 @pytest.mark.parametrize("spec", ["~nosuchuser/data.csv", "a" * 300, "~\x00"],
                          ids=["unknown_user", "name_too_long", "null_byte_after_tilde"])
 def test_dataset_spec_regression_is_one_line(spec, tmp_path, monkeypatch):
