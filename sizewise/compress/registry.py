@@ -124,6 +124,9 @@ class Method:
     encoding: str | None = None  # the artifact's weight encoding (sizewise.models.artifact.save_model)
     accepts_onnx: bool = False  # can run on a model that is already an ONNX graph
     makes_onnx: Callable[[Any], bool] = lambda _config: False  # whether its result is an ONNX graph
+    # the number format its result computes in ("int8", "int4", "bfloat16", "float16"); None leaves it as it was.
+    # Which CPU instruction sets decide a plan's speed follows from it (VNNI/AMX for int8, AVX512-BF16/AMX for bf16).
+    kernel: str | None = None
 
     def make(self, **fields: Any):
         """A config of this method from ``fields`` (the preset wins over nothing: giving a preset field is an error)."""

@@ -98,23 +98,23 @@ def format_objective(objective: str, value: float | None) -> str:
     return f"{value:.3g} J / 1k"
 
 
-# The instruction sets that decide how fast a kind of kernel runs on a CPU, by what a plan's step does.
-_KERNEL_ISAS = {"int8": ("avx512_vnni", "avx_vnni", "amx_int8"), "bf16": ("avx512_bf16", "amx_bf16"),
-                "fp16": ("avx512_fp16", "f16c"), "fp32": ("avx2", "fma", "avx512f")}
+# The instruction sets that decide how fast kernels of a number format run on a CPU (the registry's Method.kernel).
+_KERNEL_ISAS = {"int8": ("avx512_vnni", "avx_vnni", "amx_int8"), "int4": ("avx512_vnni", "avx_vnni", "amx_int8"),
+                "bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("avx512_fp16", "f16c"),
+                "float32": ("avx2", "fma", "avx512f")}
 
 
-def deciding_isas(description: str, cpu_flags: dict[str, bool]) -> dict[str, list[str]]:
-    """Which of the CPU's instruction sets the chosen plan's kernels depend on, present and absent, so a reader on
-    another machine knows whether the result should carry over (int8 speed needs VNNI/AMX, bf16 needs AVX512-BF16/AMX)."""
-    text = description.lower()
-    kinds = [k for k in ("int8", "bf16", "fp16") if k in text] or ["fp32"]
-    if "int4" in text:
-        kinds.append("int8")  # int4 weight-only kernels unpack to int8/fp32 dot products
-    present, absent = [], []
-    for kind in kinds:
-        for isa in _KERNEL_ISAS[kind]:
-            (present if cpu_flags.get(isa) else absent).append(isa)
-    return {"kernels": kinds, "present": present, "absent": absent}
+def deciding_isas(plan: dict[str, Any] | None, cpu_flags: dict[str, bool]) -> dict[str, list[str]]:
+    """Which of the CPU's instruction sets the kernels of the chosen plan's result depend on, present and absent, so a
+    reader on another machine knows whether the result should carry over (int8 speed needs VNNI/AMX, bf16 needs
+    AVX512-BF16/AMX). The format is the last step's that sets one (``Method.kernel``); float32 otherwise."""
+    from sizewise.compress.registry import get_method
+
+    kinds = [k for step in (plan or {}).get("steps", []) if (k := get_method(step["method"]).kernel)]
+    kernel = kinds[-1] if kinds else "float32"
+    present = [isa for isa in _KERNEL_ISAS.get(kernel, ()) if cpu_flags.get(isa)]
+    absent = [isa for isa in _KERNEL_ISAS.get(kernel, ()) if not cpu_flags.get(isa)]
+    return {"kernels": [kernel], "present": present, "absent": absent}
 
 
 def hardware_note(hardware: dict[str, Any]) -> str:

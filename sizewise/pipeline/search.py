@@ -199,7 +199,8 @@ def write_results(search: _Search, outcomes: list[TrialOutcome], test_cards: dic
     tested = (test_cards or {}).get("cards", {})
     if best is not None:
         test = None
-        hardware = deciding_isas(best.description, environment.get("cpu_flags", {}))
+        plan = next((o.plan for o in outcomes if o.number == best.trial), None)
+        hardware = deciding_isas(plan, environment.get("cpu_flags", {}))
         if test_cards is not None:
             base, card = tested["runtime_fp32"], tested["chosen"]
             test = score("test", metric, base["metrics"][metric], card["metrics"][metric], config.max_drop, card)

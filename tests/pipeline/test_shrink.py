@@ -171,9 +171,11 @@ def test_objectives_read_with_units_and_the_deciding_instruction_sets():
     assert format_objective("latency", 0.07431) == "0.0743 ms"
     assert format_objective("size", 4.511e4) == "44.1 KiB"
     assert format_objective("flops", 2.5e6) == "2.5 MFLOP"
-    isas = deciding_isas("int8-dynamic(runtime=onnxruntime)", {"avx512_vnni": True, "amx_int8": False})
+    plan = {"steps": [{"method": "channel"}, {"method": "int8-dynamic"}]}
+    isas = deciding_isas(plan, {"avx512_vnni": True, "amx_int8": False})
     assert isas["kernels"] == ["int8"] and "avx512_vnni" in isas["present"] and "amx_int8" in isas["absent"]
-    assert deciding_isas("channel(sparsity=0.5)", {"avx2": True})["kernels"] == ["fp32"]
+    assert deciding_isas({"steps": [{"method": "channel"}]}, {"avx2": True})["kernels"] == ["float32"]
+    assert deciding_isas({"steps": [{"method": "bf16"}]}, {"amx_bf16": True})["present"] == ["amx_bf16"]
 
 
 def test_a_method_failing_the_budget_again_and_again_is_dropped():

@@ -22,28 +22,28 @@ def _is_onnx(config) -> bool:
 
 _COMMON = {"family": "quantize", "apply": quantize_step, "makes_onnx": _is_onnx, "accepts_onnx": True,
            "breaks": frozenset({"sparse", "shared"})}
-register(Method("int8-dynamic", config=Int8Dynamic, summary="int8 weights, activations quantized per batch at run "
+register(Method("int8-dynamic", config=Int8Dynamic, kernel="int8", summary="int8 weights, activations quantized per batch at run "
                 "time", options=("runtime", "per_channel"), search=lambda t, s: Int8Dynamic(runtime=_runtime(s)),
                 **_COMMON))
-register(Method("int8-static", config=Int8Static, summary="int8 weights and activations, ranges calibrated on the "
+register(Method("int8-static", config=Int8Static, kernel="int8", summary="int8 weights and activations, ranges calibrated on the "
                 "train split", needs_data=True, runtimes=("onnxruntime",),
                 options=("runtime", "calibration", "calibration_samples", "per_channel"),
                 search=lambda t, s: Int8Static(calibration_samples=64),
                 applies=lambda s: s.runtime == "onnxruntime", **_COMMON))
-register(Method("int8-weight", config=WeightOnly, preset={"bits": 8}, summary="int8 weight-only, grouped scales",
+register(Method("int8-weight", config=WeightOnly, kernel="int8", preset={"bits": 8}, summary="int8 weight-only, grouped scales",
                 runtimes=("onnxruntime",), options=("group_size", "runtime"), **_COMMON))
-register(Method("int4-weight", config=WeightOnly, preset={"bits": 4}, summary="int4 weight-only, grouped and packed",
+register(Method("int4-weight", config=WeightOnly, kernel="int4", preset={"bits": 4}, summary="int4 weight-only, grouped and packed",
                 runtimes=("onnxruntime",), options=("group_size", "runtime"),
                 search=lambda t, s: WeightOnly(bits=4, group_size=t.suggest_categorical("int4-weight.group_size",
                                                                                           [32, 128])),
                 applies=lambda s: s.runtime == "onnxruntime" and s.input_kind == "tokens", **_COMMON))
-register(Method("fp16", config=HalfPrecision, preset={"dtype": "fp16"}, summary="fp16 weights and compute",
+register(Method("fp16", config=HalfPrecision, kernel="float16", preset={"dtype": "fp16"}, summary="fp16 weights and compute",
                 options=("runtime",), search=lambda t, s: HalfPrecision("fp16", runtime=_runtime(s)), **_COMMON))
-register(Method("bf16", config=HalfPrecision, preset={"dtype": "bf16"}, summary="bf16 weights and compute (torch)",
+register(Method("bf16", config=HalfPrecision, kernel="bfloat16", preset={"dtype": "bf16"}, summary="bf16 weights and compute (torch)",
                 runtimes=("torch",), options=("runtime",),
                 search=lambda t, s: HalfPrecision("bf16", runtime="torch"), applies=lambda s: s.runtime == "torch",
                 **_COMMON))
-register(Method("qat", config=QuantizationAwareTraining, summary="quantization-aware training, then int8-static",
+register(Method("qat", config=QuantizationAwareTraining, kernel="int8", summary="quantization-aware training, then int8-static",
                 needs_data=True, trains=True, runtimes=("onnxruntime",),
                 options=("epochs", "lr", "calibration", "calibration_samples"), **_COMMON))
 
