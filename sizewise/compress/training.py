@@ -43,7 +43,8 @@ def finetune_step(loaded, config: FinetuneConfig, ctx: StepContext) -> StepOutpu
 
 register(Method("train", "train", TrainConfig, train_step, "train on the task's labels (the one training loop)",
                 needs_data=True, trains=True, runtimes=("torch",),
-                options=("epochs", "lr", "batch_size", "optimizer", "weight_decay", "schedule", "patience", "seed")))
+                options=("epochs", "lr", "batch_size", "optimizer", "weight_decay", "schedule", "patience", "seed",
+                         "augment", "label_smoothing", "warmup_epochs", "precision")))
 register(Method("finetune", "finetune", FinetuneConfig, finetune_step,
                 "transfer learning (new head, freezing, LoRA) or recovery fine-tuning that keeps zeros and sharing",
                 needs_data=True, trains=True, runtimes=("torch",),

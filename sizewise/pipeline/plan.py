@@ -28,7 +28,7 @@ from sizewise.core.serialize import to_dict
 FAMILY_DEFAULTS = {"prune": "magnitude", "quantize": "int8-dynamic", "distill": "distill", "finetune": "finetune",
                    "factorize": "factorize", "cluster": "cluster", "encode": "huffman", "train": "train"}
 TRAIN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "val_fraction",
-                "patience", "seed")
+                "patience", "seed", "augment", "label_smoothing", "warmup_epochs", "precision")
 
 
 @dataclass(frozen=True)

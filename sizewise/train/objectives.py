@@ -20,9 +20,13 @@ from sizewise.tasks.evaluate import first_output, mean_pool
 
 class Objective(abc.ABC):
     metric = "accuracy"
+    # Whether ``label_smoothing`` reaches the loss: only a cross-entropy against class labels has labels to smooth.
+    # The loop refuses label smoothing for an objective without it rather than silently ignoring the setting.
+    smooths_labels = False
 
-    def __init__(self, loaded: LoadedModel, dataset: Dataset, max_length: int = 128):
+    def __init__(self, loaded: LoadedModel, dataset: Dataset, max_length: int = 128, label_smoothing: float = 0.0):
         self.loaded, self.dataset, self.max_length = loaded, dataset, max_length
+        self.label_smoothing = label_smoothing
 
     @abc.abstractmethod
     def loss(self, split: Split, idx: np.ndarray) -> tuple[torch.Tensor, int | None]:
@@ -45,27 +49,34 @@ class Objective(abc.ABC):
                          self.dataset.input_shape)
         return evaluate(self.loaded, holder)[self.metric]
 
+    def _cross_entropy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return dict(self.loaded.inputs.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                                  return_tensors="pt"))
 
 
 class ImageClassification(Objective):
+    smooths_labels = True
+
     def loss(self, split, idx):
         images = split.inputs[idx]
         if self.loaded.metadata.get("image_processor"):  # a Hugging Face image model: as evaluate() prepares them
             images = prepare_images(self.loaded, images)
         logits = first_output(self.loaded.module(**{self.loaded.inputs.name: torch.from_numpy(images)}))
         y = torch.from_numpy(split.labels[idx])
-        return torch.nn.functional.cross_entropy(logits, y), int((logits.argmax(-1) == y).sum())
+        return self._cross_entropy(logits, y), int((logits.argmax(-1) == y).sum())
 
 
 class TextClassification(Objective):
+    smooths_labels = True
+
     def loss(self, split, idx):
         out = self.loaded.module(**self._tokens(take(split.inputs, idx)))
         logits = out.logits if hasattr(out, "logits") else out
         y = torch.from_numpy(split.labels[idx])
-        return torch.nn.functional.cross_entropy(logits, y), int((logits.argmax(-1) == y).sum())
+        return self._cross_entropy(logits, y), int((logits.argmax(-1) == y).sum())
 
 
 class SentenceSimilarity(Objective):
@@ -90,7 +101,7 @@ OBJECTIVES = {"image-classification": ImageClassification, "text-classification"
               "sentence-similarity": SentenceSimilarity}
 
 
-def objective_for(loaded: LoadedModel, dataset: Dataset) -> Objective:
+def objective_for(loaded: LoadedModel, dataset: Dataset, label_smoothing: float = 0.0) -> Objective:
     if dataset.task not in OBJECTIVES:
         raise DataError(f"no training objective for task '{dataset.task}'", hint=f"known: {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[dataset.task](loaded, dataset)
+    return OBJECTIVES[dataset.task](loaded, dataset, label_smoothing=label_smoothing)
