@@ -55,7 +55,7 @@ PAPER = {
 }
 
 
-def run_model(name: str, epochs: int) -> dict:
+def run_model(name: str, epochs: int, train_options: dict | None = None) -> dict:
     import torch
 
     import sizewise
@@ -67,20 +67,22 @@ def run_model(name: str, epochs: int) -> dict:
     torch.set_num_threads(1)
     paper, work = PAPER[name], WORK / name
     dataset = sizewise.load_dataset(str(MNIST))
-    base = work / "base"
+    train_config = sizewise.TrainConfig(epochs=epochs, threads=1, **(train_options or {}))
+    base = work / ("base" if not train_options else "base-" + "-".join(f"{k}{v}" for k, v in
+                                                                        sorted(train_options.items())))
     started = time.time()
+    trained = None
     if not (base / "model").is_dir():
         log(f"{name}: training the dense baseline, {epochs} epochs")
         loaded = sizewise.load(paper["arch"])
-        sizewise.train(loaded, dataset, sizewise.TrainConfig(epochs=epochs, threads=1), out=base, resume=True,
-                       bar=True)
+        trained = sizewise.train(loaded, dataset, train_config, out=base, resume=True, bar=True)
         sizewise.save_model(loaded, base / "model")
     train_seconds = time.time() - started
     recipe = load_plan(paper["recipe"])
     mc = MeasureConfig(threads=1, latency_seconds=0.5, measure_memory=False, throughput_sweep=(1,))
     log(f"{name}: running recipe {recipe.name}")
     started = time.time()
-    result = run(sizewise.load(str(base)), recipe, dataset, work / f"dc-{recipe.name}",
+    result = run(sizewise.load(str(base)), recipe, dataset, base.parent / f"dc-{recipe.name}-{base.name}",
                  RunOptions(measure=mc, kind="recipe", command=command(), progress=log))
     recipe_seconds = time.time() - started
     swz = result.model_dir / compressed_format.WEIGHTS
@@ -89,6 +91,9 @@ def run_model(name: str, epochs: int) -> dict:
     dense_bytes = result.before.size.disk_bytes
     return {
         "model": name, "arch": paper["arch"], "epochs": epochs, "train_seconds": train_seconds,
+        "train_config": dataclasses.asdict(train_config),
+        "train_used": None if trained is None else {k: getattr(trained, k) for k in (
+            "precision_used", "precision_reason", "augment_used", "augment_reason") if hasattr(trained, k)},
         "recipe_seconds": recipe_seconds, "recipe": [s.describe() for s in recipe.steps], "recipe_name": recipe.name,
         "dense": {"accuracy": result.before.metrics["accuracy"], "disk_bytes": dense_bytes,
                   "artifact": result.before.size.artifact},
@@ -100,6 +105,18 @@ def run_model(name: str, epochs: int) -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(flags=True),
         "versions": versions(), "commit": git_head(), "command": command(),
     }
+
+
+def _training(r: dict) -> str:
+    """How the dense baseline was trained, from the result (older results: the defaults of their time)."""
+    c = r.get("train_config")
+    if not c:
+        return "AdamW (sizewise defaults of that run)"
+    used = r.get("train_used") or {}
+    return (f"{c['optimizer']} lr {c['lr']}, {c['schedule']} schedule, batch {c['batch_size']}, weight decay "
+            f"{c['weight_decay']} (not on biases/norms), label smoothing {c.get('label_smoothing', 0)}, augmentation "
+            f"{used.get('augment_used', c.get('augment'))}, precision {used.get('precision_used', c.get('precision'))}"
+            f"{' (' + used['precision_reason'] + ')' if used.get('precision_reason') else ''}")
 
 
 def _per_layer(result: dict) -> list[str]:
@@ -159,7 +176,7 @@ def render() -> Path:
         lines += ["", f"## {p['title']} per layer (paper Table {2 if r['model'] == 'lenet300' else 3})", "",
                   f"- command: `{r['command']}`; date {r['date']}; commit {r['commit']}",
                   f"- machine: {r['machine']}; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
-                  f"- dense baseline: {r['epochs']} epochs of AdamW (sizewise defaults), {r['train_seconds'] / 60:.1f} "
+                  f"- dense baseline: {r['epochs']} epochs, {_training(r)}, {r['train_seconds'] / 60:.1f} "
                   f"min (0 = reused from an earlier run); recipe `{r.get('recipe_name', 'deep-compression')}`: "
                   f"{' → '.join(r['recipe'])} "
                   f"({r['recipe_seconds'] / 60:.1f} min)",
@@ -196,9 +213,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=[*PAPER, "none"], default=list(PAPER),
                         help="'none' only re-renders deep_compression.md from the JSON files")
     parser.add_argument("--epochs", type=int, default=10, help="Dense baseline training epochs.")
+    parser.add_argument("--augment", default=None, help="Baseline augmentation (auto, none, crop, crop+flip).")
+    parser.add_argument("--label-smoothing", type=float, default=None, help="Baseline label smoothing.")
+    parser.add_argument("--schedule", default=None, help="Baseline schedule (cosine, onecycle, ...).")
     args = parser.parse_args()
+    options = {k: v for k, v in {"augment": args.augment, "label_smoothing": args.label_smoothing,
+                                 "schedule": args.schedule}.items() if v is not None}
     for name in args.models if args.models != ["none"] else []:
-        result = run_model(name, args.epochs)
+        result = run_model(name, args.epochs, options)
         (RESULTS / f"deep_compression_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         log(f"{name}: {result['dense']['disk_bytes'] / result['compressed']['disk_bytes']:.1f}x smaller, accuracy "
             f"{result['dense']['accuracy']:.2%} -> {result['compressed']['accuracy']:.2%}")
