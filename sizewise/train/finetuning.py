@@ -184,7 +184,7 @@ def _checkpoint_epoch(out: Path | None) -> int:
     path = out / CHECKPOINT if out else None
     if path is None or not path.is_file():
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # our own file; mmap: no full read
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # no pickle code runs; mmap: no full read
     return int(state.get("epoch", 0))
 
 

@@ -231,6 +231,19 @@ def _plain_float_model(loaded: LoadedModel) -> tuple[bool, str]:
     return True, f"the model is a float32 conv/linear {what} model"
 
 
+def _read_checkpoint(path: Path) -> dict:
+    """A checkpoint this loop wrote: tensors, numbers, strings and containers only. A run folder can come from someone
+    else, so anything else in it (a pickled object, whose loading would run its code) is refused, not executed."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"cannot resume from {path}: not a checkpoint sizewise wrote ({first})",
+                          hint="delete it to start the training over, or use a new --out") from None
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
@@ -306,7 +319,7 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
     start_epoch = 0
     torch.manual_seed(config.seed)
     if resume and checkpoint and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own file, written above
+        state = _read_checkpoint(checkpoint)
         module.load_state_dict(state["model"])
         objective.load_state_dict(state.get("objective", {}))
         optimizer.load_state_dict(state["optimizer"])

@@ -301,3 +301,24 @@ def test_train_command_refuses_an_unknown_augmentation(tmp_path):
     result = CliRunner().invoke(app, ["train", "zoo:digits-cnn", "--data", "digits", "--augment", "mirror", "--out",
                                       str(tmp_path / "t")])
     assert result.exit_code == 1 and "unknown augment 'mirror'" in result.output
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(_RunsCode.marker),))
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused_not_run(tmp_path, digits):
+    import sizewise
+    from sizewise.core.errors import ConfigError
+    from sizewise.train.loop import CHECKPOINT
+
+    marker = tmp_path / "ran"
+    _RunsCode.marker = str(marker)
+    torch.save({"model": _RunsCode()}, tmp_path / CHECKPOINT)
+    with pytest.raises(ConfigError, match="not a checkpoint sizewise wrote"):
+        sizewise.train(sizewise.load("zoo:digits-cnn"), digits, sizewise.TrainConfig(epochs=1), out=tmp_path,
+                       resume=True)
+    assert not marker.exists()
