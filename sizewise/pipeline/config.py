@@ -47,6 +47,7 @@ class ShrinkConfig:
     threads: int | None = None
     latency_seconds: float = 0.5
     compare_seconds: float = 10.0  # interleaved timing of the chosen model against each fp32 baseline, on test
+    sensitivity: bool = True  # per-layer int8 sensitivity of the baseline for the report (a minute on MiniLM)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

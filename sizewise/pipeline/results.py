@@ -220,6 +220,8 @@ class Chosen:
     validation: Score  # what it was chosen on
     test: Score | None = None  # the reported result; None until the search finishes (or when it was interrupted)
 
+    meets_budget: bool = False  # on the reported split once scored there (test), else on validation
+
 
 def verdict_on_test(metric: str, test: Score) -> str:
     text = (f"on the test split {metric} {points(metric, test.metric):.2f} vs {points(metric, test.baseline):.2f} "

@@ -53,6 +53,9 @@ from sizewise.pipeline.trial import (
 STUDY = "sizewise-shrink"
 HOPELESS_AFTER = 3  # a method tried this often with no candidate in budget is not run again in this search
 MAX_SKIPS_IN_A_ROW = 25  # the sampler keeps drawing hopeless plans: what is left is not worth proposing
+# failed trials do not count towards --trials; a search whose every trial fails (a broken install, a model no method
+# can handle) stops after this many in a row instead of sampling forever
+MAX_FAILURES_IN_A_ROW = 5
 
 
 def hopeless_methods(outcomes: list[TrialOutcome], in_budget: set[int]) -> dict[str, int]:
@@ -207,8 +210,9 @@ def write_results(search: _Search, outcomes: list[TrialOutcome], test_cards: dic
             verdict = f"{verdict}; {verdict_on_test(metric, test)}"
             speedups = test_cards["speedups"]
             gained = headline(config.objective, config.runtime, speedups, base, card)
-        chosen = Chosen(best.trial, best.description, best.artifact, best.objective,
-                        score("validation", metric, search.baseline_metric, best.metric, config.max_drop), test)
+        on_validation = score("validation", metric, search.baseline_metric, best.metric, config.max_drop)
+        chosen = Chosen(best.trial, best.description, best.artifact, best.objective, on_validation, test,
+                        meets_budget=(test or on_validation).meets_budget)
     baseline = {"validation": search.baseline, "torch_fp32": tested.get("torch_fp32"),
                 "runtime_fp32": tested.get("runtime_fp32")}
     uncompressed = baseline_candidate(search.baseline, metric, config.objective, str(search.out / "baseline"))
@@ -305,7 +309,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                        config.max_drop.allowed_drop(metric, search.baseline_metric), proxy_n,
                        _measure_settings(config), config.seed, config.finetune_samples,
                        recovery_teacher=config.recovery_teacher)
-    search.sensitivity = _baseline_sensitivity(out, dataset, config.runtime, step)
+    if config.sensitivity:
+        search.sensitivity = _baseline_sensitivity(out, dataset, config.runtime, step)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     # Multi-objective TPE after a small designed start: with a dozen trials a random start repeats the same few
@@ -330,7 +335,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
         return hopeless_methods(final, {c.trial for c in _candidates(search, final) if c.meets_budget})
 
     executor = make_executor(config.executor, config.ray_address)
-    started, interrupted, skips = time.monotonic(), False, 0
+    started, interrupted, skips, failures = time.monotonic(), False, 0, 0
     try:
         while True:
             done = sum(1 for o in outcomes() if o.state in ("complete", "pruned"))
@@ -338,6 +343,9 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 break
             if config.time_budget_s and time.monotonic() - started > config.time_budget_s:
                 step("time budget spent")
+                break
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                step(f"stopping: the last {failures} trials failed (see their error.txt)")
                 break
             batch = [study.ask() for _ in range(min(config.parallel, config.trials - done))]
             jobs = [TrialJob(t.number, sample_plan(t, slots, space, recovery, student)) for t in batch]
@@ -375,6 +383,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 else:
                     study.tell(trial, state=TrialState.FAIL)
                     step(f"trial {outcome.number} failed: {outcome.message}")
+                failures = failures + 1 if outcome.state == "failed" else 0
                 write_results(search, outcomes())
                 if on_trial:
                     on_trial(outcome)

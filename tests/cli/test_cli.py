@@ -73,13 +73,3 @@ def test_debug_shows_the_traceback():
     result = invoke("--debug", "measure", "zoo:nope", *FAST)
     assert result.exit_code != 0
     assert result.exception is not None and "unknown zoo model" in str(result.exception)
-
-
-def test_demo_trains_then_shrinks(tmp_path):
-    result = invoke("demo", "--out", tmp_path / "d", "--epochs", "3", "--trials", "2")
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "d" / "trained" / "model" / "model.safetensors").is_file()
-    saved = json.loads((tmp_path / "d" / "shrink" / "results.json").read_text())
-    assert saved["baseline"]["torch_fp32"]["params"]["total"] == 38_282
-    assert len(saved["trials"]) == 2 and saved["chosen"] is not None
-    assert (tmp_path / "d" / "shrink" / "report.html").is_file() and "report.html" in result.output

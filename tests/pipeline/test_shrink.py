@@ -287,6 +287,22 @@ def test_a_failing_trial_writes_its_traceback_and_the_search_goes_on(trained_dig
     assert results.chosen is not None and "factorize" not in results.chosen.description
 
 
+def test_a_search_whose_every_trial_fails_stops_instead_of_sampling_forever(trained_digits_dir, tmp_path,
+                                                                           monkeypatch):
+    from sizewise.core.errors import SizewiseError
+
+    def explode(model, config, ctx):
+        raise RuntimeError("broken install")
+
+    monkeypatch.setitem(METHODS._items, "int8-dynamic", dataclasses.replace(get_method("int8-dynamic"), apply=explode))
+    config = ShrinkConfig(**{**FAST, "methods": ("int8-dynamic",), "trials": 2})
+    with pytest.raises(SizewiseError, match="no trial finished"):
+        shrink(str(trained_digits_dir), "digits", tmp_path, config, command="test")
+    trials = json.loads((tmp_path / "results.json").read_text())["trials"]
+    assert 3 <= len([t for t in trials if t["state"] == "failed"]) <= 5
+    assert len(trials) < 40  # failed, then skipped as hopeless, then stopped
+
+
 def test_trials_take_picklable_inputs_and_the_ray_executor_imports():
     from sizewise.compress.prune import ChannelPrune
     from sizewise.compress.quantize import Int8Dynamic
