@@ -98,6 +98,8 @@ def shrink(
     finetune_lr: float = typer.Option(1e-3, "--finetune-lr", help="Recovery learning rate (text encoders: ~2e-5)."),
     distill_epochs: int | None = typer.Option(None, "--distill-epochs", help="A student's distillation epochs "
                                                                             "(default: --finetune-epochs)."),
+    distill_lr: float | None = typer.Option(None, "--distill-lr", help="A student's learning rate (default: "
+                                            "--finetune-lr; students relearn more, e.g. 1e-4 for MiniLM)."),
     finetune_samples: int | None = typer.Option(None, "--finetune-samples", help="Recover on the first N training "
                                                                                  "examples only."),
     recovery_teacher: bool = typer.Option(True, "--recovery-teacher/--labels-only", help="Recovery training after "
@@ -120,9 +122,12 @@ def shrink(
         trials=trials,
         time_budget_s=parse_duration(time_budget), executor=executor, ray_address=ray_address, parallel=parallel,
         storage=storage, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, finetune_samples=finetune_samples,
-        distill_epochs=distill_epochs, seed=seed, threads=threads, batch_size=batch_size,
+        distill_epochs=distill_epochs, distill_lr=distill_lr, seed=seed, threads=threads, batch_size=batch_size,
         recovery_teacher=recovery_teacher, compare_seconds=compare_seconds)
-    results = run_shrink(model, data, out, config)
+    from sizewise.models.loader import trusting_remote_code
+
+    with trusting_remote_code(trust_remote_code):
+        results = run_shrink(model, data, out, config)
     print_outcome(results, out)
     if results.interrupted:
         raise typer.Exit(code=130)

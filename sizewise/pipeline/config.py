@@ -40,6 +40,9 @@ class ShrinkConfig:
     finetune_lr: float = 1e-3
     recovery_teacher: bool = True  # recovery training learns from the baseline (KD) as well as from the labels
     distill_epochs: int | None = None  # a student's training; None = finetune_epochs (at least 1)
+    # a student's learning rate: it relearns more than a pruned copy recovers (Minitron-style students train at ~1e-4
+    # where a recovery fine-tune of the same encoder uses 2e-5); None = finetune_lr
+    distill_lr: float | None = None
     finetune_samples: int | None = None  # train on the first N training examples (large sets on small CPUs)
     proxy_fraction: float = 0.25  # share of the validation split a trial must pass before its full measurement
     batch_size: int = 1
@@ -71,6 +74,8 @@ class ShrinkConfig:
             raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         if not self.compare_seconds > 0:
             raise ConfigError(f"compare_seconds must be > 0, got {self.compare_seconds}")
+        if self.distill_lr is not None and not self.distill_lr > 0:
+            raise ConfigError(f"distill_lr must be > 0, got {self.distill_lr}")
         if self.distill_epochs is not None and self.distill_epochs < 1:
             raise ConfigError(f"distill_epochs must be a positive integer, got {self.distill_epochs}")
 

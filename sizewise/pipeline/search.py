@@ -264,7 +264,7 @@ def _training(config: ShrinkConfig, has_train: bool):
     recovery = None
     if config.finetune_epochs and has_train:
         recovery = TrainConfig(epochs=config.finetune_epochs, lr=config.finetune_lr, seed=config.seed)
-    student = TrainConfig(epochs=config.student_epochs, lr=config.finetune_lr, seed=config.seed)
+    student = TrainConfig(epochs=config.student_epochs, lr=config.distill_lr or config.finetune_lr, seed=config.seed)
     return recovery, student
 
 

@@ -144,30 +144,32 @@ class _Middle:
 
 
 def initial_design(slots: dict[str, list[str]], space, trials: int) -> list[dict[str, Any]]:
-    """The first trials, enqueued: every method of the last slot alone, every structure method at the middle of its
-    space with a last-slot method (cycled), weight sharing alone. Those that bring a family not tried yet come first,
-    and all of those are kept, so each selected family is tried at least once; then more, up to half the trials."""
+    """The first trials, enqueued: every method of the last slot alone first (no training: seconds each, and often
+    the answer, so a time budget never runs out before them), then every structure method at the middle of its space
+    with a last-slot method (cycled), then weight sharing alone. Structure picks that bring a family not tried yet
+    come before the rest, so each selected family is tried at least once; the design fills at most half the trials
+    beyond that."""
     from sizewise.compress.registry import get_method
 
     deploy, structure = slots.get("deploy", []), slots.get("structure", [])
-    picks = [{"deploy": d} for d in deploy]
-    picks += [{"structure": s, **({"deploy": deploy[i % len(deploy)]} if deploy else {})}
-              for i, s in enumerate(structure)]
+    cheap = [{"deploy": d} for d in deploy]
+    picks = [{"structure": s, **({"deploy": deploy[i % len(deploy)]} if deploy else {})}
+             for i, s in enumerate(structure)]
     picks += [{"cluster": c} for c in slots.get("cluster", [])]
-    first, later, seen = [], [], set()
+    first, later, seen = [], [], {get_method(d).family for d in deploy}
     for pick in picks:
         families = {get_method(name).family for name in pick.values()}
         (later if families <= seen else first).append(pick)
         seen |= families
     design = []
-    for pick in first + later:
+    for pick in cheap + first + later:
         params: dict[str, Any] = {slot: pick.get(slot, NONE) for slot in slots}
         for name in pick.values():
             middle = _Middle()
             get_method(name).search(middle, space)
             params.update(middle.params)
         design.append(params)
-    return design[:min(trials, max(len(first), trials // 2))]
+    return design[:min(trials, max(len(cheap) + len(first), trials // 2))]
 
 
 # -- running ----------------------------------------------------------------------------------------------------------

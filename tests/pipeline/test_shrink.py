@@ -249,6 +249,11 @@ def test_initial_design_tries_each_family_once_at_the_middle_of_its_space():
         {"structure": "factorize", "deploy": "int8-dynamic", "factorize.target_params": 0.55}]
     assert len(initial_design(slots, IMAGES, trials=5)) == 4  # every family once, even past half the trials
     assert len(initial_design(slots, IMAGES, trials=2)) == 2  # but never more than the trials
+    # every deploy method alone comes before any plan that trains: seconds each, and a time budget reaches them
+    many = {"structure": ["channel"], "deploy": ["int4-weight", "int8-dynamic", "ort-optimize"]}
+    order = [(d["structure"], d["deploy"]) for d in initial_design(many, IMAGES, trials=12)]
+    assert order[:3] == [("none", "int4-weight"), ("none", "int8-dynamic"), ("none", "ort-optimize")]
+    assert order[3][0] == "channel"
 
 
 def test_unknown_method_lists_the_registry_names(trained_digits_dir, tmp_path):
