@@ -77,6 +77,9 @@ def train(
                                       augment=augment, label_smoothing=label_smoothing, warmup_epochs=warmup_epochs,
                                       precision=precision)
     refuse_earlier_run(out, resume)
+    import torch
+
+    torch.manual_seed(seed)  # a zoo or factory model is built with random weights: --seed fixes them too
     loaded, dataset = load_inputs(model, data, arch)
     result = run_plan(loaded, one_step("train", config), dataset, out, kind="train",
                       measure=measure_config(runtime, threads, no_memory=no_memory),

@@ -58,6 +58,45 @@ MAX_SKIPS_IN_A_ROW = 25  # the sampler keeps drawing hopeless plans: what is lef
 MAX_FAILURES_IN_A_ROW = 5
 
 
+WORKER = "worker"  # user attr of a running trial: "host:pid" of the process running it
+
+
+def _this_worker() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worker_alive(worker: str | None) -> bool:
+    """Whether the process named ``host:pid`` still runs. A worker on another host cannot be asked, so its trial is
+    taken as alive (resume it from that host); a trial without a worker is from a search killed before it said."""
+    import socket
+
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user holds that pid: not ours, but alive
+        return True
+    return not _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed child its parent has not reaped yet still answers kill(pid, 0)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def hopeless_methods(outcomes: list[TrialOutcome], in_budget: set[int]) -> dict[str, int]:
     """Methods that appeared in ``HOPELESS_AFTER`` or more finished trials (complete, stopped early or failed) and
     never in one that met the budget: the search stops proposing them (multi-fidelity across trials, not only
@@ -171,6 +210,8 @@ def _outcome_from_trial(frozen) -> TrialOutcome | None:
     raw = frozen.user_attrs.get("outcome")
     if raw is None or frozen.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
         return None
+    if frozen.state == TrialState.FAIL and raw.get("state") != "failed":
+        return None  # stored, then killed before the study was told: failed as stale, and its plan ran again
     return TrialOutcome(**raw)
 
 
@@ -315,17 +356,23 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     storage = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     # Multi-objective TPE after a small designed start: with a dozen trials a random start repeats the same few
     # categorical plans, so the first trials try each selected family once at the middle of its space.
+    # Workers sharing a study (--storage) would propose the same plans from the same seed: each gets its own.
+    sampler_seed = config.seed if config.storage is None else config.seed + os.getpid()
     study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True,
                                 directions=["maximize", "minimize"],
-                                sampler=optuna.samplers.TPESampler(seed=config.seed, multivariate=True,
+                                sampler=optuna.samplers.TPESampler(seed=sampler_seed, multivariate=True,
                                                                    n_startup_trials=min(6, config.trials)))
     if any("outcome" in t.user_attrs and "description" not in t.user_attrs["outcome"] for t in study.trials):
         raise ConfigError(f"{out} holds a search made by an older sizewise", hint="use a new --out")
     if not study.trials:
         for params in initial_design(slots, space, config.trials):
-            study.enqueue_trial(params)
+            study.enqueue_trial(params, skip_if_exists=True)  # a second worker starting at once adds no copies
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(stale.number, state=TrialState.FAIL)  # killed mid-trial last time: its work was not kept
+        if _worker_alive(stale.user_attrs.get(WORKER)):
+            continue  # another worker is running it right now
+        # killed mid-trial: its work was not kept, so it is failed and its plan queued to run again
+        study.tell(stale.number, state=TrialState.FAIL)
+        study.enqueue_trial(stale.params)
 
     def outcomes() -> list[TrialOutcome]:
         return [o for t in study.get_trials(deepcopy=False) if (o := _outcome_from_trial(t)) is not None]
@@ -338,7 +385,9 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     started, interrupted, skips, failures = time.monotonic(), False, 0, 0
     try:
         while True:
-            done = sum(1 for o in outcomes() if o.state in ("complete", "pruned"))
+            # trials other workers are running count too, or workers sharing a study overshoot --trials together
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            done = sum(1 for o in outcomes() if o.state in ("complete", "pruned")) + running
             if done >= config.trials:
                 break
             if config.time_budget_s and time.monotonic() - started > config.time_budget_s:
@@ -348,6 +397,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 step(f"stopping: the last {failures} trials failed (see their error.txt)")
                 break
             batch = [study.ask() for _ in range(min(config.parallel, config.trials - done))]
+            for trial in batch:
+                trial.set_user_attr(WORKER, _this_worker())
             jobs = [TrialJob(t.number, sample_plan(t, slots, space, recovery, student)) for t in batch]
             dropped = hopeless()
             keep = []
@@ -390,7 +441,9 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     except KeyboardInterrupt:
         interrupted = True
         for running in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study.tell(running.number, state=TrialState.FAIL)
+            if running.user_attrs.get(WORKER) == _this_worker():  # ours; other workers' trials are theirs
+                study.tell(running.number, state=TrialState.FAIL)
+                study.enqueue_trial(running.params)
     finally:
         executor.close()
     final = outcomes()
