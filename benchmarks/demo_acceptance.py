@@ -62,7 +62,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default="/tmp/demo-acceptance")
+    parser.add_argument("--render-only", action="store_true", help="Rebuild demo.md from demo.json.")
     args = parser.parse_args()
+    if args.render_only:
+        render(json.loads((RESULTS / "demo.json").read_text()))
+        return
     runs = [one_run(Path(args.out) / f"run{i + 1}") for i in range(args.runs)]
     ok = [r for r in runs if r["exit"] == 0]
     checks = {
@@ -80,10 +84,17 @@ def main() -> None:
               "commit": git_head(), "cpu": cpu_model(), "cpu_flags": cpu_flags(), "versions": versions(),
               "runs": runs, "checks": checks}
     (RESULTS / "demo.json").write_text(json.dumps(record, indent=2) + "\n")
+    render(record)
+
+
+def render(record: dict) -> None:
+    from sizewise.core.budget import points
+
+    runs, checks, date = record["runs"], record["checks"], record["date"]
     rows = [[str(i + 1), f"{r['wall_s']:.0f} s", f"{r.get('load_before', 0):.1f} → {r.get('load_after', 0):.1f}",
              r.get("chosen", "failed"), f"{r['speedup']:.2f}x [{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}] ({r['outcome']})"
              if r["exit"] == 0 else "", str(r.get("pareto_points", "")),
-             f"{r['spearman_test'] * 100:.2f} vs {r['spearman_test_baseline'] * 100:.2f}" if r["exit"] == 0 else ""]
+             f"{points('spearman', r['spearman_test']):.2f} vs {points('spearman', r['spearman_test_baseline']):.2f}" if r["exit"] == 0 else ""]
             for i, r in enumerate(runs)]
     lines = ["# `sizewise demo`: acceptance", "",
              f"- date {date}; command `{record['command']}`; commit {record['commit']}",
