@@ -23,7 +23,7 @@ __all__ = [
     # method configs
     "MagnitudePrune", "GradualPrune", "LotteryPrune", "NMPrune", "ChannelPrune", "HeadPrune", "Int8Dynamic",
     "Int8Static", "WeightOnly", "HalfPrecision", "QuantizationAwareTraining", "Factorize", "ClusterWeights",
-    "Distill", "Finetune", "HuffmanEncode", "OnnxExport", "OrtOptimize",
+    "Distill", "Finetune", "HuffmanEncode", "OnnxExport", "OrtOptimize", "LLMWeightInt4",
 ]
 
 

@@ -26,7 +26,14 @@ from sizewise.compress.encode import HuffmanEncode
 from sizewise.compress.export import OnnxExport, OrtOptimize
 from sizewise.compress.factorize import Factorize
 from sizewise.compress.prune import ChannelPrune, GradualPrune, HeadPrune, LotteryPrune, MagnitudePrune, NMPrune
-from sizewise.compress.quantize import HalfPrecision, Int8Dynamic, Int8Static, QuantizationAwareTraining, WeightOnly
+from sizewise.compress.quantize import (
+    HalfPrecision,
+    Int8Dynamic,
+    Int8Static,
+    LLMWeightInt4,
+    QuantizationAwareTraining,
+    WeightOnly,
+)
 from sizewise.compress.registry import StepContext, StepOutput
 from sizewise.core.budget import Budget
 from sizewise.core.errors import ConfigError
@@ -180,4 +187,5 @@ PUBLIC = {
     "WeightOnly": WeightOnly, "HalfPrecision": HalfPrecision, "QuantizationAwareTraining": QuantizationAwareTraining,
     "Factorize": Factorize, "ClusterWeights": ClusterWeights, "Distill": Distill, "Finetune": FinetuneConfig,
     "HuffmanEncode": HuffmanEncode, "OnnxExport": OnnxExport, "OrtOptimize": OrtOptimize,
+    "LLMWeightInt4": LLMWeightInt4,
 }

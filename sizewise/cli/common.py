@@ -134,9 +134,11 @@ _DATA_FLAGS = {
     "task": (str | None, typer.Option(None, "--task", help="The task, when the model's config and the data do not "
                                                            "say it: image-classification, text-classification, "
                                                            "sentence-similarity, causal-lm, ...")),
-    "trust_remote_code": (bool, typer.Option(False, "--trust-remote-code", help="Let a Hugging Face model directory "
-                                                                               "run its own Python code (auto_map): "
-                                                                               "only for models you trust.")),
+    "trust_remote_code": (bool, typer.Option(False, "--trust-remote-code", help="Let a model run Python code it "
+                                                                               "names: a Hugging Face directory's own "
+                                                                               "code (auto_map), or a package.module:"
+                                                                               "factory named in a run directory or "
+                                                                               ".swz file. Only for models you trust.")),
     "image_size": (int | None, typer.Option(None, "--image-size", help="Data: resize images to this square size.")),
 }
 _data_options: contextvars.ContextVar = contextvars.ContextVar("data_options", default=None)

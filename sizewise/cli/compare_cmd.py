@@ -24,6 +24,9 @@ def compare(
                                                       "round, no call repeated across rounds: with two models, "
                                                       "A B A B ...)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the comparison as JSON here."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Let a model run Python code it names "
+                                           "(a Hugging Face directory's auto_map, a factory named in a run "
+                                           "directory): only for models you trust."),
 ) -> None:
     """Is B faster than A? Both timed call by call in alternation; the speed-up with its 95% interval."""
     from sizewise.measure.compare import CompareConfig
@@ -34,7 +37,7 @@ def compare(
     config = CompareConfig(batch_size=batch_size, seq_len=seq_len, threads=threads, runtime_a=runtime_a,
                            runtime_b=runtime_b, seconds=seconds, order=order)
     with err_console.status("loading models") as status:
-        a, b = load(model_a), load(model_b)
+        a, b = (load(m, trust_remote_code=trust_remote_code) for m in (model_a, model_b))
         status.update(f"timing A and B interleaved for {seconds:g} s")
         result = run_compare(a, b, config)
     console.print(comparison_table(result))

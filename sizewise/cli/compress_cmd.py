@@ -13,6 +13,7 @@ from sizewise.cli.common import (
     handles_errors,
     load_inputs,
     measure_config,
+    model_options,
     print_compressed_file,
     print_result,
     run_plan,
@@ -58,7 +59,7 @@ def compress(
     from sizewise.pipeline.plan import load_plan
     from sizewise.report.run_report import step_rows
 
-    plan = load_plan(recipe)  # validated before any model is loaded
+    plan = load_plan(recipe, trust_remote_code=model_options()["trust_remote_code"])  # before any model is loaded
     makes_onnx = any(get_method(s.method).makes_onnx(s.config) for s in plan.steps)
     runtime = runtime or ("onnxruntime" if makes_onnx else "torch")
     loaded, dataset = load_inputs(model, data, arch)

@@ -44,7 +44,7 @@ def quantize(
     method: str = typer.Option("int8-dynamic", "--method", help="A registered quantization method (an unknown name "
                                                                 "lists them all)."),
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime (default) or torch: where it will be "
-                                                               "deployed."),
+                                                               "deployed (int4-rtn / int4-awq: llama.cpp)."),
     max_drop: str | None = typer.Option(None, "--max-drop", help="Accuracy budget: 0.01 = 1% of the baseline, "
                                                                  "0.5pp = half a point. Layers are kept in float "
                                                                  "until it holds."),
@@ -52,6 +52,9 @@ def quantize(
                                                                        "percentile, entropy."),
     calibration_samples: int | None = typer.Option(None, "--calibration-samples", help="Default 128."),
     group_size: int | None = typer.Option(None, "--group-size", help="Weight-only: weights per scale (default 32)."),
+    symmetric: bool | None = typer.Option(None, "--symmetric/--asymmetric", help="int4-rtn / int4-awq: w = d(q-8) "
+                                                                               "(GGUF Q4_0) or w = dq+m (Q4_1, "
+                                                                               "default)."),
     per_channel: bool = typer.Option(False, "--per-channel", help="int8-dynamic: one scale per output channel."),
     qat_epochs: int | None = typer.Option(None, "--qat-epochs", help="qat: fine-tuning epochs with fake-quantized "
                                                                      "weights (default 2)."),
@@ -69,7 +72,7 @@ def quantize(
 
     config = method_config("quantize", method, {
         "runtime": runtime, "calibration": calibration, "calibration_samples": calibration_samples,
-        "group_size": group_size, "per_channel": per_channel or None, "epochs": qat_epochs},
+        "group_size": group_size, "symmetric": symmetric, "per_channel": per_channel or None, "epochs": qat_epochs},
         flags={"epochs": "--qat-epochs"}, defaults={"runtime": "onnxruntime"})
     deployed = getattr(config, "runtime", "onnxruntime")
     budget = Budget.parse(max_drop) if max_drop else None

@@ -44,7 +44,7 @@ def _report_estimate(path: Path, data: dict[str, Any]) -> list[Path]:
 
 # What a record with a missing field, a string where a number belongs or an empty list raises while it is rendered:
 # a file edited by hand, cut short or from another tool. One line names the file instead of a traceback.
-MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError)
 
 
 def _report_shrink(path: Path, data: dict[str, Any]) -> list[Path]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from sizewise.cli.common import console, err_console, handles_errors
+from sizewise.core.errors import SizewiseError
 
 
 def trial_table(rows: list):
@@ -33,16 +34,21 @@ def run_shrink(model: str, data: str, out: Path, config, command: str | None = N
     from sizewise.report.shrink_report import shrink as shrink_and_report
 
     rows: list = []
-    with Live(trial_table(rows), console=err_console, refresh_per_second=4, transient=False) as live:
-        def progress(msg: str) -> None:
-            live.update(trial_table(rows))
-            live.console.print(f"[dim]{msg}[/]", highlight=False)
+    try:
+        with Live(trial_table(rows), console=err_console, refresh_per_second=4, transient=False) as live:
+            def progress(msg: str) -> None:
+                live.update(trial_table(rows))
+                live.console.print(f"[dim]{msg}[/]", highlight=False)
 
-        def on_trial(outcome) -> None:
-            rows.append(outcome)
-            live.update(trial_table(rows))
+            def on_trial(outcome) -> None:
+                rows.append(outcome)
+                live.update(trial_table(rows))
 
-        results = shrink_and_report(model, data, out, config, progress=progress, on_trial=on_trial, command=command)
+            results = shrink_and_report(model, data, out, config, progress=progress, on_trial=on_trial,
+                                        command=command)
+    except SizewiseError:
+        err_console.line()  # the table's last line ends without a newline: the error line starts a line of its own
+        raise
     if results.interrupted:
         console.print(f"[yellow]interrupted[/]: {len(results.trials)} trial(s) kept in {out}; run the same command "
                       f"again to resume", soft_wrap=True)
@@ -109,6 +115,9 @@ def shrink(
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads"),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch size the objective is measured at."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Let the model run Python code it "
+                                           "names (a Hugging Face directory's auto_map, a factory named in a run "
+                                           "directory): only for models you trust."),
 ) -> None:
     """Search compression plans for the fastest/smallest model within an accuracy budget (chosen on validation,
     reported on test)."""

@@ -18,7 +18,7 @@ from sizewise.measure.params import count_params
 from sizewise.measure.size import measure_size
 from sizewise.models.loaded import LoadedModel
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "llamacpp")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,15 @@ def _probe(loaded: LoadedModel, inputs: dict[str, torch.Tensor]) -> None:
                               hint="pass --input-shape matching what the model expects") from exc
 
 
-def _runtime_module(loaded: LoadedModel, runtime: str, seq_len: int | None, workdir: str):
+def _runtime_module(loaded: LoadedModel, runtime: str, seq_len: int | None, workdir: str, config=None):
+    if runtime == "llamacpp":  # a GGUF file on llama.cpp: sizewise/measure/llamacpp.py
+        from sizewise.measure.llamacpp import llamacpp_module, n_ctx_for
+
+        if loaded.task != "causal-lm" or loaded.is_onnx:
+            raise ConfigError(f"llama.cpp runs causal language models; '{loaded.reference}' is a {loaded.task} "
+                              f"model", hint="use --runtime torch or onnxruntime")
+        return llamacpp_module(loaded, workdir, config.threads or torch.get_num_threads(),
+                               n_ctx_for(loaded, config.llm, seq_len))
     if runtime == "torch" or loaded.is_onnx:
         if runtime == "torch" and loaded.is_onnx:
             raise ConfigError(f"'{loaded.reference}' is an ONNX file: it runs on onnxruntime only",
@@ -122,7 +130,7 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
     step("counting parameters and bytes")
     params = count_params(loaded.module)
     exported = runtime == "onnxruntime" and not loaded.is_onnx
-    size = None if exported else measure_size(loaded)
+    size = None if exported or runtime == "llamacpp" else measure_size(loaded)
     if params.nonfinite:
         warnings.append(f"{params.nonfinite:,} weights are NaN or Inf: the model is broken, whatever it measures")
 
@@ -140,8 +148,13 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
         warnings.append(f"only {flops.coverage:.1%} of the arithmetic has a FLOP formula; "
                         f"see flops.uncounted for the rest")
 
+    llm = None
     with tempfile.TemporaryDirectory() as workdir:
-        module = _runtime_module(loaded, runtime, config.seq_len, workdir)
+        module = _runtime_module(loaded, runtime, config.seq_len, workdir, config)
+        if runtime == "llamacpp":  # what is deployed is the GGUF file: its bytes
+            from sizewise.measure.llamacpp import gguf_size
+
+            size = gguf_size(module.path)
         if exported:  # what is deployed on onnxruntime is the exported graph: its bytes and its FLOPs
             from sizewise.measure.onnx_flops import count_onnx_flops
             from sizewise.measure.size import onnx_size
@@ -150,7 +163,9 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
             flops = count_onnx_flops(module.path, inputs)
         step(f"timing on {runtime} with {threads} thread(s)")
         latency = measure_latency(module, make_inputs, batch_size=config.batch_size, threads=threads,
-                                  runtime=runtime, sweep=config.throughput_sweep, min_seconds=config.latency_seconds)
+                                  runtime=runtime, min_seconds=config.latency_seconds,
+                                  # llama-cpp-python evaluates one sequence at a time: a batch is a loop over rows
+                                  sweep=(config.batch_size,) if runtime == "llamacpp" else config.throughput_sweep)
         if machine_busy(latency.other_load_cores, threads):
             warnings.append(f"the machine was busy: other processes used {latency.other_load_cores:.1f} cores while "
                             f"timing, so latency is inflated; rerun on an idle machine, or pass --threads to leave "
@@ -165,9 +180,18 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
         if config.measure_memory:
             step("measuring peak memory in a child process")
             memory = measure_peak_memory(module, inputs, threads)
+        if causal_lm and runtime == "llamacpp":
+            from sizewise.measure.llamacpp import measure_llm_llamacpp
 
-    llm = None
-    if causal_lm and runtime == "torch":
+            llm = measure_llm_llamacpp(loaded, module, config.llm, threads=threads, energy=config.energy,
+                                       texts=texts, split=split, progress=step)
+
+    if causal_lm and runtime == "llamacpp":
+        warnings += _llm_warnings(llm)
+        kv = llm.generation[0].kv_cache
+        memory = replace(memory or MemoryStats(None, "not measured (--no-memory)"), kv_cache_bytes=kv.bytes,
+                         kv_cache_context_tokens=kv.context_tokens, weights_bytes=llm.weights_bytes)
+    elif causal_lm and runtime == "torch":
         from sizewise.measure.llm import measure_llm
 
         llm = measure_llm(loaded, config.llm, threads=threads, energy=config.energy, texts=texts, split=split,
@@ -178,8 +202,8 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
             memory = replace(memory or MemoryStats(None, "not measured (--no-memory)"), kv_cache_bytes=kv.bytes,
                              kv_cache_context_tokens=kv.context_tokens, weights_bytes=llm.weights_bytes)
     elif causal_lm:
-        warnings.append(f"tokens/s, the KV cache and perplexity are measured on torch only, not on {runtime}; "
-                        f"measure with --runtime torch for them")
+        warnings.append(f"tokens/s, the KV cache and perplexity are measured on torch and llamacpp, not on {runtime}; "
+                        f"measure with --runtime torch (or llamacpp) for them")
 
     metrics: dict[str, float] = {}
     if llm is not None and llm.perplexity is not None:

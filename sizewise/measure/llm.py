@@ -36,7 +36,7 @@ from sizewise.measure.card import (
 from sizewise.measure.energy import EnergySettings, carbon_for, measure_energy
 from sizewise.measure.latency import OtherLoad, median_ci95, summarize, torch_threads
 from sizewise.models.loaded import LoadedModel
-from sizewise.tasks.perplexity import PerplexityConfig, PerplexityResult
+from sizewise.tasks.perplexity import DEFAULT_MAX_TOKENS, PerplexityConfig, PerplexityResult
 
 MIN_BANDWIDTH_BUFFER = 512 * 2**20
 CACHE_MULTIPLE = 4  # the bandwidth buffer is at least this many times the last-level cache
@@ -49,7 +49,8 @@ class LLMConfig:
     batch_size: int = 8  # the larger batch B; batch 1 is always measured
     runs: int = 5  # timed generations per batch size, after `warmup` untimed ones
     warmup: int = 1
-    perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+    # the first DEFAULT_MAX_TOKENS tokens of the split, as `sizewise measure` scores by default (the card says so)
+    perplexity: PerplexityConfig = field(default_factory=lambda: PerplexityConfig(max_tokens=DEFAULT_MAX_TOKENS))
     bandwidth: bool = True
     bandwidth_buffer_bytes: int | None = None  # None: max(512 MiB, 4 x last-level cache)
     energy_seconds: float = 2.0  # how long an energy counter (RAPL) is read while decoding, when one exists

@@ -25,6 +25,7 @@ MANIFEST = "sizewise-model.json"
 FORMAT = "sizewise.model/1"
 WEIGHTS = "model.safetensors"
 ENCODING_DEEP_COMPRESSION = "deep-compression"
+ENCODING_GGUF = "gguf"  # the weights are a GGUF file a step wrote (metadata["gguf_file"]), for llama.cpp
 IN_MEMORY = "in-memory"  # the arch of a module wrapped in Python: no reference rebuilds it
 _PROVENANCE = ("gguf", "notes")  # metadata kept in the manifest: a reloaded model still says where it came from
 
@@ -49,8 +50,11 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     encoding = encoding or loaded.metadata.get("encoding")  # a model read from a .swz is written back as one
-    if encoding not in (None, ENCODING_DEEP_COMPRESSION):
-        raise ModelReferenceError(f"unknown weight encoding '{encoding}'", hint=f"known: {ENCODING_DEEP_COMPRESSION}")
+    if encoding not in (None, ENCODING_DEEP_COMPRESSION, ENCODING_GGUF):
+        raise ModelReferenceError(f"unknown weight encoding '{encoding}'",
+                                  hint=f"known: {ENCODING_DEEP_COMPRESSION}, {ENCODING_GGUF}")
+    if encoding == ENCODING_GGUF:
+        return _save_gguf(loaded, directory)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task,
@@ -109,6 +113,35 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
             if encoding:  # written last: the file carries the finished manifest, so it also loads on its own
                 compressed_format.write(tmp / compressed_format.WEIGHTS, loaded.module.state_dict(), manifest)
         manifest.update({k: loaded.metadata[k] for k in _PROVENANCE if loaded.metadata.get(k)})
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _save_gguf(loaded: LoadedModel, directory: Path) -> Path:
+    """A model whose weights are a GGUF file: the file (it carries the tokenizer) and the manifest."""
+    from sizewise.models.gguf import GGUF_ARTIFACT, weights_fingerprint
+
+    source = loaded.metadata.get("gguf_file")
+    if not source or not Path(source).is_file():
+        raise ModelReferenceError(f"the GGUF file of '{loaded.reference}' is gone ({source})",
+                                  hint="run the quantization step again")
+    if weights_fingerprint(loaded.module) != loaded.metadata.get("gguf_fingerprint"):
+        raise ModelReferenceError(f"the weights of '{loaded.reference}' changed after its GGUF file was written",
+                                  hint="put the GGUF quantization (int4-rtn / int4-awq) last in the plan")
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        shutil.copy2(source, tmp / GGUF_ARTIFACT)
+        manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task, "num_classes": loaded.num_classes,
+                    "reference": loaded.reference, "arch": "gguf", "weights": GGUF_ARTIFACT,
+                    "input": {"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len}}
+        if loaded.metadata.get("notes"):  # the file's own summary is read from it on loading, not kept here
+            manifest["notes"] = loaded.metadata["notes"]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if directory.exists():
             shutil.rmtree(directory)
@@ -228,7 +261,7 @@ def read_state(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
 def weight_files(directory: Path) -> list[Path]:
     """The files a user ships: weights and config, not the manifest or tokenizer vocabulary."""
     return sorted(p for p in directory.iterdir()
-                  if p.is_file() and (p.suffix in {".safetensors", ".onnx", ".data", compressed_format.SUFFIX}
+                  if p.is_file() and (p.suffix in {".safetensors", ".onnx", ".data", ".gguf", compressed_format.SUFFIX}
                       or p.name == "config.json"))
 
 
@@ -244,6 +277,10 @@ def load_model_dir(directory: Path, reference: str, template: LoadedModel | None
         raise ModelReferenceError(f"{directory} was written by an unknown sizewise format {manifest.get('format')!r}",
                                   hint=f"this version reads {FORMAT}")
     arch = manifest.get("arch")
+    if arch == "huggingface":  # a config asking for code of its own is refused before transformers reads it
+        from sizewise.models.hf import _read_config, check_remote_code
+
+        check_remote_code(directory, _read_config(directory), loader.trusts_remote_code())
     if arch == "huggingface" and manifest.get("torch_quantization"):
         loaded = _load_quantized_hf(directory, reference, manifest.get("lowrank"))
     elif arch == "huggingface" and (manifest.get("lowrank") or manifest.get("weights_format")):
@@ -253,7 +290,14 @@ def load_model_dir(directory: Path, reference: str, template: LoadedModel | None
     elif arch == "huggingface":
         from sizewise.models.hf import load_hf_directory
 
-        loaded = load_hf_directory(directory, reference=reference, source="run-dir")
+        loaded = load_hf_directory(directory, reference=reference, source="run-dir",
+                                   trust_remote_code=loader.trusts_remote_code())
+    elif arch == "gguf":
+        from sizewise.models.gguf import load_gguf_artifact
+
+        loaded = load_gguf_artifact(directory / manifest["weights"], reference)
+        loaded.inputs.default_seq_len = (manifest.get("input") or {}).get("default_seq_len",
+                                                                           loaded.inputs.default_seq_len)
     elif arch == "onnx":
         loaded = loader.load_onnx(directory / manifest["weights"], reference)
         loaded.source = "run-dir"
@@ -297,7 +341,9 @@ def _build_tensor_model(manifest: dict, weights: Path, reference: str,
             return _in_memory_copy(template)
         loaded = _in_memory_copy(template)
     else:
-        loaded = loader.build_architecture(manifest["arch"], reference=reference)
+        # the file that names the architecture: a factory named there needs the user's consent
+        named_in = weights.parent / MANIFEST if state is None else weights
+        loaded = loader.build_architecture(manifest["arch"], reference=reference, named_in=named_in)
     try:
         state = read_state(weights, manifest) if state is None else state
         dtype = manifest.get("dtype", "float32")

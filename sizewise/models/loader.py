@@ -12,11 +12,16 @@
     model.swz                   a Deep Compression file (it carries its own manifest)
 
 Whole-model pickles execute code when loaded, so they are refused unless ``trust_pickle=True``; so are Hugging Face
-directories that ship their own modelling code (``auto_map``), unless ``trust_remote_code=True``.
+directories that ship their own modelling code (``auto_map``), unless ``trust_remote_code=True``; and so is a
+``package.module:factory`` named inside a file (a run directory's manifest, a ``.swz``), since loading it imports that
+module and calls the factory: a file can name ``os:fork``. A factory the user typed (as the reference or ``arch``) is
+theirs; once named or allowed, rebuilding it again in this process runs nothing new, so a model made from it reloads.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import inspect
 import os
@@ -36,6 +41,10 @@ _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".pkl", ".ckpt"}
 _TASK_OF_DATASET = {"mnist": "image-classification", "cifar10": "image-classification",
                     "digits": "image-classification"}
 
+# factories the user typed, or allowed with trust_remote_code, in this process (see the module docstring)
+_CONSENTED_FACTORIES: set[str] = set()
+_TRUST_REMOTE_CODE = contextvars.ContextVar("trust_remote_code", default=False)  # load()'s, while it runs
+
 REFERENCE_FORMS = ("minilm, smollm2-135m, zoo:NAME, a Hugging Face directory, a sizewise run directory, FILE.gguf, "
                    "FILE.onnx, FILE.swz, package.module:factory, or a state dict (.safetensors/.pt) with "
                    "--arch zoo:NAME")
@@ -47,7 +56,8 @@ def load(reference: str | os.PathLike, arch: str | None = None, trust_pickle: bo
     """Resolve ``reference`` to a :class:`LoadedModel` in eval mode.
 
     ``task`` overrides the task a Hugging Face config implies (it picks the AutoModelFor... class) and sets the task
-    of any other model. ``trust_remote_code`` lets a Hugging Face directory run its own modelling code.
+    of any other model. ``trust_remote_code`` lets a Hugging Face directory run its own modelling code, and a file
+    (a run directory, a ``.swz``) rebuild its model from the ``package.module:factory`` it names.
     """
     from sizewise.models.hf import check_task
 
@@ -55,7 +65,12 @@ def load(reference: str | os.PathLike, arch: str | None = None, trust_pickle: bo
     if not ref:
         raise ModelReferenceError("empty model reference", hint=f"give one of: {REFERENCE_FORMS}")
     check_task(task)
-    loaded = _resolve(ref, arch, trust_pickle, _HfOptions(task, trust_remote_code))
+    trust_remote_code = trust_remote_code or _TRUST_REMOTE_CODE.get()  # inside trusting_remote_code()
+    token = _TRUST_REMOTE_CODE.set(trust_remote_code)
+    try:
+        loaded = _resolve(ref, arch, trust_pickle, _HfOptions(task, trust_remote_code))
+    finally:
+        _TRUST_REMOTE_CODE.reset(token)
     if task:
         loaded.task = task
     if input_shape:
@@ -135,8 +150,9 @@ def load_onnx(path: Path, ref: str) -> LoadedModel:
                        reference=ref, source="onnx", arch=None, metadata={"path": str(path)})
 
 
-def build_architecture(arch: str, reference: str) -> LoadedModel:
-    """``zoo:NAME`` or ``package.module:factory`` -> a freshly initialised model."""
+def build_architecture(arch: str, reference: str, named_in: str | os.PathLike | None = None) -> LoadedModel:
+    """``zoo:NAME`` or ``package.module:factory`` -> a freshly initialised model. ``named_in``: the file ``arch`` was
+    read from (None: the user typed it); a factory named in a file needs the user's consent."""
     if not isinstance(arch, str):  # a manifest's "arch" comes from a file
         raise ModelReferenceError(f"unknown architecture {str(arch)[:80]!r}",
                                   hint="use zoo:NAME or package.module:factory")
@@ -152,8 +168,50 @@ def build_architecture(arch: str, reference: str) -> LoadedModel:
                            reference=reference, source="zoo", task=_TASK_OF_DATASET.get(entry.dataset, "unknown"),
                            num_classes=entry.num_classes, arch=arch, metadata={"dataset": entry.dataset})
     if _FACTORY.match(arch):
+        check_factory_consent(arch, named_in)
         return _build_from_factory(arch, reference)
     raise ModelReferenceError(f"unknown architecture '{arch}'", hint="use zoo:NAME or package.module:factory")
+
+
+@contextlib.contextmanager
+def trusting_remote_code(trusted: bool = True):
+    """Every :func:`load` inside trusts remote code: for a command (shrink) whose loads happen deep in the search."""
+    token = _TRUST_REMOTE_CODE.set(trusted or _TRUST_REMOTE_CODE.get())
+    try:
+        yield
+    finally:
+        _TRUST_REMOTE_CODE.reset(token)
+
+
+def trusts_remote_code() -> bool:
+    """Whether the :func:`load` running now was given ``trust_remote_code=True`` (for the run-directory readers)."""
+    return _TRUST_REMOTE_CODE.get()
+
+
+def is_factory_reference(ref: str) -> bool:
+    """``package.module:factory`` (not ``zoo:NAME``, not an existing file)."""
+    ref = ref.strip()
+    if not _FACTORY.match(ref) or ref.startswith("zoo:"):
+        return False
+    try:
+        return not Path(ref).exists()
+    except (OSError, ValueError):
+        return True
+
+
+def check_factory_consent(spec: str, named_in: str | os.PathLike | None, role: str = "architecture",
+                          trusted: bool = False, python: str = "sizewise.load") -> None:
+    """Refuse to run ``spec``, a ``package.module:factory`` read from ``named_in`` (a file; None: the user typed it),
+    unless the user allowed it (``trusted``, ``trust_remote_code``) or named it themselves in this process."""
+    if named_in is not None and spec not in _CONSENTED_FACTORIES and not (trusted or _TRUST_REMOTE_CODE.get()):
+        from sizewise.models.hf import RemoteCodeError
+
+        module_name, attr = spec.split(":")
+        raise RemoteCodeError(f"{named_in} names the factory '{spec}' as its {role}: loading it would import "
+                              f"{module_name} and call {attr}()",
+                              hint=f"only if you trust where the file came from, pass --trust-remote-code "
+                                   f"({python}(..., trust_remote_code=True))")
+    _CONSENTED_FACTORIES.add(spec)
 
 
 def _build_from_factory(spec: str, reference: str) -> LoadedModel:
@@ -187,9 +245,18 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_torch_file(path: Path, ref: str, arch: str | None, trust_pickle: bool) -> LoadedModel:
+    with open(path, "rb") as f:  # torch.save writes a zip archive (a pickle before torch 1.6): anything else is damage
+        head = f.read(2)
+    if head[:1] != b"\x80" and head != b"PK":
+        raise ModelReferenceError(f"'{ref}' is not a PyTorch file (neither a zip archive nor a pickle)",
+                                  hint="check the path, or save the weights again with "
+                                       "torch.save(model.state_dict(), ...)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        if head == b"PK" and "PytorchStreamReader" in str(exc):
+            raise ModelReferenceError(f"cannot read '{ref}': {str(exc).split('. ')[0][:200]}",
+                                      hint="the file is truncated or corrupt; save it again") from None
         if not trust_pickle:
             raise UnsafePickleError(
                 f"'{ref}' is not a plain state dict: it is a pickle that can run arbitrary code when loaded "
@@ -197,7 +264,11 @@ def _load_torch_file(path: Path, ref: str, arch: str | None, trust_pickle: bool)
                 hint="save a state dict instead (torch.save(model.state_dict(), ...)) and pass --arch, or, only if "
                      "you trust where the file came from, pass --trust-pickle",
             ) from None
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # the user trusts it, but it is damaged: the unpickler's own error, on one line
+            raise ModelReferenceError(f"cannot read '{ref}': {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                                      hint="the file is truncated or corrupt; save it again") from None
     if isinstance(obj, nn.Module):
         return LoadedModel(module=obj, inputs=InputSpec(kind="tensor", shape=tuple(getattr(obj, "input_shape", ()))),
                            reference=ref, source="pickle", metadata={"trusted_pickle": True})

@@ -99,8 +99,10 @@ def builtin_recipes() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_plan(name_or_path: str) -> Plan:
-    """A built-in recipe by name, or a YAML file; validated completely before it is returned."""
+def load_plan(name_or_path: str, trust_remote_code: bool = False) -> Plan:
+    """A built-in recipe by name, or a YAML file; validated completely before it is returned. A file that names a
+    ``package.module:factory`` (a distillation student) is refused unless ``trust_remote_code``: running the recipe
+    would import and call it."""
     import yaml
 
     path = Path(name_or_path)
@@ -123,7 +125,20 @@ def load_plan(name_or_path: str) -> Plan:
     except (yaml.YAMLError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"recipe {source} is not valid YAML: {first}") from exc
-    return parse_plan(raw, source)
+    plan = parse_plan(raw, source)
+    _check_named_code(plan, trust_remote_code)
+    return plan
+
+
+def _check_named_code(plan: Plan, trusted: bool) -> None:
+    """A model reference in a recipe (a student) that is a factory runs code the file chose: it needs consent."""
+    from sizewise.models.loader import check_factory_consent, is_factory_reference
+
+    for i, step in enumerate(plan.steps, 1):
+        student = getattr(step.config, "student", None)
+        if isinstance(student, str) and is_factory_reference(student):
+            check_factory_consent(student.strip(), named_in=f"recipe {plan.source} step {i} ({step.method})",
+                                  role="student", trusted=trusted, python="sizewise.load_plan")
 
 
 def parse_plan(raw: Any, source: str = "recipe") -> Plan:

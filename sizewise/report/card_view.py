@@ -172,6 +172,12 @@ def compare_rows(before: ModelCard, after: ModelCard) -> list[tuple[str, str, st
         rows.append((f"latency p50 ({runtimes}, batch {after.latency.batch_size}, {after.latency.threads} thr)",
                      f"{before.latency.p50_ms:.3f} ms", f"{after.latency.p50_ms:.3f} ms",
                      ratio(before.latency.p50_ms, after.latency.p50_ms)))
+    if before.llm and after.llm and before.llm.generation and after.llm.generation:  # causal LMs: tokens/s, batch 1
+        b1, a1 = before.llm.generation[0], after.llm.generation[0]
+        runtimes = (after.latency.runtime if before.latency and after.latency else "")
+        for what, x, y in (("prefill", b1.prefill, a1.prefill), ("decode", b1.decode, a1.decode)):
+            rows.append((f"{what} tokens/s ({runtimes}, batch {a1.batch_size}, {after.llm.threads} thr)",
+                         f"{x.tokens_per_s:.1f}", f"{y.tokens_per_s:.1f}", ratio(y.tokens_per_s, x.tokens_per_s)))
     for name in sorted(before.metrics.keys() & after.metrics.keys() - set(METRIC_KEYS_NOT_SCORES)):
         a, b = before.metrics[name], after.metrics[name]
         shown = (lambda v: f"{v:.2%}") if name == "accuracy" else (lambda v: f"{v:.2f}")
@@ -201,7 +207,7 @@ def savings_line(before: ModelCard, after: ModelCard) -> str:
     from sizewise.measure.latency import RUN_TO_RUN_TOLERANCE, machine_busy
 
     flops = before.flops.total / max(1, after.flops.total) if before.flops and after.flops else float("nan")
-    if not (before.latency and after.latency):
+    if not (before.latency and after.latency) or not after.latency.p50_ms > 0:  # a 0 ms median: not a timing
         return f"{flops:.2f}× fewer FLOPs; latency not measured"
     speed = before.latency.p50_ms / after.latency.p50_ms
     busy = [c.latency.other_load_cores for c in (before, after)

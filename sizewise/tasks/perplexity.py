@@ -31,6 +31,9 @@ from sizewise.core.errors import ConfigError, DataError
 # back together (less its blank lines). The HF recipe's "\n\n" is for wikitext rows that keep their own "\n".
 JOINER = "\n"
 DEFAULT_CONTEXT = 1024  # GPT-2's window; longer windows cost quadratically more on a CPU
+# Tokens scored when nothing says otherwise (`sizewise measure --max-tokens`'s default): a whole WikiText-2 split is
+# ~300k tokens, over an hour per model on two CPU cores, and every step's check and card would pay it.
+DEFAULT_MAX_TOKENS = 16_384
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,8 @@ def perplexity(model: Any, tokenizer: Any, texts: list[str], config: PerplexityC
 
 def evaluate_perplexity(loaded: Any, dataset: Any, split: str | None = None, limit: int | None = None,
                         config: PerplexityConfig | None = None, progress=None) -> PerplexityResult:
-    """Perplexity of a loaded causal LM on ``split`` of a causal-lm dataset (default: its reported split)."""
+    """Perplexity of a loaded causal LM on ``split`` of a causal-lm dataset (default: its reported split), on the
+    first :data:`DEFAULT_MAX_TOKENS` tokens unless ``config`` says otherwise (the result says when it was cut)."""
     texts = split_texts(dataset, split, limit)
+    config = config or PerplexityConfig(max_tokens=DEFAULT_MAX_TOKENS)
     return perplexity(loaded.module, loaded.inputs.tokenizer, texts, config, progress)

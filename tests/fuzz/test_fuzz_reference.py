@@ -183,17 +183,18 @@ def _swz_with_manifest_arch(arch: str) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-@pytest.mark.xfail(strict=True, reason="SECURITY (found while fuzzing, design decision pending): a .swz file's "
-                   "manifest (or a run directory's sizewise.json) can name any importable `module:callable` as its "
-                   "architecture, and loading the file imports that module and calls it with no arguments (e.g. "
-                   "os:fork, os:abort, builtins:input, or a module whose import has effects). A reference the user "
-                   "typed may do that by design; one read from a downloaded file should need the user's consent.")
 def test_a_factory_named_inside_a_downloaded_file_is_not_called(tmp_path, monkeypatch):
+    """SECURITY (found while fuzzing): a .swz file's manifest (or a run directory's sizewise-model.json) can name any
+    importable `module:callable` as its architecture (os:fork, builtins:input, a module whose import has effects).
+    A reference the user typed may run one by design; one read from a file needs their consent (trust_remote_code)."""
     marker = tmp_path / "ran"
     (tmp_path / "fuzz_side_effect.py").write_text(
         f"from pathlib import Path\n\ndef factory():\n    Path({str(marker)!r}).touch()\n    raise RuntimeError('x')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "m.swz").write_bytes(_swz_with_manifest_arch("fuzz_side_effect:factory"))
-    with pytest.raises(ModelReferenceError):
+    with pytest.raises(ModelReferenceError, match="names the factory 'fuzz_side_effect:factory'.*--trust-remote-code"):
         sizewise.load(str(tmp_path / "m.swz"))
-    assert not marker.exists()
+    assert not marker.exists() and "fuzz_side_effect" not in sys.modules  # not even imported
+    with pytest.raises(ModelReferenceError, match="factory 'fuzz_side_effect:factory' raised RuntimeError"):
+        sizewise.load(str(tmp_path / "m.swz"), trust_remote_code=True)  # the user's consent: it is called
+    assert marker.exists()

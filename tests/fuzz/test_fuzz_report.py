@@ -159,15 +159,23 @@ def _after_latency_interval_empty() -> bytes:
     return json.dumps(record).encode()  # IndexError at report/card_view.py:203 (savings line)
 
 
+def _after_latency_of_zero_ms() -> bytes:
+    record = copy.deepcopy(RECORD)
+    record["after"]["latency"]["p50_ms"] = 0.0
+    return json.dumps(record).encode()  # ZeroDivisionError at report/card_view.py:212 (found by a 60 s/target run)
+
+
 def _after_params_total_a_string() -> bytes:
     record = copy.deepcopy(RECORD)
     record["after"]["params"]["total"] = "x"
     return json.dumps(record).encode()  # ValueError "Cannot specify ',' with 's'" at report/card_view.py:158 (long run)
 
 
-@pytest.mark.parametrize("name", [*REPORT_REGRESSIONS, "after_latency_interval_empty", "after_params_total_a_string"])
+@pytest.mark.parametrize("name", [*REPORT_REGRESSIONS, "after_latency_interval_empty", "after_params_total_a_string",
+                                  "after_latency_of_zero_ms"])
 def test_report_regression_is_one_line_not_a_traceback(name, tmp_path):
     data = REPORT_REGRESSIONS.get(name) or {"after_latency_interval_empty": _after_latency_interval_empty,
-                                            "after_params_total_a_string": _after_params_total_a_string}[name]()
+                                            "after_params_total_a_string": _after_params_total_a_string,
+                                            "after_latency_of_zero_ms": _after_latency_of_zero_ms}[name]()
     (tmp_path / "card.json").write_bytes(data)
     invoke_report(tmp_path)

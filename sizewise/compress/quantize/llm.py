@@ -1,0 +1,277 @@
+"""4-bit weight-only quantization of a causal LM for llama.cpp: the linear layers of every transformer block as 4-bit
+group codes (GGUF Q4_1, or Q4_0 when symmetric), the token embedding (tied to the output) as Q8_0, norms in F32,
+written as one GGUF file that llama.cpp runs and ``sizewise.load`` reads back.
+
+Two algorithms, registered as two methods: ``int4-rtn`` rounds to nearest (data-free; the baseline) and
+``int4-awq`` calibrates with NNCF's AWQ and scale estimation on the data's train split (validation when there is
+none; never test). Why NNCF, and the measured comparison: :mod:`sizewise.compress.quantize.llm_codes`.
+
+Decisions are made on the validation split, on the PyTorch model that carries exactly the weights the GGUF file holds
+(its scales and minima rounded to fp16 as the file stores them); the run's ``after`` card then measures the file
+itself on llama.cpp. Calibration windows are taken from the end of the split and the decisions score its beginning,
+so the two do not overlap on a split longer than both. When the budget is missed, the linear layers are ranked by their
+relative output error on the calibration windows and the k worst kept at 8 bits (Q8_0) for k = 1, 2, 4, ... until
+it holds; if nothing holds, the closest candidate is handed back and the details say so.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sizewise.compress.registry import StepContext, StepOutput
+from sizewise.core.budget import quality_drop
+from sizewise.core.errors import ConfigError, DataError
+from sizewise.models.loaded import LoadedModel
+
+ALGORITHMS = ("rtn", "awq", "scale-estimation", "awq+scale-estimation")
+EIGHT_BIT = "Q8_0"
+GGUF_FILE = "model.gguf"
+
+
+@dataclass(frozen=True)
+class LLMWeightInt4:
+    """4-bit weight-only quantization of a causal LM's linear layers, deployed as GGUF on llama.cpp."""
+
+    algorithm: str = "awq+scale-estimation"
+    group_size: int = 32  # weights per scale; a multiple of 32 (GGUF blocks hold 32)
+    symmetric: bool = False  # True: w = d (q - 8) (GGUF Q4_0); False: w = d q + m (Q4_1)
+    calibration_samples: int = 32  # calibration windows
+    calibration_tokens: int = 512  # tokens per window
+    eval_tokens: int = 16_384  # validation tokens each decision scores (perplexity, context 1024, stride 512)
+    embeddings: str = EIGHT_BIT  # the token embedding (and a tied output matrix): Q8_0, F16 or F32
+    runtime: str = "llamacpp"
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"unknown int4 algorithm {self.algorithm!r}", hint=f"choose one of {', '.join(ALGORITHMS)}")
+        if not isinstance(self.group_size, int) or self.group_size < 32 or self.group_size % 32:
+            raise ConfigError(f"group size must be a multiple of 32 (GGUF blocks hold 32 weights), got "
+                              f"{self.group_size!r}", hint="use --group-size 32, 64 or 128")
+        if not isinstance(self.symmetric, bool):
+            raise ConfigError(f"symmetric must be true or false, got {self.symmetric!r}")
+        for name in ("calibration_samples", "calibration_tokens", "eval_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        if self.embeddings not in (EIGHT_BIT, "F16", "F32"):
+            raise ConfigError(f"embeddings must be Q8_0, F16 or F32, got {self.embeddings!r}")
+        if self.runtime != "llamacpp":
+            raise ConfigError(f"int4 GGUF quantization runs on llama.cpp, not {self.runtime!r}",
+                              hint="for onnxruntime use --method int4-weight")
+
+    @property
+    def calibrated(self) -> bool:
+        return self.algorithm != "rtn"
+
+
+# ------------------------------------------------------------------------------------------------- calibration
+
+def _token_stream(loaded: LoadedModel, texts: list[str]) -> list[int]:
+    from sizewise.tasks.perplexity import JOINER
+
+    return list(loaded.inputs.tokenizer(JOINER.join(texts), add_special_tokens=False)["input_ids"])
+
+
+def calibration_windows(loaded: LoadedModel, data: Any, samples: int, tokens: int) -> tuple[list[torch.Tensor], str]:
+    """``samples`` windows of ``tokens`` token ids from the end of the train split (validation when there is none)."""
+    source = next((s for s in ("train", "validation") if s in data.splits and len(data.splits[s])), None)
+    if source is None:
+        raise DataError(f"dataset '{data.name}' has no train or validation text to calibrate on (splits: "
+                        f"{', '.join(sorted(data.splits))}); the test split is never used for calibration")
+    ids = _token_stream(loaded, list(data.split(source).inputs))
+    need = samples * tokens
+    if len(ids) < tokens:
+        raise DataError(f"the {source} split holds {len(ids)} tokens, fewer than one calibration window of {tokens}",
+                        hint="give more text, or a smaller --calibration-samples")
+    tail = ids[-need:] if len(ids) >= need else ids[len(ids) % tokens:]
+    windows = [torch.tensor(tail[i:i + tokens]).unsqueeze(0) for i in range(0, len(tail) - tokens + 1, tokens)]
+    return windows, source
+
+
+class PeakRss:
+    """The process's resident set size, sampled every 20 ms while the block runs."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.start = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+# ------------------------------------------------------------------------------------------------- the step
+
+def _score(module, loaded: LoadedModel, texts: list[str], tokens: int) -> float:
+    from sizewise.tasks.perplexity import PerplexityConfig, perplexity
+
+    return perplexity(module, loaded.inputs.tokenizer, texts, PerplexityConfig(max_tokens=tokens)).token_perplexity
+
+
+def _apply(module, source, codes: dict, embeddings: str, eight_bit: set[str]) -> None:
+    """Put the weights the GGUF file will hold into ``module``: 4-bit codes, or Q8_0 of ``source``'s float weights for
+    the layers in ``eight_bit``, and the token embedding in its encoding."""
+    import gguf
+
+    params = dict(module.named_parameters())
+    floats = dict(source.named_parameters())
+
+    def rounded(array: np.ndarray, kind: str) -> np.ndarray:
+        if kind == "F32":
+            return array
+        if kind == "F16":
+            return array.astype(np.float16).astype(np.float32)
+        qtype = gguf.GGMLQuantizationType[kind]
+        return gguf.quants.dequantize(gguf.quants.quantize(np.ascontiguousarray(array), qtype), qtype)
+
+    with torch.no_grad():
+        for name, group in codes.items():
+            weight = params[name]
+            value = rounded(floats[name].detach().numpy(), EIGHT_BIT) if name in eight_bit else group.dequantize()
+            weight.copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
+        for name in ("model.embed_tokens.weight", "lm_head.weight"):  # an untied output: the embedding's encoding
+            if name in params:  # a tied output matrix is one parameter, listed once
+                params[name].copy_(torch.from_numpy(rounded(floats[name].detach().numpy(), embeddings)))
+
+
+def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -> StepOutput:
+    from sizewise.compress.quantize.llm_codes import (
+        input_moments,
+        linear_weights,
+        nncf_codes,
+        nncf_version,
+        output_error,
+        rtn_codes,
+    )
+    from sizewise.compress.quantize.sensitivity import fallback_steps
+    from sizewise.models.gguf import weights_fingerprint
+    from sizewise.models.gguf_writer import check_architecture, write_gguf
+
+    if loaded.task != "causal-lm" or loaded.is_onnx:
+        raise ConfigError(f"{_name(config)} quantizes causal language models (PyTorch), not a {loaded.task} model",
+                          hint="for other models use int4-weight, int8-dynamic or int8-static")
+    check_architecture(loaded.module.config)
+    data = ctx.data
+    if config.calibrated and data is None:
+        raise DataError(f"{_name(config)} calibrates on text", hint="pass --data (a text dataset), or use int4-rtn")
+    source = copy.deepcopy(loaded.module).eval().to(torch.float32)
+    layers = linear_weights(source)
+    details: dict[str, Any] = {"algorithm": config.algorithm, "group_size": config.group_size,
+                               "symmetric": config.symmetric, "gguf_4bit_type": "Q4_0" if config.symmetric else "Q4_1",
+                               "embeddings": config.embeddings, "layers": len(layers)}
+    windows, calib_split = [], None
+    if data is not None:
+        windows, calib_split = calibration_windows(loaded, data, config.calibration_samples, config.calibration_tokens)
+    ctx.progress(f"{_name(config)}: calibrating on {len(windows)} x {config.calibration_tokens} tokens"
+                 if config.calibrated else f"{_name(config)}: rounding to nearest")
+    started = time.perf_counter()
+    with PeakRss() as rss, torch.no_grad():
+        moments: dict[str, torch.Tensor] = {}
+        if windows:
+            with input_moments(layers) as moments:
+                for w in windows:
+                    source(input_ids=w)
+        if config.calibrated:
+            awq = "awq" in config.algorithm
+            codes = nncf_codes(source, windows, config.group_size, config.symmetric, awq=awq,
+                               scale_estimation="scale-estimation" in config.algorithm)
+            details["library"] = f"nncf {nncf_version()}"
+        else:
+            codes = {name: rtn_codes(layer.weight, config.group_size, config.symmetric) for name, layer in layers.items()}
+            details["library"] = "sizewise (llama.cpp's reference rounding)"
+    details["calibration"] = {"split": calib_split, "windows": len(windows), "tokens_per_window":
+                              config.calibration_tokens, "seconds": time.perf_counter() - started,
+                              "peak_rss_bytes": rss.peak, "rss_increase_bytes": rss.peak - rss.start}
+    errors = sorted(((output_error(layers[n].weight, c.dequantize(), moments.get(n)), n) for n, c in codes.items()),
+                    reverse=True)
+    details["sensitivity"] = [{"node": n, "op_type": "Linear", "output_error": e} for e, n in errors[:12]]
+    ranked = [n for _, n in errors]
+
+    split = data.decision_split if data is not None else None
+    texts = list(data.split(split).inputs) if data is not None else None
+    if ctx.eval_limit is not None and texts is not None:
+        texts = texts[:ctx.eval_limit]
+    metric = "perplexity" if texts else None
+    baseline = _score(source, loaded, texts, config.eval_tokens) if metric else None
+    candidate_module = copy.deepcopy(source)
+    tried, chosen = [], None
+    for k in fallback_steps(len(ranked)):
+        eight_bit = _with_partners(ranked[:k], config)
+        ctx.progress(f"{_name(config)}: {k} layer(s) at 8 bits, scoring on {split}")
+        _apply(candidate_module, source, codes, config.embeddings, eight_bit)
+        value = _score(candidate_module, loaded, texts, config.eval_tokens) if metric else None
+        tried.append({"kept_8bit": k, "metric": value, "split": split})
+        better = chosen is None or (value is not None and quality_drop(metric, chosen[1], value) < 0)
+        if better:
+            chosen = (k, value)
+        if metric is None or ctx.budget is None or ctx.budget.allows(metric, baseline, value):
+            chosen = (k, value)
+            break
+    k, value = chosen
+    eight_bit = _with_partners(ranked[:k], config)
+    _apply(candidate_module, source, codes, config.embeddings, eight_bit)
+    del source
+
+    workdir = ctx.workdir or Path(tempfile.mkdtemp(prefix="sizewise-int4-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    gguf_meta = loaded.metadata.get("gguf") or {}
+    path = write_gguf(candidate_module, loaded.inputs.tokenizer, workdir / GGUF_FILE,
+                      codes={n: c for n, c in codes.items() if n not in eight_bit},
+                      encodings={**{n: EIGHT_BIT for n in eight_bit}, "model.embed_tokens.weight": config.embeddings,
+                                 "lm_head.weight": config.embeddings},
+                      default="F32", source_gguf=gguf_meta.get("path"),
+                      name=f"{loaded.metadata.get('name') or loaded.reference} ({_name(config)})")
+    result = copy.copy(loaded)
+    result.module = candidate_module.eval()
+    result.metadata = {**loaded.metadata, "encoding": "gguf", "gguf_file": str(path),
+                       "gguf_fingerprint": weights_fingerprint(candidate_module),
+                       "notes": [*(loaded.metadata.get("notes") or []),
+                                 f"{_name(config)}: linear layers {details['gguf_4bit_type']} (group "
+                                 f"{config.group_size}, {config.algorithm}), {k} kept at Q8_0, embeddings "
+                                 f"{config.embeddings}; written as GGUF for llama.cpp"]}
+    meets = None if metric is None or ctx.budget is None else ctx.budget.allows(metric, baseline, value)
+    return StepOutput(result, details | {
+        "kept_8bit": sorted(eight_bit), "kept_in_float": [], "tried": tried, "gguf_file": path.name,
+        "gguf_bytes": path.stat().st_size,
+        "decision": {"metric": metric, "split": split, "baseline": baseline, "chosen": value, "meets_budget": meets,
+                     "scored_on": "torch, with the weights the GGUF file holds",
+                     "tokens": config.eval_tokens}})
+
+
+def _with_partners(names: list[str], config: LLMWeightInt4) -> set[str]:
+    """``names`` and, under AWQ, their partners: AWQ folds a down projection's input scales into the up projection
+    of the same block, so one of the two kept at 8 bits (from the unscaled float weights) needs the other too."""
+    chosen = set(names)
+    if "awq" in config.algorithm:
+        swap = {"mlp.up_proj.weight": "mlp.down_proj.weight", "mlp.down_proj.weight": "mlp.up_proj.weight"}
+        for name in names:
+            for a, b in swap.items():
+                if name.endswith(a):
+                    chosen.add(name[:-len(a)] + b)
+    return chosen
+
+
+def _name(config: LLMWeightInt4) -> str:
+    return "int4-rtn" if config.algorithm == "rtn" else "int4-awq"

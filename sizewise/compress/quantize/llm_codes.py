@@ -1,0 +1,174 @@
+"""4-bit group codes for the linear layers of a causal LM: round to nearest (the baseline every paper compares
+against, with llama.cpp's own Q4_0 / Q4_1 rounding) or calibrated by NNCF (AWQ and/or scale estimation), and the
+per-layer statistics the mixed-precision fallback ranks layers by.
+
+Why NNCF for the calibrated codes (checked here, torch 2.13 CPU, transformers 5.24; validation perplexities of the
+candidates on SmolLM2-135M: ``benchmarks/llm_int4.py``):
+
+- ``nncf.compress_weights`` runs its data-aware algorithms (AWQ, scale estimation) on a plain PyTorch model on the
+  CPU, and its result is an ordinary group grid: uint4 codes, fp16 scales and integer zero points per group of
+  ``group_size`` weights, which is exactly a GGUF Q4_1 (asymmetric) or Q4_0 (symmetric) block when the group size is
+  a multiple of 32. Its AWQ folds the activation scales into the preceding layer's weights, so nothing but weights
+  changes and the file runs on an unmodified llama.cpp.
+- torchao 0.18's GPTQ asserts a CUDA device and its int4 path needs the ``mslk`` CUDA kernels; its AWQ keeps a
+  per-layer activation pre-scale at run time, which a GGUF file cannot carry.
+- llm-compressor (GPTQ) pins transformers to an older release than sizewise's (pip would downgrade it).
+- NNCF's own GPTQ runs on its OpenVINO backend only, not on PyTorch models ("Torch backend does not support gptq").
+- hqq (and torchao's HQQ qparams) are data-free: no calibration.
+
+Caveat on SmolLM2-135M (``smollm2-135m``): its float weights are dequantized from a Q4_1 file, so round to nearest on
+the asymmetric group-32 grid gives them back exactly (a test checks it) and scores the float model's perplexity;
+NNCF's asymmetric grid has an integer zero point, which that file's minima are not, so on this one model calibrated
+codes cannot beat round to nearest on Q4_1. Compare algorithms on the symmetric (Q4_0) grid, or another model.
+
+Round to nearest is written here (a few lines of numpy) because it must be llama.cpp's rounding exactly: the
+asymmetric grid's minimum is a float (``w = d * q + m``), not NNCF's integer zero point.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from sizewise.core.errors import ConfigError
+from sizewise.core.optional import require
+from sizewise.models.gguf_writer import GroupCodes
+
+LINEAR_SUFFIXES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def linear_weights(module: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    """The transformer blocks' linear layers, by parameter name (``model.layers.0.mlp.up_proj.weight``): what the
+    4-bit codes are for. The token embedding (tied to the output) is encoded separately."""
+    return {f"{name}.weight": m for name, m in module.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LINEAR_SUFFIXES}
+
+
+def _fp16(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float16).astype(np.float32)
+
+
+def rtn_codes(weight: torch.Tensor, group_size: int, symmetric: bool) -> GroupCodes:
+    """Round to nearest on a ``group_size`` grid, as llama.cpp's reference quantizers do for Q4_0 / Q4_1, with the
+    scale (and minimum) rounded to fp16 first, so the codes are the nearest ones for the scales the file stores."""
+    w = weight.detach().to(torch.float32).cpu().numpy()
+    rows, cols = w.shape
+    if cols % group_size:
+        raise ConfigError(f"group size {group_size} does not divide the {cols} columns of a layer",
+                          hint="use --group-size 32")
+    g = w.reshape(rows, cols // group_size, group_size)
+    if symmetric:  # Q4_0: the value of largest magnitude maps to -8
+        idx = np.abs(g).argmax(axis=-1)[..., None]
+        extreme = np.take_along_axis(g, idx, axis=-1)[..., 0]
+        scale = _fp16(extreme / -8.0)
+        inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
+        q = np.clip(np.floor(g * inv[..., None] + 8.5), 0, 15)
+        offset = None
+    else:  # Q4_1: minimum and range
+        lo, hi = g.min(axis=-1), g.max(axis=-1)
+        scale, offset = _fp16((hi - lo) / 15.0), _fp16(lo)
+        inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
+        q = np.clip(np.floor((g - offset[..., None]) * inv[..., None] + 0.5), 0, 15)
+    return GroupCodes(q.reshape(rows, cols).astype(np.uint8), scale.astype(np.float32),
+                      None if offset is None else offset.astype(np.float32), group_size)
+
+
+# ------------------------------------------------------------------------------------------------- activations
+
+@contextmanager
+def input_moments(layers: dict[str, torch.nn.Linear]) -> Iterator[dict[str, torch.Tensor]]:
+    """While active, accumulate E[x_j^2] of each layer's input columns (the diagonal of GPTQ's Hessian): a layer's
+    output error from a weight error dW is about sum_j E[x_j^2] * ||dW[:, j]||^2."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    handles = []
+
+    def hook(name):
+        def record(_module, args, _output):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float32)
+            sums[name] = sums.get(name, 0) + (x * x).sum(0)
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        return record
+
+    for name, layer in layers.items():
+        handles.append(layer.register_forward_hook(hook(name)))
+    moments: dict[str, torch.Tensor] = {}
+    try:
+        yield moments
+    finally:
+        for h in handles:
+            h.remove()
+        moments.update({k: sums[k] / max(1, counts[k]) for k in sums})
+
+
+def output_error(weight: torch.Tensor, approx: np.ndarray, moment: torch.Tensor | None) -> float:
+    """Relative output error of replacing ``weight`` by ``approx``: sqrt(sum_j m_j ||dW_j||^2 / sum_j m_j ||W_j||^2)
+    with m the input's second moments (1 without calibration data)."""
+    w = weight.detach().to(torch.float32)
+    dw = torch.from_numpy(approx) - w
+    m = moment if moment is not None else torch.ones(w.shape[1])
+    num = float(((dw * dw).sum(0) * m).sum())
+    den = float(((w * w).sum(0) * m).sum())
+    return (num / den) ** 0.5 if den > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------------- NNCF
+
+def nncf_version() -> str:
+    try:
+        return importlib.metadata.version("nncf")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def nncf_codes(module: torch.nn.Module, windows: list[torch.Tensor], group_size: int, symmetric: bool,
+               awq: bool, scale_estimation: bool) -> dict[str, GroupCodes]:
+    """NNCF's 4-bit codes for every linear layer of a copy of ``module`` (``module`` itself is not changed),
+    calibrated on ``windows`` (token id tensors of shape (1, T))."""
+    nncf = require("nncf", "llm", "calibrated int4 quantization (AWQ, scale estimation)")
+    from nncf.torch.quantization.layers import unpack_int4, unpack_uint4
+
+    work = copy.deepcopy(module).eval()
+    names = list(linear_weights(work))
+    layers = set(names)
+    mode = nncf.CompressWeightsMode.INT4_SYM if symmetric else nncf.CompressWeightsMode.INT4_ASYM
+    dataset = nncf.Dataset([{"input_ids": w} for w in windows])
+    # the tied token embedding is NNCF's int8 by default; sizewise encodes it itself (Q8_0), so NNCF's is ignored
+    with torch.inference_mode(False), torch.no_grad():
+        compressed = nncf.compress_weights(work, mode=mode, group_size=group_size, ratio=1.0, dataset=dataset,
+                                           subset_size=len(windows), awq=awq, scale_estimation=scale_estimation)
+    scaled = sorted(n for n, m in compressed.named_modules() if type(m).__name__ == "SQMultiply")
+    if scaled:  # an activation scale applied at run time: not a weight, so a GGUF file cannot carry it
+        raise ConfigError(f"NNCF put run-time activation scales before {len(scaled)} layer(s) ({scaled[0]}), which "
+                          f"llama.cpp cannot apply", hint="use --method int4-rtn, or the scale-estimation algorithm")
+    params = dict(compressed.named_parameters())
+    hooks = {name: m for name, m in compressed.named_modules() if hasattr(m, "compressed_weight_shape")}
+    codes: dict[str, GroupCodes] = {}
+    for hook_name, hook in hooks.items():
+        # "__nncf_hooks.post_hooks.model:layers:0:mlp:up_proj:weight__0.0" -> "model.layers.0.mlp.up_proj.weight"
+        target = hook_name.split(".post_hooks.", 1)[-1].rsplit("__", 1)[0].replace(":", ".")
+        if target not in layers:
+            continue
+        shape = tuple(hook.compressed_weight_shape)  # (rows, groups, group_size)
+        packed = params[target].data
+        scale = hook._scale.to(torch.float32).reshape(shape[0], shape[1]).numpy()
+        if symmetric:
+            q = unpack_int4(packed).reshape(shape).to(torch.int16) + 8
+            offset = None
+        else:
+            q = unpack_uint4(packed).reshape(shape).to(torch.int16)
+            zero = unpack_uint4(hook._zero_point).reshape(hook.zero_point_shape).to(torch.float32)
+            offset = (-scale * zero.reshape(shape[0], shape[1]).numpy()).astype(np.float32)
+        codes[target] = GroupCodes(q.reshape(shape[0], -1).numpy().astype(np.uint8), scale.astype(np.float32),
+                                   offset, group_size)
+    missing = sorted(layers - set(codes))
+    if missing:
+        raise ConfigError(f"NNCF {nncf_version()} left {len(missing)} linear layer(s) uncompressed, e.g. {missing[0]}",
+                          hint="report this with the NNCF version; use --method int4-rtn meanwhile")
+    del work, compressed
+    return codes

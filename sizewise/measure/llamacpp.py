@@ -1,0 +1,166 @@
+"""A causal LM measured on llama.cpp: what a GGUF file costs where people deploy small LLMs.
+
+The module measured is the model's own GGUF file when it has one (a step wrote it: ``metadata["gguf_file"]``, and the
+weights still hash to what they were when it was written), else the model written as an F32 GGUF file (what
+"fp32 on llama.cpp" means: the same float weights). Prefill and decode tokens/s come from the greedy loop of
+:mod:`sizewise.measure.llm` run on llama.cpp's own KV cache (batch 1: llama-cpp-python's ``Llama`` decodes one
+sequence); perplexity is scored by llama.cpp's logits on the same token ids, windows and positions as on torch.
+FLOPs per token are the same model's, counted on its PyTorch twin. The KV cache is llama.cpp's default f16 cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from sizewise.measure.card import GenerationStats, LLMStats, SizeStats
+from sizewise.measure.energy import EnergySettings, carbon_for, measure_energy
+from sizewise.measure.latency import OtherLoad, median_ci95, summarize
+from sizewise.measure.llm import (
+    LLMConfig,
+    _throughput,
+    flops_per_token,
+    kv_cache_stats,
+    measure_read_bandwidth,
+    perplexity_stats,
+    prompt_ids,
+)
+from sizewise.models.llamacpp import LlamaCppModule
+from sizewise.models.loaded import LoadedModel
+
+KV_BYTES_PER_ELEMENT = 2  # llama.cpp's default KV cache type is f16
+
+
+def own_gguf(loaded: LoadedModel) -> str | None:
+    """The model's own GGUF file, if it has one whose weights are still the module's."""
+    from sizewise.models.gguf import weights_fingerprint
+
+    path = loaded.metadata.get("gguf_file")
+    if not path or not Path(path).is_file() or loaded.is_onnx:
+        return None
+    if weights_fingerprint(loaded.module) != loaded.metadata.get("gguf_fingerprint"):
+        return None
+    return path
+
+
+def llamacpp_module(loaded: LoadedModel, workdir: str, threads: int, n_ctx: int) -> LlamaCppModule:
+    """The llama.cpp module measured for ``loaded`` (its own GGUF file, or an F32 export into ``workdir``)."""
+    from sizewise.models.gguf_writer import write_gguf
+
+    path = own_gguf(loaded)
+    if path is None:
+        source = (loaded.metadata.get("gguf") or {}).get("path")
+        path = str(write_gguf(loaded.module, loaded.inputs.tokenizer, Path(workdir) / "model-f32.gguf",
+                              default="F32", source_gguf=source, name=loaded.reference))
+    return LlamaCppModule(path, threads=threads, n_ctx=n_ctx, config=loaded.module.config)
+
+
+def n_ctx_for(loaded: LoadedModel, config: LLMConfig, seq_len: int | None) -> int:
+    """llama.cpp's context: room for the perplexity window, the generation and the latency input."""
+    from sizewise.tasks.perplexity import resolve_context
+
+    window, _ = resolve_context(loaded.module, config.perplexity)
+    return max(window, config.prompt_tokens + config.new_tokens, seq_len or loaded.inputs.default_seq_len)
+
+
+@lru_cache(maxsize=8)
+def _bytes_by_type(path: str, mtime_ns: int) -> dict[str, int]:
+    import gguf
+
+    by_type: dict[str, int] = defaultdict(int)
+    for tensor in gguf.GGUFReader(path).tensors:  # parsing the tokenizer's strings takes seconds: read once
+        by_type[tensor.tensor_type.name] += int(tensor.n_bytes)
+    return dict(by_type)
+
+
+def bytes_by_type(path: str | Path) -> dict[str, int]:
+    """Tensor bytes of a GGUF file by GGUF type (F32, Q8_0, Q4_1, ...)."""
+    return _bytes_by_type(str(path), Path(path).stat().st_mtime_ns)
+
+
+def gguf_size(path: str | Path) -> SizeStats:
+    """A GGUF file: its tensors' bytes by GGUF type, and the file's bytes (tensors, tokenizer and metadata)."""
+    from sizewise.measure.size import artifact_bytes
+
+    by_type = bytes_by_type(path)
+    raw, zipped = artifact_bytes([Path(path)])
+    return SizeStats(memory_bytes=sum(by_type.values()), memory_by_dtype=by_type, disk_bytes=raw,
+                     zip_bytes=zipped, artifact=Path(path).name)
+
+
+def tensor_bytes(path: str | Path) -> int:
+    return sum(bytes_by_type(path).values())
+
+
+def _generation(loaded: LoadedModel, module: LlamaCppModule, config: LLMConfig, threads: int,
+                energy: EnergySettings, bandwidth, weight_bytes: int) -> GenerationStats:
+    ids = prompt_ids(loaded, 1, config.prompt_tokens)[0].tolist()
+    for _ in range(config.warmup):
+        module.generate_timed(ids, config.new_tokens)
+    runs = []
+    with OtherLoad() as load:
+        for _ in range(config.runs):
+            runs.append(module.generate_timed(ids, config.new_tokens))
+    steps_ms = np.asarray([s for r in runs for s in r.step_ns], dtype=np.float64) / 1e6
+    ttft_ms = np.asarray([r.ttft_ns for r in runs], dtype=np.float64) / 1e6
+    total_ms = np.asarray([r.total_ns for r in runs], dtype=np.float64) / 1e6
+    cpu_ms_per_step = sum(r.decode_cpu_ns for r in runs) / 1e6 / len(steps_ms)
+    context = config.prompt_tokens + config.new_tokens - 1
+    kv = kv_cache_stats(loaded.module.config, context, 1, KV_BYTES_PER_ELEMENT)
+    decode = _throughput(steps_ms, 1)
+    latency = summarize(steps_ms, "llamacpp", 1, threads, config.warmup, other_load_cores=load.cores,
+                        cpu_ms_per_call=cpu_ms_per_step)
+    energy_stats = measure_energy(module.decode_step, latency, energy, seconds=config.energy_seconds)
+    per_step = weight_bytes + kv.bytes
+    roofline = bandwidth.bytes_per_s / per_step if bandwidth else None
+    lo, hi = median_ci95(ttft_ms)
+    return GenerationStats(
+        batch_size=1, runs=config.runs, warmup=config.warmup, prefill=_throughput(ttft_ms, config.prompt_tokens),
+        decode=decode, ttft_p50_ms=float(np.median(ttft_ms)), ttft_ci95_ms=(lo, hi),
+        generation_p50_ms=float(np.median(total_ms)), kv_cache=kv, bytes_per_step=per_step,
+        roofline_tokens_per_s=roofline, roofline_fraction=decode.tokens_per_s / roofline if roofline else None,
+        energy=energy_stats, carbon=carbon_for(energy_stats, energy), other_load_cores=load.cores)
+
+
+def measure_llm_llamacpp(loaded: LoadedModel, module: LlamaCppModule, config: LLMConfig | None = None,
+                         threads: int = 1, energy: EnergySettings | None = None, texts: list[str] | None = None,
+                         split: str | None = None, progress=None) -> LLMStats:
+    """The LLM section of the card on llama.cpp (see the module doc)."""
+    import torch
+
+    from sizewise.measure.latency import torch_threads
+    from sizewise.tasks.perplexity import perplexity
+
+    config = config or LLMConfig()
+    energy = energy or EnergySettings()
+    step = progress or (lambda _msg: None)
+    module.set_threads(threads)
+    weight_bytes = tensor_bytes(module.path)
+    step("counting FLOPs per token (on the PyTorch twin)")
+    with torch_threads(threads), torch.inference_mode():
+        fpt = flops_per_token(loaded.module, {"input_ids": prompt_ids(loaded, 1, config.prompt_tokens)})
+    bandwidth = None
+    if config.bandwidth:
+        step(f"measuring this machine's memory read bandwidth ({threads} thread(s))")
+        bandwidth = measure_read_bandwidth(threads, config.bandwidth_buffer_bytes)
+    step(f"timing greedy generation of {config.new_tokens} tokens on llama.cpp at batch 1")
+    generation = [_generation(loaded, module, config, threads, energy, bandwidth, weight_bytes)]
+    ppl = None
+    if texts is not None:
+        step(f"perplexity on the {split} split, on llama.cpp")
+        started = time.perf_counter()
+        result = perplexity(module, loaded.inputs.tokenizer, texts, config.perplexity)
+        ppl = perplexity_stats(result, split or "?", config.perplexity.max_tokens)
+        step(f"perplexity on llama.cpp took {time.perf_counter() - started:.0f} s")
+    kinds = sorted(bytes_by_type(module.path))
+    return LLMStats(prompt_tokens=config.prompt_tokens, new_tokens=config.new_tokens, threads=threads,
+                    device="cpu (llama.cpp)", dtype="+".join(kinds), weights_bytes=weight_bytes,
+                    flops_per_token=fpt, generation=generation, bandwidth=bandwidth, perplexity=ppl,
+                    decoding="greedy (argmax) on llama.cpp (llama-cpp-python), batch 1: one eval of the prompt, then "
+                             "new_tokens - 1 one-token evals reusing llama.cpp's f16 KV cache",
+                    roofline="decode reads every weight (the GGUF file's tensor bytes) and the whole KV cache once "
+                             "per step: roofline tokens/s = read bandwidth / (tensor bytes + KV cache bytes)")
