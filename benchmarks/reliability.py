@@ -32,6 +32,11 @@ import kill_harness as kh  # noqa: E402
 COMMANDS = ("train", "compress", "shrink")
 
 
+SPLITS = ("Splits: the commands under test keep sizewise's discipline (shrink and the recipe decide on the validation "
+          "split of `digits`, the final cards are scored on test); this file reports no model quality, only whether "
+          "killed runs lost, duplicated or changed anything relative to an uninterrupted run.")
+
+
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=20, help="kills that struck a running process, per command")
@@ -67,7 +72,7 @@ def write(meta: dict, settings: dict, argvs: dict, windows: dict, episodes: dict
             "episodes": episodes}
     c.RESULTS.mkdir(parents=True, exist_ok=True)
     (c.RESULTS / "reliability.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
-    lines = ["# Killed at any moment, nothing lost", "", *c.header_lines(meta), ""]
+    lines = ["# Killed at any moment, nothing lost", "", SPLITS, "", *c.header_lines(meta), ""]
     lines += [f"Each command was first run uninterrupted (the reference: its wall time is the kill window, its result "
               f"the one a resumed run must equal). Then output folders were SIGKILLed — the whole process group, at "
               f"moments drawn uniformly from [0, window) with seeds 1, 2, ... — up to "

@@ -9,6 +9,7 @@ A run directory is ``OUT/`` with the model in ``OUT/model/`` and ``OUT/card.json
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -55,8 +56,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
                                   hint=f"known: {ENCODING_DEEP_COMPRESSION}, {ENCODING_GGUF}")
     if encoding == ENCODING_GGUF:
         return _save_gguf(loaded, directory)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with _staged(directory) as tmp:
         manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task,
                     **({"label_names": loaded.metadata["label_names"]} if loaded.metadata.get("label_names") else {}),
                     "num_classes": loaded.num_classes, "reference": loaded.reference}
@@ -114,13 +114,22 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
                 compressed_format.write(tmp / compressed_format.WEIGHTS, loaded.module.state_dict(), manifest)
         manifest.update({k: loaded.metadata[k] for k in _PROVENANCE if loaded.metadata.get(k)})
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return directory
+
+
+@contextlib.contextmanager
+def _staged(directory: Path):
+    """A sibling folder to write into, swapped in for ``directory`` only once everything is written: a kill
+    mid-save leaves the previous directory (or none), never half of one."""
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        yield tmp
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return directory
 
 
 def _save_gguf(loaded: LoadedModel, directory: Path) -> Path:
@@ -134,8 +143,7 @@ def _save_gguf(loaded: LoadedModel, directory: Path) -> Path:
     if weights_fingerprint(loaded.module) != loaded.metadata.get("gguf_fingerprint"):
         raise ModelReferenceError(f"the weights of '{loaded.reference}' changed after its GGUF file was written",
                                   hint="put the GGUF quantization (int4-rtn / int4-awq) last in the plan")
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with _staged(directory) as tmp:
         shutil.copy2(source, tmp / GGUF_ARTIFACT)
         manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task, "num_classes": loaded.num_classes,
                     "reference": loaded.reference, "arch": "gguf", "weights": GGUF_ARTIFACT,
@@ -143,12 +151,6 @@ def _save_gguf(loaded: LoadedModel, directory: Path) -> Path:
         if loaded.metadata.get("notes"):  # the file's own summary is read from it on loading, not kept here
             manifest["notes"] = loaded.metadata["notes"]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
