@@ -11,12 +11,22 @@ class SizewiseError(Exception):
     """Base class: ``message`` says what happened (with the offending value), ``hint`` says how to fix it."""
 
     def __init__(self, message: str, hint: str | None = None):
+        message = _one_line(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = None if hint is None else _one_line(hint)
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def _one_line(text: str) -> str:
+    """The message quotes values from files and flags as they are; a newline or other control character in one
+    (a recipe value, a manifest field) is shown escaped, so the error stays the one line the CLI promises."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class ModelReferenceError(SizewiseError):

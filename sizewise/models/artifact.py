@@ -251,6 +251,38 @@ def _load_quantized_hf(directory: Path, reference: str, ranks: dict[str, int] | 
     return load_hf_directory(directory, reference=reference, source="run-dir", module=module.eval())
 
 
+# The manifest fields the rebuild reads, with the JSON types they must have (a manifest may come from anyone).
+_FIELD_TYPES = {"arch": str, "weights": str, "weights_format": str, "dtype": str, "task": str, "source": str,
+                "num_classes": int, "lowrank": dict, "label_names": list, "notes": list, "input": dict}
+
+
+def _check_field_types(manifest: dict, where: Path) -> None:
+    """``where``: the manifest file, or the .swz file that carries it."""
+    for field, kind in _FIELD_TYPES.items():
+        value = manifest.get(field)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ModelReferenceError(f"{where}: field '{field}' should be a JSON "
+                                      f"{ {str: 'string', int: 'integer', dict: 'object', list: 'array'}[kind]}, "
+                                      f"not {str(value)[:80]}", hint="the folder may be damaged; save the model again")
+
+
+def _input_spec(manifest: dict, where: Path) -> dict:
+    """The manifest's ``input`` entry, checked: the file may come from anyone, and a wrong type here would otherwise
+    surface as an AttributeError deep in the rebuild."""
+    spec = manifest.get("input") or {}
+    shape = spec.get("shape") if isinstance(spec, dict) else None
+    seq_len = spec.get("default_seq_len", 1) if isinstance(spec, dict) else None
+    if (not isinstance(spec, dict)
+            or (spec.get("kind") == "tensor" and not (isinstance(shape, list) and shape
+                                                       and all(isinstance(d, int) and d > 0 for d in shape)))
+            or not (isinstance(seq_len, int) and seq_len > 0)
+            or not isinstance(spec.get("name", "x"), str)):
+        raise ModelReferenceError(f"{where} has a malformed 'input' entry: {str(spec)[:200]}",
+                                  hint="expected {'kind': 'tensor', 'shape': [positive ints]} or "
+                                       "{'kind': 'tokens', 'default_seq_len': positive int}")
+    return spec
+
+
 def read_state(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
     """The state dict of a weights file in either format the manifest may name."""
     from sizewise.models.sparse_format import load_sparse
@@ -275,6 +307,13 @@ def load_model_dir(directory: Path, reference: str, template: LoadedModel | None
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelReferenceError(f"cannot read {directory / MANIFEST}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ModelReferenceError(f"{directory / MANIFEST} is not a JSON object",
+                                  hint="the folder may be damaged; save the model again")
+    _check_field_types(manifest, directory / MANIFEST)
+    if manifest.get("arch") not in (None, "huggingface") and not manifest.get("weights"):
+        raise ModelReferenceError(f"{directory / MANIFEST} names no weights file",
+                                  hint="the folder may be damaged; save the model again")
     if manifest.get("format") != FORMAT:
         raise ModelReferenceError(f"{directory} was written by an unknown sizewise format {manifest.get('format')!r}",
                                   hint=f"this version reads {FORMAT}")
@@ -298,12 +337,12 @@ def load_model_dir(directory: Path, reference: str, template: LoadedModel | None
         from sizewise.models.gguf import load_gguf_artifact
 
         loaded = load_gguf_artifact(directory / manifest["weights"], reference)
-        loaded.inputs.default_seq_len = (manifest.get("input") or {}).get("default_seq_len",
-                                                                           loaded.inputs.default_seq_len)
+        loaded.inputs.default_seq_len = _input_spec(manifest, directory / MANIFEST).get("default_seq_len",
+                                                                             loaded.inputs.default_seq_len)
     elif arch == "onnx":
         loaded = loader.load_onnx(directory / manifest["weights"], reference)
         loaded.source = "run-dir"
-        spec = manifest.get("input") or {}
+        spec = _input_spec(manifest, directory / MANIFEST)
         if spec.get("kind") == "tokens":
             from sizewise.core.optional import require
 
@@ -364,7 +403,7 @@ def _build_tensor_model(manifest: dict, weights: Path, reference: str,
         raise ModelReferenceError(f"cannot load weights from {weights}: {exc}",
                                   hint="the file may be truncated, or belong to another architecture") from exc
     loaded.source = "run-dir"
-    spec = manifest.get("input") or {}
+    spec = _input_spec(manifest, weights if state is not None else weights.parent / MANIFEST)
     if spec.get("kind") == "tensor":
         loaded.inputs = InputSpec(kind="tensor", shape=tuple(spec["shape"]), name=spec.get("name", "x"), dtype=dtype)
     if manifest.get("weights_format") == compressed_format.FORMAT:
@@ -384,6 +423,7 @@ def _in_memory_copy(template: LoadedModel) -> LoadedModel:
 def load_compressed_file(path: Path, reference: str) -> LoadedModel:
     """A ``.swz`` file on its own: it carries its manifest, so a zoo/factory model needs nothing else."""
     state, manifest = compressed_format.read(path)
+    _check_field_types(manifest, path)
     if manifest.get("arch") in (None, "huggingface", "onnx"):
         raise ModelReferenceError(f"{path} holds a Hugging Face model's weights only",
                                   hint="load the run directory it was written in (config and tokenizer are there)")

@@ -298,6 +298,36 @@ def _test_cards(search: _Search, dataset, artifact: str, progress) -> dict[str, 
     return {"cards": cards, "speedups": speedups}
 
 
+def _write_final(search: _Search, outcomes, dataset, progress, interrupted: bool, finalize) -> ShrinkResults:
+    """Measure the choice on test, then write results.json (and the report) from the trials the study holds *then*.
+
+    Workers sharing a study and an OUT each end here, and a worker stops while another's trial still runs: the
+    file written last must hold every trial. So the outcomes are re-read under a lock on OUT right before writing;
+    if another worker's trial has changed the choice meanwhile, that model is measured instead and the check repeats
+    (the test cards always belong to the model the file names)."""
+    from filelock import FileLock
+
+    best, _ = choose(_candidates(search, outcomes()))
+    while True:
+        test_cards = None
+        if best is not None and not interrupted:
+            test_cards = _test_cards(search, dataset, best.artifact, progress)
+        with FileLock(str(search.out / ".results.lock")):
+            final = outcomes()
+            latest, _ = choose(_candidates(search, final))
+            if interrupted or _trial_of(latest) == _trial_of(best):
+                results = write_results(search, final, test_cards, interrupted=interrupted)
+                if finalize:
+                    finalize(search.out, results)
+                return results
+        progress(f"another worker's trial {latest.trial} changed the choice: measuring it on test")
+        best = latest
+
+
+def _trial_of(candidate) -> int | None:
+    return None if candidate is None else candidate.trial
+
+
 def _training(config: ShrinkConfig, has_train: bool):
     """Recovery training for structure and sharing steps, and a student's distillation training."""
     from sizewise.train import TrainConfig
@@ -446,14 +476,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 study.enqueue_trial(running.params)
     finally:
         executor.close()
-    final = outcomes()
-    best, _ = choose(_candidates(search, final))
-    test_cards = None
-    if best is not None and not interrupted:
-        test_cards = _test_cards(search, dataset, best.artifact, step)
-    results = write_results(search, final, test_cards, interrupted=interrupted)
-    if finalize:
-        finalize(out, results)
+    results = _write_final(search, outcomes, dataset, step, interrupted, finalize)
     if results.chosen is None and not interrupted:
         raise SizewiseError("no trial finished, so there is no model to hand back",
                             hint="see results.json for each trial's error (OUT/trials/NNNN/error.txt holds the "

@@ -399,3 +399,29 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(trained_digits_dir,
     data = json.loads((out / "results.json").read_text())
     assert data["interrupted"] and data["trials"] and (out / "report.html").exists()
     assert data["chosen"]["test"] is None  # an interrupted search never looked at the test split
+
+
+def test_the_final_results_hold_trials_another_worker_finished_while_this_one_measured(tmp_path, monkeypatch):
+    """Two workers share a study and an OUT: the file written last must list every trial, and its test cards must be
+    those of the model it names (a trial finished meanwhile may change the choice; then that one is measured)."""
+    from sizewise.pipeline import search as search_mod
+
+    def cand(trial, objective):
+        return Candidate(trial, f"t{trial}", 0.9, objective, 0.0, True, f"art{trial}")
+
+    views = iter([[cand(0, 5.0)], [cand(0, 5.0), cand(1, 1.0)], [cand(0, 5.0), cand(1, 1.0)]])
+    current = {"view": None}
+
+    def outcomes():
+        current["view"] = next(views)
+        return current["view"]
+
+    measured, written = [], []
+    monkeypatch.setattr(search_mod, "_candidates", lambda search, outs: outs)
+    monkeypatch.setattr(search_mod, "_test_cards", lambda search, data, artifact, progress: measured.append(artifact))
+    monkeypatch.setattr(search_mod, "write_results",
+                        lambda search, outs, cards, interrupted: written.append([c.trial for c in outs]) or "results")
+    fake = type("S", (), {"out": tmp_path})()
+    assert search_mod._write_final(fake, outcomes, None, lambda msg: None, False, None) == "results"
+    assert measured == ["art0", "art1"]  # the first choice, then the one another worker's trial made better
+    assert written == [[0, 1]]  # written once, after the second measurement, with both trials
