@@ -1,5 +1,5 @@
-"""Killed at any moment, nothing lost: ``train``, a recipe run and ``shrink`` are SIGKILLed at seeded random moments
-and run again (see kill_harness.py; ``benchmarks/reliability.py`` does the same 20+ times per command).
+"""Killed at any moment, nothing lost: ``train``, a recipe run, ``shrink`` and an LLM calibration (``quantize
+--method int4-awq`` on a tiny Llama) are SIGKILLed at seeded random moments and run again (see kill_harness.py; ``benchmarks/reliability.py`` does the same 20+ times per command).
 
 Each command gets one output folder killed twice (the second kill strikes the resumed run), then run to the end.
 The commands are the CLI's, in subprocesses, on the digits CNN, one thread.
@@ -24,7 +24,7 @@ EPOCHS = 8
 TRIALS = 2  # both trials of the search come from its initial design
 # seeds whose two draws fall at 36-57% and 37-48% of the window, so that a kill strikes even when the machine is
 # faster or slower than during the reference run (a moment past the end of a run is no kill)
-SEEDS = {"train": 16, "compress": 9, "shrink": 10}
+SEEDS = {"train": 16, "compress": 9, "shrink": 10, "llm": 9}
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +83,8 @@ def test_search_killed_twice_loses_no_trial(shrink_ref, work):
 
 
 def test_a_trial_killed_mid_run_is_run_again_on_resume(shrink_ref, work):
-    """A kill that strikes a running trial: on resume that trial is marked failed and the search samples a new plan
-    instead, so the finished trials differ from an uninterrupted run's (and may repeat a plan already tried)."""
+    """A kill that strikes a running trial: on resume that trial is marked failed and its plan queued again, so the
+    finished trials equal an uninterrupted run's."""
     command, reference, _ = shrink_ref
     out = work / "shrink-mid-trial"
     running = kh.kill_during_trial(command, out, work / "shrink-mid-trial.log", trial=1)
@@ -138,3 +138,16 @@ def test_the_harness_sees_a_lost_epoch_and_a_torn_artifact(train_ref, work, tmp_
     weights.write_bytes(weights.read_bytes()[:100])
     problems, _ = kh.check_artifacts(copy)
     assert any(p.startswith("model does not load") for p in problems), problems
+
+
+def test_llm_calibration_killed_twice_writes_the_same_gguf(work):
+    """int4-awq (NNCF calibration, then a GGUF file measured on llama.cpp), killed twice, then run to the end: the
+    same file, byte for byte, and the same test perplexity as an uninterrupted run."""
+    for module in ("transformers", "tokenizers", "gguf", "nncf", "llama_cpp"):
+        pytest.importorskip(module, reason=f"the LLM calibration needs {module} (extras llm and llamacpp)")
+    command = kh.llm_command(*kh.tiny_causal_lm(work / "tiny-llm"))
+    reference, seconds = _reference(work, command)
+    ep = kh.run_episode(command, work / "llm-killed", seconds, SEEDS["llm"], kills=KILLS, reference=reference,
+                        logs=work)
+    _assert_nothing_lost(ep)
+    assert (work / "llm-killed" / "model" / "model.gguf").is_file()
