@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup llamacpp demo test test-fast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 setup: $(VENV)/.installed
+
+# llama.cpp as a runtime (`--runtime llamacpp`, the int4 GGUF methods): llama-cpp-python compiles llama.cpp for this
+# CPU (about 4 minutes on 2 cores), so it is not part of setup.
+llamacpp: setup
+	$(BIN)/pip install --quiet -e ".[llamacpp]"
 
 demo: setup
 	$(BIN)/sizewise demo

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -303,6 +305,31 @@ def test_int4_awq_calibrates_with_nncf_and_stays_on_the_grid(tiny, text):
     weight = out.module.model.layers[0].mlp.down_proj.weight.detach().numpy()
     levels = [len(np.unique(g)) for g in weight.reshape(-1, 32)]
     assert max(levels) <= 16
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_block_by_block_calibration_gives_nncfs_whole_model_codes(symmetric):
+    """Calibrating one decoder block at a time (what keeps the memory of a calibration near one block's) must give
+    the codes NNCF gives when it sees the whole model with the same windows."""
+    nncf = pytest.importorskip("nncf")
+    from sizewise.compress.quantize.llm_codes import _read_codes, nncf_codes
+
+    model = _llama(seed=3)
+    torch.manual_seed(1)
+    windows = [torch.randint(0, 320, (1, 24)) for _ in range(4)]
+    blockwise = nncf_codes(model, windows, 32, symmetric, awq=True, scale_estimation=True)
+    whole = copy.deepcopy(model)
+    with torch.no_grad():
+        whole = nncf.compress_weights(
+            whole, mode=nncf.CompressWeightsMode.INT4_SYM if symmetric else nncf.CompressWeightsMode.INT4_ASYM,
+            group_size=32, ratio=1.0, dataset=nncf.Dataset([{"input_ids": w} for w in windows]), subset_size=4,
+            awq=True, scale_estimation=True)
+    reference = _read_codes(whole, symmetric)
+    assert sorted(blockwise) == sorted(reference) and len(reference) == 14
+    for name, codes in reference.items():
+        np.testing.assert_array_equal(blockwise[name].q, codes.q, err_msg=name)
+        np.testing.assert_allclose(blockwise[name].scale, codes.scale, rtol=1e-5, err_msg=name)
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.float32  # the model itself was not changed
 
 
 def test_a_missing_llama_cpp_names_the_extra(monkeypatch, tmp_path):

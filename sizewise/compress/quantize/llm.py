@@ -195,7 +195,7 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
                     source(input_ids=w)
         if config.calibrated:
             awq = "awq" in config.algorithm
-            codes = nncf_codes(source, windows, config.group_size, config.symmetric, awq=awq,
+            codes = nncf_codes(source, windows, config.group_size, config.symmetric, awq=awq, progress=ctx.progress,
                                scale_estimation="scale-estimation" in config.algorithm)
             details["library"] = f"nncf {nncf_version()}"
         else:
