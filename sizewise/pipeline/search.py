@@ -298,6 +298,23 @@ def _test_cards(search: _Search, dataset, artifact: str, progress) -> dict[str, 
     return {"cards": cards, "speedups": speedups}
 
 
+def _queue_design(study, design: list[dict], wanted: int) -> None:
+    """Queue the designed start's next picks, only as many as the next ask takes (not all at once): a trial a kill
+    interrupted is queued again when the search resumes, and Optuna runs queued trials oldest first, so with the
+    design queued lazily that trial runs next, as it did before the kill, and a resumed search runs its trials in
+    the uninterrupted order (what the validation proxy may stop depends on that order). A pick already in the study
+    (run, failed or queued by another worker) is not queued again."""
+    import optuna
+
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    for params in design:
+        if waiting >= wanted:
+            return
+        before = len(study.get_trials(deepcopy=False))
+        study.enqueue_trial(params, skip_if_exists=True)
+        waiting += len(study.get_trials(deepcopy=False)) - before
+
+
 def _write_final(search: _Search, outcomes, dataset, progress, interrupted: bool, finalize) -> ShrinkResults:
     """Measure the choice on test, then write results.json (and the report) from the trials the study holds *then*.
 
@@ -394,9 +411,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                                                                    n_startup_trials=min(6, config.trials)))
     if any("outcome" in t.user_attrs and "description" not in t.user_attrs["outcome"] for t in study.trials):
         raise ConfigError(f"{out} holds a search made by an older sizewise", hint="use a new --out")
-    if not study.trials:
-        for params in initial_design(slots, space, config.trials):
-            study.enqueue_trial(params, skip_if_exists=True)  # a second worker starting at once adds no copies
+    design = initial_design(slots, space, config.trials)
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _worker_alive(stale.user_attrs.get(WORKER)):
             continue  # another worker is running it right now
@@ -426,7 +441,9 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
             if failures >= MAX_FAILURES_IN_A_ROW:
                 step(f"stopping: the last {failures} trials failed (see their error.txt)")
                 break
-            batch = [study.ask() for _ in range(min(config.parallel, config.trials - done))]
+            wanted = min(config.parallel, config.trials - done)
+            _queue_design(study, design, wanted)
+            batch = [study.ask() for _ in range(wanted)]
             for trial in batch:
                 trial.set_user_attr(WORKER, _this_worker())
             jobs = [TrialJob(t.number, sample_plan(t, slots, space, recovery, student)) for t in batch]
