@@ -160,8 +160,18 @@ def run(model: LoadedModel | str, plan: Plan | Any, data: Dataset | str | None =
 
 def estimate(model: str, **options: Any) -> Estimate:
     """Analytic size and cost of a model too large to run: a preset (``gpt3-175b``), a Hugging Face config.json, or
-    any model reference (loaded to count its parameters). ``options``: see ``sizewise.estimate.EstimateConfig``."""
-    return _estimate(model, load_model=load, **options)
+    any model reference (loaded to count its parameters). ``options``: see ``sizewise.estimate.EstimateConfig``;
+    ``bandwidth="here"`` measures this machine's read bandwidth for the decode roofline."""
+    return _estimate(model, load_model=load, measure_bandwidth=_read_bandwidth_here, **options)
+
+
+def _read_bandwidth_here(buffer_bytes: int | None = None) -> tuple[float, str]:
+    """This machine's read bandwidth as ``sizewise measure`` takes it for its roofline, at torch's thread count.
+    Here, not in sizewise.estimate, because estimate may import sizewise.core only."""
+    from sizewise.measure.llm import measure_read_bandwidth
+
+    stats = measure_read_bandwidth(torch.get_num_threads(), buffer_bytes)
+    return stats.bytes_per_s, stats.method
 
 
 def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None = None, **kwargs: Any):

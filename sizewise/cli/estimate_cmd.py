@@ -37,16 +37,21 @@ def estimate(
                                                    "--region. (0.954 lbs/kWh = 432.7 g/kWh.)"),
     price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="USD per device-hour (default: "
                                                    "an approximate cloud list price)."),
+    bandwidth: Optional[str] = typer.Option(None, "--bandwidth", help="Memory read bandwidth for the decode "
+                                            "roofline of a causal LM, in GB/s (1e9 bytes/s), e.g. 50; or 'here' to "
+                                            "measure this machine's. Default: the --hardware accelerator's datasheet "
+                                            "figure, where hardware.json has one."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the estimate as JSON to this file."),
 ) -> None:
-    """How big and costly a model is: params, memory, what fits where, training compute, time, energy, CO2e, cost."""
+    """How big and costly a model is: params, memory, what fits where, decode tokens/s (an upper bound), training
+    compute, time, energy, CO2e, cost."""
     from sizewise.core.serialize import write_json_atomic
     from sizewise.api import estimate as run_estimate
     from sizewise.estimate.render import print_view
 
     result = run_estimate(model, tokens=tokens, batch=batch, seq_len=seq_len, hardware=hardware, devices=devices,
                           days=days, mfu=mfu, device_power_w=device_power_w, pue=pue, region=region,
-                          grid_intensity=grid_intensity, price_per_hour=price_per_hour)
+                          grid_intensity=grid_intensity, price_per_hour=price_per_hour, bandwidth=bandwidth)
     data = result.to_dict()
     print_view(data, console)
     if json_path is not None:

@@ -1,8 +1,9 @@
 """``estimate(model, ...)``: what a model too large to run here would cost to store, serve and train.
 
 Composes the pieces: resolve the model and count its parameters (:mod:`.params`), memory and FLOPs (:mod:`.compute`),
-time, energy, CO2e and cost (:mod:`.cost`). The result is one frozen dataclass whose JSON form
-(``"schema": "sizewise.estimate/1"``) other tools read; every constant it used is listed in ``assumptions``.
+the decode bandwidth roofline (:mod:`.decode`), time, energy, CO2e and cost (:mod:`.cost`). The result is one frozen
+dataclass whose JSON form (``"schema": "sizewise.estimate/1"``) other tools read; every constant it used is listed in
+``assumptions``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 import datetime as _dt
 from typing import Any
 
-from sizewise.estimate import compute, cost
+from sizewise.estimate import compute, cost, decode
 from sizewise.estimate.config import Assumption, EstimateConfig, default
 from sizewise.estimate.params import Architecture, ParamCount, resolve_model
 
@@ -32,6 +33,7 @@ class Estimate:
     architecture: Architecture
     memory: compute.MemoryEstimate
     inference: compute.InferenceEstimate
+    decode: decode.DecodeEstimate  # upper-bound decode tokens/s of a causal LM; applies False (with reason) otherwise
     training: cost.TrainingEstimate
     fits_overhead: float  # fraction added to the weights before comparing with device memory
     fits: tuple[compute.FitRow, ...]
@@ -44,9 +46,11 @@ class Estimate:
         return to_dict(self)
 
 
-def estimate(model: str | EstimateConfig, load_model: Callable[[str], Any] | None = None, **options: Any) -> Estimate:
+def estimate(model: str | EstimateConfig, load_model: Callable[[str], Any] | None = None,
+             measure_bandwidth: decode.BandwidthMeter | None = None, **options: Any) -> Estimate:
     """Estimate ``model`` (a preset, a config.json, or a model reference that ``load_model`` loads) under
-    ``options`` (see EstimateConfig). ``sizewise.estimate`` passes sizewise's loader."""
+    ``options`` (see EstimateConfig). ``sizewise.estimate`` passes sizewise's loader and, for ``bandwidth="here"``,
+    the function that measures this machine's read bandwidth: both live in layers this package may not import."""
     cfg = model if isinstance(model, EstimateConfig) else EstimateConfig(model=model, **options)
     if isinstance(model, EstimateConfig) and options:
         cfg = dataclasses.replace(model, **options)
@@ -64,7 +68,8 @@ def estimate(model: str | EstimateConfig, load_model: Callable[[str], Any] | Non
     training, used, training_notes = cost.training(cfg, units, unit, units_source, flops, formula,
                                                    memory.training_bytes)
     fits, overhead = compute.fits(memory.weights_bytes)
-    notes += training_notes
+    decoding, decode_used, decode_notes = decode.decode(cfg, arch, memory, measure_bandwidth)
+    notes += training_notes + decode_notes
     if memory.activation_bytes is None:
         notes.append("activation memory is n/a for this model: training memory counts the 16 bytes/param state only")
 
@@ -80,10 +85,11 @@ def estimate(model: str | EstimateConfig, load_model: Callable[[str], Any] | Non
         Assumption("KV cache precision", 2, "bytes/value", "fp16 cache (fp32 for fp32 inference)"),
         Assumption("fits overhead", overhead, "fraction of weights", overhead_src["source"], overhead_src["year"]),
         *used,
+        *decode_used,
     ]
     return Estimate(
         schema=SCHEMA, kind="estimate", model=resolved.name, description=resolved.description,
         created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), config=cfg, params=params,
-        architecture=arch, memory=memory, inference=inference, training=training, fits_overhead=overhead,
-        fits=tuple(fits), assumptions=tuple(assumptions), notes=tuple(notes),
+        architecture=arch, memory=memory, inference=inference, decode=decoding, training=training,
+        fits_overhead=overhead, fits=tuple(fits), assumptions=tuple(assumptions), notes=tuple(notes),
     )

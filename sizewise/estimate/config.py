@@ -15,6 +15,35 @@ from sizewise.core.constants import load_constants
 from sizewise.core.errors import ConfigError
 
 
+HERE = "here"  # --bandwidth here: measure this machine's read bandwidth
+_BANDWIDTH_HINT = ("give GB/s (1e9 bytes/s), e.g. --bandwidth 50, or --bandwidth here to measure this machine's read "
+                   "bandwidth")
+
+
+def parse_bandwidth(value: Any) -> float | str | None:
+    """``--bandwidth``: a positive number of GB/s (a number or its text), or ``"here"``; anything else is a one-line
+    ConfigError naming the value."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == HERE:
+            return HERE
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(f"bandwidth must be a number of GB/s or 'here', got {value.strip()!r}",
+                              hint=_BANDWIDTH_HINT) from None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"bandwidth must be a number of GB/s or 'here', got {value!r}", hint=_BANDWIDTH_HINT)
+    else:
+        number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"bandwidth must be a positive number of GB/s, got {str(value).strip()}",
+                          hint=_BANDWIDTH_HINT)
+    return number
+
+
 def hardware_table() -> dict[str, Any]:
     return load_constants("hardware")["accelerators"]
 
@@ -60,6 +89,8 @@ class EstimateConfig:
     region: str | None = None  # key of grid_intensity.json "regions"; exclusive with grid_intensity
     grid_intensity: float | None = None  # gCO2e per kWh
     price_per_hour: float | None = None  # USD per device-hour
+    # decode roofline: GB/s (1e9 bytes/s), or "here" (measured by the caller); default: the hardware's, if published
+    bandwidth: float | str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -72,6 +103,7 @@ class EstimateConfig:
         self._positive("device_power_w", strict=True)
         self._positive("grid_intensity", strict=False)
         self._positive("price_per_hour", strict=False)
+        object.__setattr__(self, "bandwidth", parse_bandwidth(self.bandwidth))
         if self.mfu is not None:
             self._number("mfu")
             if not 0 < self.mfu <= 1:

@@ -128,14 +128,40 @@ def build_view(d: dict[str, Any]) -> View:
         ("inference", f"{sci(inf['flops_per_token'], 'FLOP')} per {inf['unit']}", inf["formula"]),
     )
     training_table = ViewTable("Training and serving", ("", "estimate", "basis"), training_rows)
+    decode_table = _decode_table(d.get("decode"))  # absent in estimates written before it existed
 
     assumption_rows = tuple(
         (a["name"], _value(a["value"]), a["unit"], a["source"] + (f" ({a['year']})" if a.get("year") else ""))
         for a in d["assumptions"]
     )
     assumptions = ViewTable("Assumptions and constants used", ("name", "value", "unit", "source"), assumption_rows)
-    return View(f"sizewise estimate: {d['model']}", tuple(lines),
-                (memory_table, fits_table, training_table, assumptions), tuple(d.get("notes", ())))
+    tables = (memory_table, fits_table, training_table, *([decode_table] if decode_table else []), assumptions)
+    return View(f"sizewise estimate: {d['model']}", tuple(lines), tables, tuple(d.get("notes", ())))
+
+
+def rate(value: float | None) -> str:
+    if _na(value):
+        return "n/a"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _decode_table(dec: dict[str, Any] | None) -> ViewTable | None:
+    """Decode tokens/s per precision, labelled as the upper bound it is; none for models that do not decode."""
+    if not dec or not dec.get("applies"):
+        return None
+    bw = dec["bandwidth_bytes_per_s"]
+    tokens = dec.get("tokens_per_s") or {}
+    rows = tuple((prec, format_bytes(dec["bytes_per_step"][prec]),
+                  rate(tokens.get(prec)) if bw is not None else "n/a (bandwidth unknown)") for prec in PRECISIONS)
+    source = dec["bandwidth_source"]  # says "bandwidth unknown: ..." when there is none
+    bandwidth = source if bw is None else f"bandwidth {bw / 1e9:,.4g} GB/s ({source})"
+    kv = dec["kv_cache_bytes"]["fp16"]
+    caption = (f"{bandwidth}. Upper-bound estimate, not a measurement: "
+               f"tokens/s = batch x bandwidth / (weights + KV cache), every byte read once per step, at batch "
+               f"{dec['batch']}, context {dec['context']:,} tokens, KV cache {format_bytes(kv)} in fp16 (fp32 for "
+               "fp32); compute and overheads ignored, so real decoding reaches only part of it")
+    return ViewTable("Decode (estimate: bandwidth roofline)", ("precision", "bytes per step", "tokens/s (upper bound)"),
+                     rows, caption)
 
 
 def _value(v: Any) -> str:

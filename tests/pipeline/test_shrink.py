@@ -425,3 +425,30 @@ def test_the_final_results_hold_trials_another_worker_finished_while_this_one_me
     assert search_mod._write_final(fake, outcomes, None, lambda msg: None, False, None) == "results"
     assert measured == ["art0", "art1"]  # the first choice, then the one another worker's trial made better
     assert written == [[0, 1]]  # written once, after the second measurement, with both trials
+
+
+def test_a_trial_killed_mid_run_runs_again_before_the_designed_start_goes_on():
+    """The designed start is queued one ask ahead: the plan a kill interrupted, queued again on resume, is the next
+    one asked for, so the resumed search runs its trials in the uninterrupted order."""
+    import optuna
+
+    from sizewise.pipeline.search import _queue_design
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    design = [{"pick": "a"}, {"pick": "b"}, {"pick": "c"}]
+    dist = {"pick": optuna.distributions.CategoricalDistribution(["a", "b", "c"])}
+    _queue_design(study, design, 1)
+    first = study.ask(dist)
+    assert first.params == {"pick": "a"}
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # b is not queued yet
+    # the process dies while trial 0 runs; the next start fails it and queues its plan again
+    study.tell(first.number, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(first.params)
+    _queue_design(study, design, 1)
+    assert study.ask(dist).params == {"pick": "a"}  # the interrupted plan first, then the design goes on
+    _queue_design(study, design, 1)
+    assert study.ask(dist).params == {"pick": "b"}
+    _queue_design(study, design, 2)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"pick": "c"}]  # a queued trial's plan
