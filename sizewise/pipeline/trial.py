@@ -237,7 +237,9 @@ def run_trial(job: TrialJob, ctx: TrialContext) -> TrialOutcome:
                                                                               "baseline itself, nothing to run")
     folder = Path(ctx.out) / "trials" / f"{job.number:04d}"
     try:
-        torch.manual_seed(ctx.seed + job.number)
+        # seeded by the plan, not the trial number: a trial a kill interrupted runs again under another number and
+        # must draw the same random numbers, so a resumed search equals an uninterrupted one
+        torch.manual_seed(ctx.seed + int(job.plan.fingerprint()[:8], 16))
         if folder.exists():  # a trial number runs once per study: this is left from a killed or discarded one
             shutil.rmtree(folder)
         folder.mkdir(parents=True)

@@ -452,3 +452,35 @@ def test_a_trial_killed_mid_run_runs_again_before_the_designed_start_goes_on():
     _queue_design(study, design, 2)
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [{"pick": "c"}]  # a queued trial's plan
+
+
+def test_a_trial_draws_its_random_numbers_from_its_plan_not_its_number(trained_digits_dir, tmp_path, monkeypatch):
+    """A killed trial runs again under a new number: it must start from the same seed, or the resumed search
+    differs from an uninterrupted one. The run itself is replaced by a probe of torch's seed."""
+    import shutil as sh
+
+    import torch
+
+    from sizewise.compress.prune import ChannelPrune
+    from sizewise.compress.quantize import Int8Dynamic
+    from sizewise.pipeline import executor, trial
+    from sizewise.pipeline.plan import Plan, Step
+
+    seeds = []
+
+    class Probe(Exception):
+        pass
+
+    def probe(*args, **kwargs):
+        seeds.append(torch.initial_seed())
+        raise Probe
+
+    monkeypatch.setattr(executor, "run", probe)
+    baseline = tmp_path / "baseline"
+    sh.copytree(trained_digits_dir, baseline)
+    (baseline / trial.VALIDATION_CARD).write_text("{}")
+    ctx = trial.TrialContext(str(baseline), "digits", str(tmp_path), "accuracy", 0.9, 1.0, 33, {}, 0)
+    prune, quant = Plan((Step.of(ChannelPrune(0.4)),)), Plan((Step.of(Int8Dynamic()),))
+    for number, plan in ((1, prune), (7, prune), (2, quant)):
+        assert trial.run_trial(trial.TrialJob(number, plan), ctx).state == "failed"  # the probe stopped it
+    assert seeds[0] == seeds[1] != seeds[2]
