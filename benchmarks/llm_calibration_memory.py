@@ -1,5 +1,6 @@
 """Peak memory of an LLM calibration: NNCF's AWQ + scale estimation on SmolLM2-135M, block by block (what
-``sizewise quantize --method int4-awq`` runs) against the same algorithms on the whole model at once.
+``sizewise quantize --method int4-awq`` runs) against the same algorithms on the whole model at once, and the int4-awq
+step itself (the calibration figures it records in its run, which the acceptance result quotes).
 
 Each way runs in a fresh child process (so one's peak cannot hide in the other's), on the same 32 windows of 512
 tokens from WikiText-2's validation text (the calibration split: WikiText-2 here has no train file; the test text is
@@ -47,6 +48,19 @@ def calibrate(way: str, samples: int, tokens: int, codes_out: Path) -> dict:
     windows, split = calibration_windows(loaded, data, samples, tokens)
     module = loaded.module.eval().to(torch.float32)
     weight_bytes = sum(p.numel() * 4 for p in module.parameters())
+    if way == "step":  # the quantize step itself (int4-awq, defaults but a short validation scoring)
+        import tempfile as tf
+
+        from sizewise.compress.quantize.llm import LLMWeightInt4, quantize_llm
+        from sizewise.compress.registry import StepContext
+
+        config = LLMWeightInt4(calibration_samples=samples, calibration_tokens=tokens, eval_tokens=1024)
+        out = quantize_llm(loaded, config, StepContext(data=data.without_test(), workdir=Path(tf.mkdtemp())))
+        cal = out.details["calibration"]
+        return {"way": way, "split": cal["split"], "windows": cal["windows"], "tokens_per_window": tokens,
+                "seconds": cal["seconds"], "rss_at_start_bytes": cal["peak_rss_bytes"] - cal["rss_increase_bytes"],
+                "peak_rss_bytes": cal["peak_rss_bytes"], "increase_bytes": cal["rss_increase_bytes"],
+                "fp32_weight_bytes": weight_bytes, "layers": out.details["layers"], "nncf": nncf.__version__}
     started = time.perf_counter()
     with PeakRss() as rss:
         if way == "blockwise":
@@ -87,7 +101,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--tokens", type=int, default=512)
-    p.add_argument("--ways", default="blockwise,whole")
+    p.add_argument("--ways", default="blockwise,whole,step",
+                   help="blockwise: nncf_codes; whole: NNCF on the whole model; step: the int4-awq step as quantize "
+                        "runs it (its own calibration figures)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--codes", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -104,7 +120,9 @@ def main() -> None:
         if out.returncode != 0:
             raise SystemExit(f"{way} failed:\n{out.stderr[-3000:]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    comparison = same_codes(scratch / "blockwise.npz", scratch / "whole.npz") if len(rows) == 2 else None
+    ways = [r["way"] for r in rows]
+    comparison = same_codes(scratch / "blockwise.npz", scratch / "whole.npz") \
+        if "blockwise" in ways and "whole" in ways else None
     meta = c.finish_meta(meta)
     result = {"meta": meta, "rows": rows, "codes": comparison}
     c.RESULTS.mkdir(parents=True, exist_ok=True)

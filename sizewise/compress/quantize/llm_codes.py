@@ -180,25 +180,48 @@ def nncf_codes(module: torch.nn.Module, windows: list[torch.Tensor], group_size:
     prefix = next(n for n, m in module.named_modules() if m is blocks)
     inputs = block_inputs(module, windows)
     codes: dict[str, GroupCodes] = {}
-    for index, block in enumerate(blocks):
-        if progress:
-            progress(f"calibrating block {index + 1}/{len(blocks)}")
-        work = copy.deepcopy(block).eval()
-        with torch.inference_mode(False), torch.no_grad():
-            compressed = nncf.compress_weights(work, mode=mode, group_size=group_size, ratio=1.0,
-                                               dataset=nncf.Dataset(inputs), subset_size=len(inputs), all_layers=True,
-                                               awq=awq, scale_estimation=scale_estimation)
-        codes.update({f"{prefix}.{index}.{name}": c for name, c in _read_codes(compressed, symmetric).items()})
-        del work, compressed
-        with torch.no_grad():
-            for kwargs in inputs:
-                out = block(**kwargs)
-                kwargs["hidden_states"] = out[0] if isinstance(out, tuple) else out
+    with _quiet_nncf():  # its bit-width table would print once per block; sizewise reports progress per block
+        for index, block in enumerate(blocks):
+            _calibrate_block(nncf, mode, block, index, prefix, inputs, codes, group_size, symmetric, awq,
+                             scale_estimation, len(blocks), progress)
     missing = sorted(set(linear_weights(module)) - set(codes))
     if missing:
         raise ConfigError(f"NNCF {nncf_version()} left {len(missing)} linear layer(s) uncompressed, e.g. {missing[0]}",
                           hint="report this with the NNCF version; use --method int4-rtn meanwhile")
     return codes
+
+
+@contextlib.contextmanager
+def _quiet_nncf():
+    import logging
+
+    from nncf.common.logging import nncf_logger
+
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        nncf_logger.setLevel(level)
+
+
+def _calibrate_block(nncf, mode, block, index: int, prefix: str, inputs: list[dict], codes: dict, group_size: int,
+                     symmetric: bool, awq: bool, scale_estimation: bool, blocks: int, progress) -> None:
+    """NNCF on one block (a copy), its codes added to ``codes``; then the float block turns ``inputs`` into the
+    next block's."""
+    if progress:
+        progress(f"calibrating block {index + 1}/{blocks}")
+    work = copy.deepcopy(block).eval()
+    with torch.inference_mode(False), torch.no_grad():
+        compressed = nncf.compress_weights(work, mode=mode, group_size=group_size, ratio=1.0,
+                                           dataset=nncf.Dataset(inputs), subset_size=len(inputs), all_layers=True,
+                                           awq=awq, scale_estimation=scale_estimation)
+    codes.update({f"{prefix}.{index}.{name}": c for name, c in _read_codes(compressed, symmetric).items()})
+    del work, compressed
+    with torch.no_grad():
+        for kwargs in inputs:
+            out = block(**kwargs)
+            kwargs["hidden_states"] = out[0] if isinstance(out, tuple) else out
 
 
 def _read_codes(compressed: torch.nn.Module, symmetric: bool) -> dict[str, GroupCodes]:
