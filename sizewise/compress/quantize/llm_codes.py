@@ -167,12 +167,13 @@ def nncf_codes(module: torch.nn.Module, windows: list[torch.Tensor], group_size:
     """NNCF's 4-bit codes for every linear layer of ``module`` (not changed), calibrated on ``windows`` (token id
     tensors of shape (1, T)), one decoder block at a time.
 
-    Why block by block: NNCF's AWQ and scale estimation keep every calibration window's input to every linear layer
-    until the end (on SmolLM2-135M, 32 windows of 512 tokens: 8.7 GiB for a 0.5 GiB model). Here NNCF sees one
-    block, with that block's inputs for all windows (recorded from the float model, then pushed through the float
-    block to become the next block's inputs, as they are when NNCF runs the whole model), so the peak holds one
-    block's statistics and two sets of hidden states. The codes equal those of a whole-model run (a test checks
-    it); ``all_layers`` because a block's last projection is not the model's last layer NNCF would keep at 8 bits."""
+    Why block by block: handed the whole model, NNCF's pass made this step add 6.1 GiB of memory on SmolLM2-135M
+    (0.5 GiB of weights, 32 windows of 512 tokens); one block at a time it adds 0.5 GiB, for the same codes, in
+    about 1.4x the time (``benchmarks/results/llm_calibration_memory.md``). NNCF sees one block with that block's
+    inputs for all windows (recorded from the float model, then pushed through the float block to become the next
+    block's inputs, as they are when NNCF runs the whole model), so the peak holds one block's statistics and two
+    sets of hidden states, whatever the depth. The codes equal those of a whole-model run (a test checks it);
+    ``all_layers`` because a block's last projection is not the model's last layer NNCF would keep at 8 bits."""
     nncf = require("nncf", "llm", "calibrated int4 quantization (AWQ, scale estimation)")
 
     mode = nncf.CompressWeightsMode.INT4_SYM if symmetric else nncf.CompressWeightsMode.INT4_ASYM
