@@ -361,6 +361,11 @@ class Command:
         return COMPARE[self.name](out, reference)
 
 
+def _test_metrics_differ(out: Path, ref: Path) -> list[str]:
+    ma, mb = _card_metrics(out), _card_metrics(ref)
+    return [] if ma == mb else [f"test metrics {ma} vs {mb} uninterrupted"]
+
+
 def _compare_train(out: Path, ref: Path) -> list[str]:
     diffs = []
     w = same_weights(out / "model", ref / "model")
@@ -369,10 +374,7 @@ def _compare_train(out: Path, ref: Path) -> list[str]:
     a, b = train_snapshot(out)["items"], train_snapshot(ref)["items"]
     if a != b:
         diffs.append(f"epoch history differs: {sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))}")
-    ma, mb = _card_metrics(out), _card_metrics(ref)
-    if ma != mb:
-        diffs.append(f"test metrics {ma} vs {mb} uninterrupted")
-    return diffs
+    return diffs + _test_metrics_differ(out, ref)
 
 
 def _compare_compress(out: Path, ref: Path) -> list[str]:
@@ -384,10 +386,7 @@ def _compare_compress(out: Path, ref: Path) -> list[str]:
     sb = {s["index"]: (s["method"], _plain(s["metrics"])) for s in _read_json(ref / "steps.json")["steps"]}
     if sa != sb:
         diffs.append(f"step metrics differ: {[k for k in set(sa) | set(sb) if sa.get(k) != sb.get(k)]}")
-    ma, mb = _card_metrics(out), _card_metrics(ref)
-    if ma != mb:
-        diffs.append(f"test metrics {ma} vs {mb} uninterrupted")
-    return diffs
+    return diffs + _test_metrics_differ(out, ref)
 
 
 def trial_essence(out: Path) -> list[tuple]:
@@ -431,10 +430,7 @@ def _compare_llm(out: Path, ref: Path) -> list[str]:
     a, b = _digest(out / "model"), _digest(ref / "model")
     if a != b:
         diffs.append(f"model file digest {a} vs {b} uninterrupted")
-    ma, mb = _card_metrics(out), _card_metrics(ref)
-    if ma != mb:
-        diffs.append(f"test metrics {ma} vs {mb} uninterrupted")
-    return diffs
+    return diffs + _test_metrics_differ(out, ref)
 
 
 COMPARE = {"train": _compare_train, "compress": _compare_compress, "shrink": _compare_shrink, "llm": _compare_llm}
