@@ -119,12 +119,15 @@ def load_gguf(path: str | os.PathLike, reference: str | None = None, source: str
     """A causal LM from a ``.gguf`` file: ``AutoModelForCausalLM`` and ``AutoTokenizer`` with ``gguf_file``."""
     import torch
 
+    from sizewise.models.fits import check_fits
     from sizewise.models.hf import text_model
 
     path = Path(path)
     gguf = require("gguf", "llm", "GGUF files")
     reader = _reader(gguf, path)
     summary = gguf_summary(path, reader)
+    weights = sum(summary["weights_by_type"].values())
+    check_fits(weights * 4, path.name, f"{weights / 1e6:,.0f} million weights dequantized to float32 for torch")
     transformers = require("transformers", "llm", "GGUF files")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers.utils.logging.disable_progress_bar()

@@ -15,6 +15,7 @@ from typing import Any
 
 from sizewise.core.errors import ModelReferenceError
 from sizewise.core.optional import require
+from sizewise.models.fits import check_fits
 from sizewise.models.loaded import TASKS, InputSpec, LoadedModel
 
 _AUTO_CLASS = {"text-classification": "AutoModelForSequenceClassification",
@@ -195,6 +196,9 @@ def load_hf_directory(path: str | os.PathLike, reference: str | None = None, sou
     images = reads_images(model_dir, task)
     archs = ", ".join(config.get("architectures") or []) or "(none listed)"
     if module is None:
+        stored = sum(f.stat().st_size for f in model_dir.iterdir()
+                     if f.is_file() and f.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+        check_fits(stored, str(model_dir), "at least its weight files' bytes")
         try:
             module = auto.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
         except ValueError as exc:
