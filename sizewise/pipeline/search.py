@@ -298,6 +298,15 @@ def _test_cards(search: _Search, dataset, artifact: str, progress) -> dict[str, 
     return {"cards": cards, "speedups": speedups}
 
 
+def _queue_again(study, trial) -> None:
+    """Queue the plan of a trial that did not finish, to run next. A trial killed right after it was asked for
+    holds no sampled parameters yet, only the ones it was queued with (``fixed_params``): those are its plan. A
+    sampled trial killed before sampling anything has no plan to repeat; the search samples a new one."""
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    if params:
+        study.enqueue_trial(params)
+
+
 def _queue_design(study, design: list[dict], wanted: int) -> None:
     """Queue the designed start's next picks, only as many as the next ask takes (not all at once): a trial a kill
     interrupted is queued again when the search resumes, and Optuna runs queued trials oldest first, so with the
@@ -417,7 +426,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
             continue  # another worker is running it right now
         # killed mid-trial: its work was not kept, so it is failed and its plan queued to run again
         study.tell(stale.number, state=TrialState.FAIL)
-        study.enqueue_trial(stale.params)
+        _queue_again(study, stale)
 
     def outcomes() -> list[TrialOutcome]:
         return [o for t in study.get_trials(deepcopy=False) if (o := _outcome_from_trial(t)) is not None]
@@ -490,7 +499,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
         for running in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if running.user_attrs.get(WORKER) == _this_worker():  # ours; other workers' trials are theirs
                 study.tell(running.number, state=TrialState.FAIL)
-                study.enqueue_trial(running.params)
+                _queue_again(study, running)
     finally:
         executor.close()
     results = _write_final(search, outcomes, dataset, step, interrupted, finalize)

@@ -484,3 +484,26 @@ def test_a_trial_draws_its_random_numbers_from_its_plan_not_its_number(trained_d
     for number, plan in ((1, prune), (7, prune), (2, quant)):
         assert trial.run_trial(trial.TrialJob(number, plan), ctx).state == "failed"  # the probe stopped it
     assert seeds[0] == seeds[1] != seeds[2]
+
+
+def test_a_queued_trial_killed_before_it_sampled_anything_runs_its_plan_again():
+    """Killed between Optuna's ask and the plan's sampling, a queued trial holds no parameters, only the ones it was
+    queued with: those are queued again (an empty plan would let the sampler pick another)."""
+    import optuna
+
+    from sizewise.pipeline.search import _queue_again
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"pick": "a"})
+    asked = study.ask()  # RUNNING, nothing suggested yet: the process dies here
+    assert asked.params == {}
+    study.tell(asked.number, state=optuna.trial.TrialState.FAIL)
+    _queue_again(study, study.trials[asked.number])
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"pick": "a"}]
+    fresh = optuna.create_study(directions=["maximize", "minimize"])
+    sampled = fresh.ask()  # a sampled trial killed before sampling: nothing to repeat
+    fresh.tell(sampled.number, state=optuna.trial.TrialState.FAIL)
+    _queue_again(fresh, fresh.trials[sampled.number])
+    assert fresh.get_trials(states=(optuna.trial.TrialState.WAITING,)) == []
