@@ -32,8 +32,9 @@ from _common import RESULTS, finish_meta, header_lines, log, md_table, new_meta 
 MODEL = "smollm2-135m"
 KV_FORMULA = "2 (K and V) x layers x kv_heads x head_dim x context x batch x bytes per element"
 VERSIONED = ("sizewise", "torch", "transformers", "gguf", "numpy")
-SPLITS = ("Splits: none for the estimate (analytic, from the config alone) nor for the decode timing (sizewise's "
-          "sample prompt); measure's perplexity, only when --data is given, on the dataset's test split.")
+SPLITS = ("Splits: nothing is decided here, so no validation split is used; reported: the estimate is analytic "
+          "(the config alone), the decode timing uses sizewise's sample prompt, and measure's perplexity (only with "
+          "--data) is on the dataset's test split.")
 
 
 def run_estimate(loaded: Any, context: int, workdir: Path) -> dict[str, Any]:

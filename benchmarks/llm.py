@@ -79,7 +79,8 @@ def sizewise_file(loaded, windows, algorithm: str, symmetric: bool, group: int, 
     """A 4-bit GGUF as ``sizewise quantize --method int4-*`` writes it with no layer kept at 8 bits."""
     import torch
 
-    from sizewise.compress.quantize.llm import PeakRss, _apply
+    from sizewise.compress.quantize.llm import _apply
+    from sizewise.measure.memory import PeakRss
     from sizewise.compress.quantize.llm_codes import linear_weights, nncf_codes, rtn_codes
     from sizewise.models.gguf_writer import write_gguf
 

@@ -37,7 +37,8 @@ def calibrate(way: str, samples: int, tokens: int, codes_out: Path) -> dict:
     import torch
 
     import sizewise
-    from sizewise.compress.quantize.llm import PeakRss, calibration_windows
+    from sizewise.compress.quantize.llm import calibration_windows
+    from sizewise.measure.memory import PeakRss
     from sizewise.compress.quantize.llm_codes import _read_codes, nncf_codes
     from sizewise.data import load_dataset
     from sizewise.data.options import DataOptions

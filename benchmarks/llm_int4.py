@@ -35,7 +35,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import sizewise
-    from sizewise.compress.quantize.llm import PeakRss, _apply, _score, calibration_windows
+    from sizewise.compress.quantize.llm import _apply, _score, calibration_windows
+    from sizewise.measure.memory import PeakRss
     from sizewise.compress.quantize.llm_codes import linear_weights, nncf_codes, nncf_version, rtn_codes
 
     loaded = sizewise.load("smollm2-135m")

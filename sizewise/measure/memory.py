@@ -10,7 +10,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -18,6 +17,32 @@ import psutil
 import torch
 
 from sizewise.measure.card import MemoryStats
+
+
+class PeakRss:
+    """This process's resident set size, sampled every ``interval`` seconds by a thread while the block runs:
+    ``start`` and ``peak`` (bytes). For a stage of a longer job (an LLM calibration); inference is measured in a
+    child process instead (below)."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self._process = psutil.Process()
+        self._interval = interval
+        self.start = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def _read_hwm_bytes() -> int | None:
@@ -43,31 +68,18 @@ def _reset_hwm() -> bool:
 def _child(module: torch.nn.Module, inputs: dict, threads: int, calls: int) -> tuple[int, str, int | None]:
     torch.set_num_threads(threads)
     module.eval()
-    process = psutil.Process()
     cuda = torch.cuda.is_available()
-    before = process.memory_info().rss
+    before = psutil.Process().memory_info().rss
     if _reset_hwm() and _read_hwm_bytes() is not None:
         with torch.inference_mode():
             for _ in range(calls):
                 module(**inputs)
         peak, method = _read_hwm_bytes() or before, "measured:rss-hwm-child-process"
     else:
-        peak, stop = before, threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, process.memory_info().rss)
-                time.sleep(0.001)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        with torch.inference_mode():
+        with PeakRss(interval=0.001) as rss, torch.inference_mode():
             for _ in range(calls):
                 module(**inputs)
-        stop.set()
-        sampler.join()
-        peak, method = max(peak, process.memory_info().rss), "measured:rss-sampled-1ms-child-process"
+        peak, method = rss.peak, "measured:rss-sampled-1ms-child-process"
     return max(0, peak - before), method, (torch.cuda.max_memory_allocated() if cuda else None)
 
 

@@ -267,14 +267,13 @@ def _check_field_types(manifest: dict, where: Path) -> None:
 
 
 def _input_spec(manifest: dict, where: Path) -> dict:
-    """The manifest's ``input`` entry, checked: the file may come from anyone, and a wrong type here would otherwise
-    surface as an AttributeError deep in the rebuild."""
+    """The manifest's ``input`` entry (an object or absent: :func:`_check_field_types` ran first), its contents
+    checked: the file may come from anyone, and a wrong type here would otherwise surface as an AttributeError deep
+    in the rebuild."""
     spec = manifest.get("input") or {}
-    shape = spec.get("shape") if isinstance(spec, dict) else None
-    seq_len = spec.get("default_seq_len", 1) if isinstance(spec, dict) else None
-    if (not isinstance(spec, dict)
-            or (spec.get("kind") == "tensor" and not (isinstance(shape, list) and shape
-                                                       and all(isinstance(d, int) and d > 0 for d in shape)))
+    shape, seq_len = spec.get("shape"), spec.get("default_seq_len", 1)
+    if ((spec.get("kind") == "tensor" and not (isinstance(shape, list) and shape
+                                               and all(isinstance(d, int) and d > 0 for d in shape)))
             or not (isinstance(seq_len, int) and seq_len > 0)
             or not isinstance(spec.get("name", "x"), str)):
         raise ModelReferenceError(f"{where} has a malformed 'input' entry: {str(spec)[:200]}",
@@ -337,8 +336,8 @@ def load_model_dir(directory: Path, reference: str, template: LoadedModel | None
         from sizewise.models.gguf import load_gguf_artifact
 
         loaded = load_gguf_artifact(directory / manifest["weights"], reference)
-        loaded.inputs.default_seq_len = _input_spec(manifest, directory / MANIFEST).get("default_seq_len",
-                                                                             loaded.inputs.default_seq_len)
+        spec = _input_spec(manifest, directory / MANIFEST)
+        loaded.inputs.default_seq_len = spec.get("default_seq_len", loaded.inputs.default_seq_len)
     elif arch == "onnx":
         loaded = loader.load_onnx(directory / manifest["weights"], reference)
         loaded.source = "run-dir"

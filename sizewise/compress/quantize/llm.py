@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from sizewise.compress.registry import StepContext, StepOutput
 from sizewise.core.budget import quality_drop
 from sizewise.core.errors import ConfigError, DataError
+from sizewise.measure.memory import PeakRss
 from sizewise.models.loaded import LoadedModel
 
 ALGORITHMS = ("rtn", "awq", "scale-estimation", "awq+scale-estimation")
@@ -95,31 +95,6 @@ def calibration_windows(loaded: LoadedModel, data: Any, samples: int, tokens: in
     tail = ids[-need:] if len(ids) >= need else ids[len(ids) % tokens:]
     windows = [torch.tensor(tail[i:i + tokens]).unsqueeze(0) for i in range(0, len(tail) - tokens + 1, tokens)]
     return windows, source
-
-
-class PeakRss:
-    """The process's resident set size, sampled every 20 ms while the block runs."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self.start = self.peak = self._process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 # ------------------------------------------------------------------------------------------------- the step
