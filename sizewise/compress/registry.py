@@ -48,6 +48,11 @@ class StepContext:
     # Recovery training (after pruning, factorizing, sharing) learns from ``teacher`` as well as from the labels:
     # the uncompressed model knows more than the labels say (its soft outputs), and a search always has it at hand.
     recovery_teacher: bool = False
+    # Called with the model once, when the step's first training begins (after the step changed it): a search measures
+    # how far the model's outputs moved and may raise to stop a hopeless candidate before its recovery is paid for.
+    # What it returns is kept in ``recovery_check`` for the step's record.
+    before_recovery: Callable[[Any], dict[str, Any] | None] | None = None
+    recovery_check: dict[str, Any] | None = field(default=None, init=False)
     learned_from_teacher: bool = field(default=False, init=False)  # set once fit() distilled; the record says so
 
     def need_data(self, method: str):
@@ -65,6 +70,8 @@ class StepContext:
         from sizewise.train import train
 
         data = self.need_data("training")
+        if self.before_recovery is not None and self.recovery_check is None:
+            self.recovery_check = self.before_recovery(model) or {}
         out = None if self.workdir is None else (self.workdir / tag if tag else self.workdir)
         if "objective" not in kwargs and self._can_distill(model, data):
             from sizewise.compress.distill import DistillConfig, Distillation

@@ -69,6 +69,10 @@ class RunOptions:
     # recovery training in a step learns from the plan's input model as well (knowledge distillation): a search does
     # this by default, since the baseline every candidate starts from is the best teacher it has
     recovery_teacher: bool = False
+    # called as (method name, the model about to be recovered, the plan's input model, the step's data) when a step's
+    # training begins; what it returns goes into the step's details as "before_recovery", and raising stops the run
+    # there (a search stops a candidate whose outputs moved further than a recovered one that still failed)
+    before_recovery: Callable[[str, LoadedModel, LoadedModel, Dataset], dict[str, Any] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -225,10 +229,15 @@ def run(model: LoadedModel, plan: Plan, data: Dataset | None, out: str | Path,
         ctx = StepContext(data=step_data, train=step.train, workdir=folder / "work", invariants=frozenset(invariants),
                           teacher=model, budget=options.budget, progress=say, eval_limit=options.eval_limit,
                           recovery_teacher=options.recovery_teacher)
+        if options.before_recovery is not None and step_data is not None:
+            ctx.before_recovery = lambda changed, name=step.method: options.before_recovery(name, changed, model,
+                                                                                             step_data)
         output = method.apply(current, step.config, ctx)
         output = output if isinstance(output, StepOutput) else StepOutput(current, output or {})
         if ctx.learned_from_teacher:
             output.details = {**output.details, "recovery_teacher": "the plan's input model (KD, T=2, alpha=0.5)"}
+        if ctx.recovery_check:
+            output.details = {**output.details, "before_recovery": ctx.recovery_check}
         result = output.model
         result.module.eval()
         _guard(result, expected, f"step {index + 1} ({step.method})", method.family)

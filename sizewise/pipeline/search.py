@@ -2,7 +2,10 @@
 
 Optuna (multi-objective TPE: metric up, objective down) samples plans from the registry's search spaces
 (:mod:`sizewise.pipeline.trial`); the one executor runs each in ``OUT/trials/NNNN`` and scores it on the validation
-split, after a check on a quarter of it (multi-fidelity: bad candidates stop there). The Pareto front and the choice are
+split. Multi-fidelity, cheapest signal first: a step whose outputs moved at least as far from the baseline's as those of
+a recovered candidate of the same method that still failed is stopped before its recovery training (the output error
+on 128 validation examples); a candidate far outside the budget on a quarter of the validation split stops before its
+full evaluation; a method that failed three times is not proposed again. The Pareto front and the choice are
 made on validation; then the chosen model and the baseline are measured once on the test split, side by side, for
 the reported numbers. Trials live in an Optuna RDB (SQLite in OUT by default) and their artifacts in OUT/trials, both
 written as each finishes, so a search killed at any point resumes with the same OUT and loses no finished trial.
@@ -44,6 +47,7 @@ from sizewise.pipeline.trial import (
     TrialJob,
     TrialOutcome,
     initial_design,
+    recovery_ceilings,
     sample_plan,
     search_space,
     slot_methods,
@@ -480,7 +484,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
             for job in jobs:
                 step(f"trial {job.number}: {'no compression' if job.plan is None else job.plan.describe()}")
             any_complete = bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            trial_ctx = dataclasses.replace(ctx, proxy_may_stop=any_complete)
+            trial_ctx = dataclasses.replace(ctx, proxy_may_stop=any_complete,
+                                            recovery_ceilings=recovery_ceilings(outcomes(), ctx))
             for trial, outcome in zip(batch, executor.run([(job, trial_ctx) for job in jobs]), strict=True):
                 trial.set_user_attr("outcome", to_dict(outcome))
                 if outcome.state == "complete":

@@ -48,6 +48,8 @@ class TrialOutcome:
     seconds: float = 0.0
     message: str = ""
     error: str | None = None  # error.txt of a failed trial: the full traceback
+    # each recovered step: {"method", "output_error" (before its recovery), "drop_points" (after it, on the proxy)}
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class TrialContext:
     finetune_samples: int | None = None
     proxy_may_stop: bool = True  # False until one trial completed, so a search always has a model to hand back
     recovery_teacher: bool = True  # recovery training distils from the baseline (see StepContext.recovery_teacher)
+    # method -> (output error, trial): the least-damaged candidate of that method that still missed the budget after
+    # its recovery (see RecoveryGate); filled by the search from the trials finished so far
+    recovery_ceilings: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------------
@@ -180,6 +185,12 @@ class ProxyStop(Exception):
         self.value, self.examples = value, examples
 
 
+def proxy_slack(ctx: TrialContext) -> float:
+    """Points of the metric that subset noise alone can move on the proxy subset: two examples' worth of accuracy, or
+    one Spearman point."""
+    return 200 / ctx.proxy_examples if ctx.metric == "accuracy" else 1.0
+
+
 class ProxyCheck:
     """Multi-fidelity: a candidate already far outside the budget on the first ``proxy_examples`` validation examples
     is stopped before its full evaluation and (slow) measurement.
@@ -200,10 +211,77 @@ class ProxyCheck:
         proxy = records[-1].metrics.get(ctx.metric) if records else None
         if proxy is None:
             return
-        slack = 200 / ctx.proxy_examples if ctx.metric == "accuracy" else 1.0
-        if quality_drop(ctx.metric, ctx.baseline_proxy_metric, proxy) > \
-                2 * ctx.allowed_drop_points + slack:
+        if quality_drop(ctx.metric, ctx.baseline_proxy_metric, proxy) > 2 * ctx.allowed_drop_points + proxy_slack(ctx):
             raise ProxyStop(proxy, ctx.proxy_examples)
+
+
+GATE_EXAMPLES = 128  # validation examples the output error before recovery is measured on
+
+
+class RecoveryStop(Exception):
+    def __init__(self, method: str, error: float, ceiling: float, trial: int):
+        super().__init__(f"{method}: output error {error} >= {ceiling} of trial {trial}")
+        self.method, self.error, self.ceiling, self.trial = method, error, ceiling, trial
+
+
+class RecoveryGate:
+    """Multi-fidelity before training: the cheapest signal a search has is how far a step moved the model's outputs
+    (:func:`sizewise.tasks.evaluate.output_error` against the baseline on the first ``GATE_EXAMPLES`` validation
+    examples), measured when the step's recovery training is about to start. Every recovered step records it; a
+    candidate whose outputs moved at least as far as those of a candidate of the same method that still missed the
+    budget after its recovery (by more than the proxy's noise) is stopped before its recovery is paid for.
+
+    The rule assumes that, within one method on one model with the same recovery, more damage does not recover better:
+    it learns its thresholds from this search's own failures, so it never stops anything before one has failed. A
+    step whose outputs cannot be compared with the baseline's (a new head, another width) is not gated."""
+
+    def __init__(self, ctx: TrialContext):
+        self.ctx = ctx
+
+    def __call__(self, method: str, model, teacher, data) -> dict[str, Any] | None:
+        from sizewise.core.errors import SizewiseError
+        from sizewise.tasks.evaluate import output_error
+
+        try:
+            error = output_error(model, teacher, data, split=data.decision_split, limit=GATE_EXAMPLES)
+        except (SizewiseError, ValueError, RuntimeError):  # outputs of another shape or task: no comparison
+            return None
+        ceiling = self.ctx.recovery_ceilings.get(method) if self.ctx.proxy_may_stop else None
+        if ceiling is not None and error >= ceiling[0]:
+            raise RecoveryStop(method, error, *ceiling)
+        return {"output_error": error, "examples": min(GATE_EXAMPLES, len(data.split(data.decision_split)))}
+
+
+def recoveries_of(folder: Path, ctx: TrialContext) -> list[dict[str, Any]]:
+    """Each recovered step of a trial: its method, its output error before recovery, and its drop after recovery on
+    the proxy subset (read from the trial's steps.json, written as each step finished)."""
+    import json
+
+    from sizewise.core.budget import quality_drop
+
+    log = folder / "steps.json"
+    if not log.is_file():
+        return []
+    found = []
+    for step in json.loads(log.read_text(encoding="utf-8"))["steps"]:
+        check, score = step["details"].get("before_recovery"), step["metrics"].get(ctx.metric)
+        if check and score is not None:
+            found.append({"method": step["method"], "output_error": check["output_error"],
+                          "drop_points": quality_drop(ctx.metric, ctx.baseline_proxy_metric, score)})
+    return found
+
+
+def recovery_ceilings(outcomes: list[TrialOutcome], ctx: TrialContext) -> dict[str, tuple[float, int]]:
+    """For each method, the smallest output error of a recovered step that still missed the budget on the proxy
+    subset by more than its noise: a later candidate of that method with outputs moved this far is not recovered."""
+    ceilings: dict[str, tuple[float, int]] = {}
+    for o in outcomes:
+        for r in o.recoveries:
+            if r["drop_points"] <= ctx.allowed_drop_points + proxy_slack(ctx):
+                continue
+            if r["method"] not in ceilings or r["output_error"] < ceilings[r["method"]][0]:
+                ceilings[r["method"]] = (r["output_error"], o.number)
+    return ceilings
 
 
 def trial_data(spec: str, finetune_samples: int | None):
@@ -252,18 +330,27 @@ def run_trial(job: TrialJob, ctx: TrialContext) -> TrialOutcome:
         result = run(baseline, job.plan, dataset, folder, RunOptions(
             measure=MeasureConfig(**ctx.measure), final_split="validation", eval_limit=ctx.proxy_examples,
             kind="shrink-trial", command=f"shrink trial {job.number}: {description}",
-            before_final=check, keep_step_models=False, recovery_teacher=ctx.recovery_teacher))
+            before_final=check, keep_step_models=False, recovery_teacher=ctx.recovery_teacher,
+            before_recovery=RecoveryGate(ctx)))
         card = result.after.to_dict()
         proxy = next((s.metrics[ctx.metric] for s in reversed(result.steps) if ctx.metric in s.metrics), None)
         return TrialOutcome(job.number, plan_dict, description, "complete", metric=card["metrics"][ctx.metric],
                             proxy_metric=proxy, objectives=objectives_of(card), artifact=str(folder),
-                            seconds=time.perf_counter() - started)
+                            seconds=time.perf_counter() - started, recoveries=recoveries_of(folder, ctx))
     except ProxyStop as stop:
         return TrialOutcome(job.number, plan_dict, description, "pruned", proxy_metric=stop.value,
                             artifact=str(folder), seconds=time.perf_counter() - started,
                             message=f"stopped early: proxy {ctx.metric} {points(ctx.metric, stop.value):.2f} on "
                                     f"{stop.examples} validation examples (baseline "
-                                    f"{points(ctx.metric, ctx.baseline_proxy_metric):.2f})")
+                                    f"{points(ctx.metric, ctx.baseline_proxy_metric):.2f})",
+                            recoveries=recoveries_of(folder, ctx))
+    except RecoveryStop as stop:
+        return TrialOutcome(job.number, plan_dict, description, "pruned", artifact=str(folder),
+                            seconds=time.perf_counter() - started,
+                            message=f"stopped before recovery: {stop.method} moved the outputs by {stop.error:.3f} "
+                                    f"(relative, on {GATE_EXAMPLES} validation examples), as far as or further "
+                                    f"than trial {stop.trial}'s {stop.ceiling:.3f}, which missed the budget after "
+                                    "its recovery")
     except Exception as exc:  # a failed candidate is a result too: recorded, and the search goes on
         error = folder / "error.txt"
         try:

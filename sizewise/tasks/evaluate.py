@@ -103,6 +103,24 @@ def model_outputs(loaded: LoadedModel, split: Split, batch_size: int = 64, max_l
     return np.concatenate(chunks) if chunks else np.empty((0,))
 
 
+def output_error(loaded: LoadedModel, reference: LoadedModel, dataset: Dataset, split: str | None = None,
+                 limit: int = 128) -> float:
+    """How far ``loaded``'s outputs are from ``reference``'s on the first ``limit`` examples of ``split``:
+    ||y - y_ref|| / ||y_ref|| over the whole batch (logits for a classifier, L2-normalised embeddings for a sentence
+    encoder, both sentences of each pair). 0 means the same outputs. A cheap signal of how much a compression step
+    destroyed before any recovery training is paid for; it compares candidates of one model and one method, it is no
+    accuracy."""
+    check_compatible(loaded, dataset)
+    data = dataset.split(split).head(limit)
+    if dataset.task == "sentence-similarity":
+        sentences = [s for pair in data.inputs for s in pair]
+        data = Split(sentences, np.zeros(len(sentences), dtype=np.float32))
+    elif dataset.task not in ("image-classification", "text-classification"):
+        raise DataError(f"no output comparison for task '{dataset.task}'")
+    got, want = model_outputs(loaded, data), model_outputs(reference, data)
+    return float(np.linalg.norm(got - want) / max(float(np.linalg.norm(want)), 1e-12))
+
+
 def evaluate(loaded: LoadedModel, dataset: Dataset, split: str | None = None, limit: int | None = None,
              batch_size: int = 64) -> dict[str, float]:
     """The task's metric on ``split`` (default: the dataset's reported split). Decisions pass
