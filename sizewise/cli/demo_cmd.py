@@ -23,7 +23,7 @@ from sizewise.cli.common import console, handles_errors
 MODEL = "minilm"
 # The demo's choice among the registry's searchable methods (validated by ShrinkConfig like --methods): the two that
 # need no training, so it ends in minutes; int8 kernels are where CPUs with VNNI/AMX gain, and the search measures it.
-METHODS = "int8-dynamic,ort-optimize".split(",")
+METHODS = ("int8-dynamic", "ort-optimize")
 MAX_DROP = "1pp"  # Spearman x 100 is already in points: at most 1 point lost
 THREADS = 1
 
@@ -40,7 +40,7 @@ def demo_config(trials: int):
     from sizewise.pipeline import ShrinkConfig
 
     return ShrinkConfig(max_drop=Budget.parse(MAX_DROP), objective="latency", runtime="onnxruntime",
-                        methods=tuple(METHODS), trials=trials, finetune_epochs=0, threads=THREADS,
+                        methods=METHODS, trials=trials, finetune_epochs=0, threads=THREADS,
                         latency_seconds=0.5, compare_seconds=5.0,
                         sensitivity=False)  # a minute of per-layer int8 probing the demo's report does without
 
