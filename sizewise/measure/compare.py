@@ -43,7 +43,8 @@ from sizewise.models.loaded import LoadedModel
 
 SCHEMA = "sizewise.compare/1"
 ORDERS = ("abba", "random")
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "llamacpp")
+DECODE_CONTEXT = 128  # tokens of prompt before the timed decode step of a causal LM (seq_len overrides it)
 
 
 def round_orders(names: Sequence[str], order: str = "abba", seed: int = 0) -> Iterator[list[str]]:
@@ -186,6 +187,9 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     schema: str = SCHEMA
+    # what one call is: a forward of the example inputs, or for two causal LMs one greedy decode step (what a user
+    # waits for per generated token), at a context of seq_len (default DECODE_CONTEXT) tokens
+    timed: str = "forward"
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -239,25 +243,56 @@ def _inputs_for(a: LoadedModel, b: LoadedModel, config: CompareConfig):
         return inputs_a, inputs_b, False
 
 
+def _decode_call(loaded: LoadedModel, runtime: str, context: int, threads: int, workdir: str) -> Callable[[], None]:
+    """One greedy decode step of a causal LM at a fixed context, on torch or llama.cpp."""
+    from sizewise.measure.llm import decode_step, prompt_ids
+
+    if runtime == "llamacpp":
+        from sizewise.measure.llamacpp import llamacpp_module
+
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        module = llamacpp_module(loaded, workdir, threads, context + 8)
+        module.generate_timed(prompt_ids(loaded, 1, context)[0].tolist(), 2)  # the context the steps decode at
+        return module.decode_step
+    if runtime != "torch":
+        raise ConfigError(f"decode steps of a causal LM are timed on torch or llamacpp, not {runtime}",
+                          hint="use --runtime torch or llamacpp")
+    return decode_step(loaded, context)
+
+
 def compare(a: LoadedModel, b: LoadedModel, config: CompareConfig | None = None) -> Comparison:
-    """Time ``a`` and ``b`` interleaved and say whether ``b`` is faster than ``a`` beyond noise."""
+    """Time ``a`` and ``b`` interleaved and say whether ``b`` is faster than ``a`` beyond noise. Two causal LMs are
+    compared on what a user waits for per token: one greedy decode step each, at the same context."""
     from sizewise.measure.environment import describe_environment
     from sizewise.models.onnx_module import OnnxModule
 
     config = config or CompareConfig()
     threads = config.threads or torch.get_num_threads()
-    inputs_a, inputs_b, same = _inputs_for(a, b, config)
     warnings: list[str] = []
-    if not same:
-        warnings.append(f"'{b.reference}' does not take the inputs of '{a.reference}': each was timed on its own "
-                        f"example inputs of batch {config.batch_size}")
+    decoding = a.task == b.task == "causal-lm" and not (a.is_onnx or b.is_onnx)
+    same, timed = True, "forward"
+    if not decoding:
+        inputs_a, inputs_b, same = _inputs_for(a, b, config)
+        if not same:
+            warnings.append(f"'{b.reference}' does not take the inputs of '{a.reference}': each was timed on its own "
+                            f"example inputs of batch {config.batch_size}")
+    elif config.batch_size != 1:
+        raise ConfigError("decode steps of causal LMs are compared at batch 1", hint="drop --batch-size")
     with tempfile.TemporaryDirectory() as workdir:
-        mod_a, runtime_a = _module_for(a, config.runtime_a, config.seq_len, f"{workdir}/a")
-        mod_b, runtime_b = _module_for(b, config.runtime_b, config.seq_len, f"{workdir}/b")
-        for module in (mod_a, mod_b):
-            if isinstance(module, OnnxModule):
-                module.set_threads(threads)
-        calls = {"a": lambda: mod_a(**inputs_a), "b": lambda: mod_b(**inputs_b)}
+        if decoding:
+            context = config.seq_len or DECODE_CONTEXT
+            timed = f"one greedy decode step at a context of {context + 1} tokens"
+            runtime_a, runtime_b = config.runtime_a, config.runtime_b
+            with torch_threads(threads), torch.inference_mode():  # the steps hold inference tensors (their caches)
+                calls = {"a": _decode_call(a, runtime_a, context, threads, f"{workdir}/a"),
+                         "b": _decode_call(b, runtime_b, context, threads, f"{workdir}/b")}
+        else:
+            mod_a, runtime_a = _module_for(a, config.runtime_a, config.seq_len, f"{workdir}/a")
+            mod_b, runtime_b = _module_for(b, config.runtime_b, config.seq_len, f"{workdir}/b")
+            for module in (mod_a, mod_b):
+                if isinstance(module, OnnxModule):
+                    module.set_threads(threads)
+            calls = {"a": lambda: mod_a(**inputs_a), "b": lambda: mod_b(**inputs_b)}
         with torch_threads(threads), torch.inference_mode(), OtherLoad() as load:
             times = time_interleaved(calls, max_rounds=config.max_rounds, max_seconds=config.seconds,
                                      min_rounds=config.min_rounds, warmup=config.warmup, order=config.order,
@@ -279,4 +314,4 @@ def compare(a: LoadedModel, b: LoadedModel, config: CompareConfig | None = None)
         ci95_a_ms=median_ci95(ta), ci95_b_ms=median_ci95(tb), speedup=speedup, speedup_ci95=ci,
         decision_interval=interval, tolerance=config.tolerance, outcome=outcome, verdict=verdict, same_inputs=same,
         seed=config.seed, resamples=config.resamples, other_load_cores=load.cores, warnings=warnings,
-        environment=describe_environment(threads))
+        environment=describe_environment(threads), timed=timed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,6 +314,13 @@ def _energy_step(gen: _Generator, run: _Run, batch: int):
         cache.crop(-1)
 
     return step
+
+
+def decode_step(loaded: LoadedModel, prompt_tokens: int) -> Callable[[], None]:
+    """A greedy decode step of ``loaded`` (PyTorch) at a context of ``prompt_tokens`` + 1, to call again and again:
+    each call's cache entry is cropped off after it. Call it in inference mode with the threads fixed."""
+    gen = _Generator(loaded.module)
+    return _energy_step(gen, gen.run(prompt_ids(loaded, 1, prompt_tokens), 2), 1)
 
 
 def cache_length(cache: Any) -> int:

@@ -12,6 +12,9 @@ from sizewise.core.budget import Budget
 from sizewise.core.errors import ConfigError
 
 OBJECTIVES = ("latency", "size", "energy", "flops")
+# where a search measures its candidates: llama.cpp for causal LMs (their int4 GGUF methods), onnxruntime or torch
+# for the rest
+SEARCH_RUNTIMES = ("onnxruntime", "torch", "llamacpp")
 EXECUTORS = ("local", "ray")
 # A trial's plan is built slot by slot, in this order; each slot holds at most one step, picked among the searchable
 # methods of its families. Structure first (it trains on the float model), weight sharing next, and last what fixes
@@ -57,8 +60,8 @@ class ShrinkConfig:
             raise ConfigError(f"unknown objective '{self.objective}'", hint=f"choose one of: {', '.join(OBJECTIVES)}")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"unknown executor '{self.executor}'", hint=f"choose one of: {', '.join(EXECUTORS)}")
-        if self.runtime not in ("onnxruntime", "torch"):
-            raise ConfigError(f"unknown runtime '{self.runtime}'", hint="choose onnxruntime or torch")
+        if self.runtime not in SEARCH_RUNTIMES:
+            raise ConfigError(f"unknown runtime '{self.runtime}'", hint=f"choose one of: {', '.join(SEARCH_RUNTIMES)}")
         resolve_methods(self.methods)
         if not isinstance(self.trials, int) or self.trials < 1:
             raise ConfigError(f"trials must be a positive integer, got {self.trials!r}")

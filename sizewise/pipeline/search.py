@@ -148,9 +148,13 @@ def _check_writable(out: Path) -> None:
 
 
 def _measure_settings(config: ShrinkConfig) -> dict[str, Any]:
+    from sizewise.measure.llm import LLMConfig
+
+    # a causal LM's candidates are compared on decode steps at batch 1 (3 timed generations each); the machine's
+    # read bandwidth, a roofline for the card, is not measured again for every trial
     return {"batch_size": config.batch_size, "seq_len": config.seq_len, "threads": config.threads,
             "runtime": config.runtime, "latency_seconds": config.latency_seconds, "measure_memory": False,
-            "throughput_sweep": (config.batch_size,)}
+            "throughput_sweep": (config.batch_size,), "llm": LLMConfig(runs=3, bandwidth=False)}
 
 
 def _baseline(model: str, data: str, out: Path, config: ShrinkConfig, progress):
@@ -285,7 +289,10 @@ def _test_cards(search: _Search, dataset, artifact: str, progress) -> dict[str, 
     from sizewise.models.loader import load
 
     config = search.config
-    mc = MeasureConfig(**_measure_settings(config))  # split None: the data's reported split, test
+    from sizewise.measure.llm import LLMConfig
+
+    # split None: the data's reported split, test; a causal LM's reported cards get the full LLM section (roofline)
+    mc = MeasureConfig(**{**_measure_settings(config), "llm": LLMConfig()})
     baseline_dir = str(search.out / "baseline")
     progress("scoring the baseline and the chosen model on the test split")
     cards = {"torch_fp32": measure(load(baseline_dir), dataclasses.replace(mc, runtime="torch"),

@@ -90,7 +90,9 @@ def slot_methods(methods: tuple[str, ...], space, has_train: bool) -> tuple[dict
             method = get_method(name)
             if method.family not in families:
                 continue
-            if not method.applies(space):
+            if space.runtime not in method.runtimes:
+                left_out.append(f"{name} (its result runs on {' or '.join(method.runtimes)}, not {space.runtime})")
+            elif not method.applies(space):
                 left_out.append(f"{name} (not proposed for a {space.task} model on {space.runtime}, objective "
                                 f"{space.objective})")
             elif space.input_kind == "onnx" and not method.accepts_onnx:

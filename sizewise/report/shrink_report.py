@@ -13,11 +13,11 @@ from typing import Any
 
 from sizewise.core.budget import points
 from sizewise.core.units import format_bytes, format_flops
-from sizewise.pipeline.results import format_objective, hardware_note
+from sizewise.pipeline.results import format_objective, hardware_note, latency_of
 from sizewise.report.run_report import sensitivity_section
 from sizewise.report.svg import Point, scatter_svg
 
-_OBJECTIVE = {"latency": ("latency p50 (ms)", lambda c: c["latency"]["p50_ms"]),
+_OBJECTIVE = {"latency": ("latency p50 (ms; per decoded token for a causal LM)", lambda c: latency_of(c)[0]),
               "size": ("bytes on disk", lambda c: c["size"]["disk_bytes"]),
               "energy": ("energy (J per 1,000 inferences)", lambda c: c["energy"]["joules_per_1k"]),
               "flops": ("FLOPs per forward", lambda c: c["flops"]["total"])}
@@ -58,9 +58,9 @@ def _splits_note(r: dict) -> str:
 def _cells(metric: str, card: dict | None, base: dict | None) -> list[str]:
     if not card or not base:
         return ["–"] * 6
-    speed = base["latency"]["p50_ms"] / card["latency"]["p50_ms"]
+    speed = latency_of(base)[0] / latency_of(card)[0]
     return [f"{points(metric, card['metrics'][metric]):.2f}", format_bytes(card["size"]["disk_bytes"]),
-            format_flops(card["flops"]["total"]), f"{card['latency']['p50_ms']:.3f} ms", f"{speed:.2f}×",
+            format_flops(card["flops"]["total"]), f"{latency_of(card)[0]:.3f} ms", f"{speed:.2f}×",
             f"{card['energy']['joules_per_1k']:.3g} J"]
 
 

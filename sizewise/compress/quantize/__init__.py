@@ -8,7 +8,7 @@ from sizewise.compress.quantize.config import (
     QuantizationAwareTraining,
     WeightOnly,
 )
-from sizewise.compress.quantize.llm import LLMWeightInt4, quantize_llm
+from sizewise.compress.quantize.llm import LLMWeightInt4, is_causal_lm, llm_search, quantize_llm
 from sizewise.compress.quantize.step import onnx_variant, quantize_step
 from sizewise.compress.registry import Method, register
 
@@ -49,11 +49,12 @@ register(Method("qat", config=QuantizationAwareTraining, kernel="int8", summary=
                 options=("epochs", "lr", "calibration", "calibration_samples"), **_COMMON))
 
 _LLM = {"family": "quantize", "apply": quantize_llm, "config": LLMWeightInt4, "runtimes": ("llamacpp",),
-        "encoding": "gguf", "options": ("group_size", "symmetric", "calibration_samples")}
+        "encoding": "gguf", "kernel": "int4", "applies": is_causal_lm,
+        "options": ("group_size", "symmetric", "calibration_samples")}
 register(Method("int4-rtn", preset={"algorithm": "rtn"}, summary="causal LMs: int4 weights rounded to nearest "
-                "(GGUF Q4_1/Q4_0 for llama.cpp), the baseline", **_LLM))
+                "(GGUF Q4_1/Q4_0 for llama.cpp), the baseline", search=llm_search("int4-rtn", "rtn"), **_LLM))
 register(Method("int4-awq", preset={"algorithm": "awq+scale-estimation"}, needs_data=True,
                 summary="causal LMs: int4 weights calibrated by NNCF AWQ + scale estimation (GGUF for llama.cpp)",
-                **_LLM))
+                search=llm_search("int4-awq", "awq+scale-estimation"), **_LLM))
 
 __all__ = ["LLMWeightInt4", "HalfPrecision", "Int8Dynamic", "Int8Static", "QuantizationAwareTraining", "WeightOnly", "onnx_variant"]

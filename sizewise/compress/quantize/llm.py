@@ -73,6 +73,24 @@ class LLMWeightInt4:
         return self.algorithm != "rtn"
 
 
+GROUP_SIZES = (32, 64, 128)  # what shrink tries; a size that does not divide a layer's rows fails that trial, saying so
+
+
+def llm_search(method: str, algorithm: str):
+    """``shrink``'s space for one int4 algorithm: the group size and the grid (symmetric: GGUF Q4_0, else Q4_1)."""
+
+    def search(trial, _space) -> LLMWeightInt4:
+        return LLMWeightInt4(algorithm=algorithm,
+                             group_size=trial.suggest_categorical(f"{method}.group_size", GROUP_SIZES),
+                             symmetric=trial.suggest_categorical(f"{method}.symmetric", (False, True)))
+
+    return search
+
+
+def is_causal_lm(space) -> bool:
+    return space.task == "causal-lm"
+
+
 # ------------------------------------------------------------------------------------------------- calibration
 
 def _token_stream(loaded: LoadedModel, texts: list[str]) -> list[int]:

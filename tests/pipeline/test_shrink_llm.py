@@ -1,0 +1,58 @@
+"""shrink on a causal LM: int4 GGUF candidates on llama.cpp, a perplexity budget, decode speed as the latency."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("gguf")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
+
+from kill_harness import tiny_causal_lm  # noqa: E402
+
+from sizewise.compress.registry import SearchSpace  # noqa: E402
+from sizewise.core.budget import Budget  # noqa: E402
+from sizewise.pipeline import ShrinkConfig  # noqa: E402
+from sizewise.pipeline.config import resolve_methods  # noqa: E402
+from sizewise.pipeline.results import latency_of  # noqa: E402
+from sizewise.pipeline.trial import slot_methods  # noqa: E402
+from sizewise.report.shrink_report import shrink  # noqa: E402
+
+
+def test_on_llamacpp_only_the_methods_whose_result_runs_there_are_searched():
+    space = SearchSpace("causal-lm", "tokens", "llamacpp", "latency")
+    slots, left_out = slot_methods(resolve_methods(("prune", "quantize")), space, has_train=True)
+    assert slots == {"deploy": ["int4-awq", "int4-rtn"]}
+    assert any(reason.startswith("int8-dynamic (its result runs on torch or onnxruntime, not llamacpp")
+               for reason in left_out)
+    # and an image model on onnxruntime is not offered the int4 GGUF methods
+    images = SearchSpace("image-classification", "tensor", "onnxruntime", "latency")
+    slots, _ = slot_methods(resolve_methods(("quantize",)), images, has_train=True)
+    assert not {"int4-awq", "int4-rtn"} & set(slots["deploy"])
+
+
+@pytest.mark.timeout(600)
+def test_a_causal_lm_search_chooses_an_int4_gguf_on_perplexity_and_decode_speed(tmp_path):
+    model, text = tiny_causal_lm(tmp_path)
+    config = ShrinkConfig(max_drop=Budget.parse("10%"), runtime="llamacpp", methods=("int4-rtn",), trials=2,
+                          threads=1, latency_seconds=0.05, compare_seconds=0.5)
+    shrink(str(model), str(text), tmp_path / "out", config, command="test")
+    r = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert r["metric"] == "perplexity" and r["selection_split"] == "validation" and r["reported_split"] == "test"
+    trials = r["trials"]
+    assert [t["state"] for t in trials] == ["complete", "complete"]
+    assert {s["method"] for t in trials for s in t["plan"]["steps"]} == {"int4-rtn"}
+    for t in trials:  # latency is the decoded token's, from the trial's own card on llama.cpp
+        card = json.loads((Path(t["artifact"]) / "card.json").read_text())["after"]
+        assert t["objectives"]["latency"] == latency_of(card)[0] == card["llm"]["generation"][0]["decode"]["p50_ms"]
+    chosen = r["chosen"]
+    assert chosen["test"]["meets_budget"] and chosen["test"]["card"]["metrics"]["split"] == "test"
+    assert list((Path(chosen["artifact"]) / "model").glob("*.gguf"))
+    base, card = r["baseline"]["runtime_fp32"], chosen["test"]["card"]
+    assert card["size"]["disk_bytes"] * 3 < base["size"]["disk_bytes"]  # 4-bit blocks against float32
+    for against in ("runtime_fp32", "torch_fp32"):
+        assert r["speedups"][against]["timed"].startswith("one greedy decode step")
+    assert "fewer bytes" in r["headline"]
