@@ -14,8 +14,8 @@ def compare(
     model_a: str = typer.Argument(..., help="Model A, the baseline (any model reference: zoo:NAME, run dir, "
                                             "FILE.onnx, HF dir, package.module:factory)."),
     model_b: str = typer.Argument(..., help="Model B, the one that should be faster."),
-    runtime_a: str = typer.Option("torch", "--runtime-a", help="Runtime of A: torch or onnxruntime."),
-    runtime_b: str = typer.Option("torch", "--runtime-b", help="Runtime of B: torch or onnxruntime."),
+    runtime_a: str = typer.Option("torch", "--runtime-a", help="Runtime of A: torch, onnxruntime, or llamacpp (causal LMs: decode steps are timed)."),
+    runtime_b: str = typer.Option("torch", "--runtime-b", help="Runtime of B: torch, onnxruntime, or llamacpp."),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch size of the inputs (the same tensors for both)."),
     seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per example for text models (default 128)."),
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads for both (default: torch's setting)."),

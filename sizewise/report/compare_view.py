@@ -15,8 +15,9 @@ def _ms(x: float) -> str:
 
 
 def comparison_table(c: Comparison) -> Table:
+    what = "" if c.timed == "forward" else f" · each call {c.timed}"
     t = Table(title=f"interleaved A/B · {c.rounds:,} rounds · batch {c.batch_size}"
-                    + (f" · seq-len {c.seq_len}" if c.seq_len else "") + f" · {c.threads} thread(s)",
+                    + (f" · seq-len {c.seq_len}" if c.seq_len else "") + f" · {c.threads} thread(s){what}",
               title_justify="left")
     t.add_column("")
     t.add_column("model")
