@@ -18,7 +18,8 @@ from sizewise.measure.params import count_params
 from sizewise.measure.size import measure_size
 from sizewise.models.loaded import LoadedModel
 
-RUNTIMES = ("torch", "onnxruntime", "llamacpp")
+RUNTIMES = ("torch", "onnxruntime", "llamacpp", "ortgenai")
+LLM_RUNTIMES = ("llamacpp", "ortgenai")  # causal LMs only: each measures its own file or folder, with tokens/s
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ def _runtime_module(loaded: LoadedModel, runtime: str, seq_len: int | None, work
                               f"model", hint="use --runtime torch or onnxruntime")
         return llamacpp_module(loaded, workdir, config.threads or torch.get_num_threads(),
                                n_ctx_for(loaded, config.llm, seq_len))
+    if runtime == "ortgenai":  # a folder built by ONNX Runtime GenAI's model builder: sizewise/measure/ortgenai.py
+        if loaded.task != "causal-lm" or loaded.is_onnx:
+            raise ConfigError(f"ONNX Runtime GenAI runs causal language models; '{loaded.reference}' is a "
+                              f"{loaded.task} model", hint="use --runtime torch or onnxruntime")
+        from sizewise.measure.ortgenai import ortgenai_module
+
+        return ortgenai_module(loaded, workdir, config.threads or torch.get_num_threads())
     if runtime == "torch" or loaded.is_onnx:
         if runtime == "torch" and loaded.is_onnx:
             raise ConfigError(f"'{loaded.reference}' is an ONNX file: it runs on onnxruntime only",
@@ -130,7 +138,7 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
     step("counting parameters and bytes")
     params = count_params(loaded.module)
     exported = runtime == "onnxruntime" and not loaded.is_onnx
-    size = None if exported or runtime == "llamacpp" else measure_size(loaded)
+    size = None if exported or runtime in LLM_RUNTIMES else measure_size(loaded)
     if params.nonfinite:
         warnings.append(f"{params.nonfinite:,} weights are NaN or Inf: the model is broken, whatever it measures")
 
@@ -155,6 +163,10 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
             from sizewise.measure.llamacpp import gguf_size
 
             size = gguf_size(module.path)
+        if runtime == "ortgenai":  # what is deployed is the built folder: all its files
+            from sizewise.measure.ortgenai import folder_size
+
+            size = folder_size(module.path)
         if exported:  # what is deployed on onnxruntime is the exported graph: its bytes and its FLOPs
             from sizewise.measure.onnx_flops import count_onnx_flops
             from sizewise.measure.size import onnx_size
@@ -164,8 +176,9 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
         step(f"timing on {runtime} with {threads} thread(s)")
         latency = measure_latency(module, make_inputs, batch_size=config.batch_size, threads=threads,
                                   runtime=runtime, min_seconds=config.latency_seconds,
-                                  # llama-cpp-python evaluates one sequence at a time: a batch is a loop over rows
-                                  sweep=(config.batch_size,) if runtime == "llamacpp" else config.throughput_sweep)
+                                  # llama-cpp-python evaluates one sequence at a time: a batch is a loop over rows;
+                                  # ORT GenAI's generator is measured at batch 1 (below)
+                                  sweep=(config.batch_size,) if runtime in LLM_RUNTIMES else config.throughput_sweep)
         if machine_busy(latency.other_load_cores, threads):
             warnings.append(f"the machine was busy: other processes used {latency.other_load_cores:.1f} cores while "
                             f"timing, so latency is inflated; rerun on an idle machine, or pass --threads to leave "
@@ -185,8 +198,13 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
 
             llm = measure_llm_llamacpp(loaded, module, config.llm, threads=threads, energy=config.energy,
                                        texts=texts, split=split, progress=step)
+        if causal_lm and runtime == "ortgenai":
+            from sizewise.measure.ortgenai import measure_llm_ortgenai
 
-    if causal_lm and runtime == "llamacpp":
+            llm = measure_llm_ortgenai(loaded, module, config.llm, threads=threads, energy=config.energy,
+                                       texts=texts, split=split, progress=step)
+
+    if causal_lm and runtime in LLM_RUNTIMES:
         warnings += _llm_warnings(llm)
         kv = llm.generation[0].kv_cache
         memory = replace(memory or MemoryStats(None, "not measured (--no-memory)"), kv_cache_bytes=kv.bytes,
@@ -202,8 +220,8 @@ def measure(loaded: LoadedModel, config: MeasureConfig | None = None, dataset=No
             memory = replace(memory or MemoryStats(None, "not measured (--no-memory)"), kv_cache_bytes=kv.bytes,
                              kv_cache_context_tokens=kv.context_tokens, weights_bytes=llm.weights_bytes)
     elif causal_lm:
-        warnings.append(f"tokens/s, the KV cache and perplexity are measured on torch and llamacpp, not on {runtime}; "
-                        f"measure with --runtime torch (or llamacpp) for them")
+        warnings.append(f"tokens/s, the KV cache and perplexity are measured on torch, llamacpp and ortgenai, not on "
+                        f"{runtime}; measure with --runtime torch (or llamacpp, ortgenai) for them")
 
     metrics: dict[str, float] = {}
     if llm is not None and llm.perplexity is not None:

@@ -15,19 +15,15 @@ from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
-from sizewise.measure.card import GenerationStats, LLMStats, SizeStats
-from sizewise.measure.energy import EnergySettings, carbon_for, measure_energy
-from sizewise.measure.latency import OtherLoad, median_ci95, summarize
+from sizewise.measure.card import LLMStats, SizeStats
+from sizewise.measure.energy import EnergySettings
 from sizewise.measure.llm import (
     LLMConfig,
-    _throughput,
     flops_per_token,
-    kv_cache_stats,
     measure_read_bandwidth,
     perplexity_stats,
     prompt_ids,
+    runtime_generation,
 )
 from sizewise.models.llamacpp import LlamaCppModule
 from sizewise.models.loaded import LoadedModel
@@ -96,36 +92,6 @@ def tensor_bytes(path: str | Path) -> int:
     return sum(bytes_by_type(path).values())
 
 
-def _generation(loaded: LoadedModel, module: LlamaCppModule, config: LLMConfig, threads: int,
-                energy: EnergySettings, bandwidth, weight_bytes: int) -> GenerationStats:
-    ids = prompt_ids(loaded, 1, config.prompt_tokens)[0].tolist()
-    for _ in range(config.warmup):
-        module.generate_timed(ids, config.new_tokens)
-    runs = []
-    with OtherLoad() as load:
-        for _ in range(config.runs):
-            runs.append(module.generate_timed(ids, config.new_tokens))
-    steps_ms = np.asarray([s for r in runs for s in r.step_ns], dtype=np.float64) / 1e6
-    ttft_ms = np.asarray([r.ttft_ns for r in runs], dtype=np.float64) / 1e6
-    total_ms = np.asarray([r.total_ns for r in runs], dtype=np.float64) / 1e6
-    cpu_ms_per_step = sum(r.decode_cpu_ns for r in runs) / 1e6 / len(steps_ms)
-    context = config.prompt_tokens + config.new_tokens - 1
-    kv = kv_cache_stats(loaded.module.config, context, 1, KV_BYTES_PER_ELEMENT)
-    decode = _throughput(steps_ms, 1)
-    latency = summarize(steps_ms, "llamacpp", 1, threads, config.warmup, other_load_cores=load.cores,
-                        cpu_ms_per_call=cpu_ms_per_step)
-    energy_stats = measure_energy(module.decode_step, latency, energy, seconds=config.energy_seconds)
-    per_step = weight_bytes + kv.bytes
-    roofline = bandwidth.bytes_per_s / per_step if bandwidth else None
-    lo, hi = median_ci95(ttft_ms)
-    return GenerationStats(
-        batch_size=1, runs=config.runs, warmup=config.warmup, prefill=_throughput(ttft_ms, config.prompt_tokens),
-        decode=decode, ttft_p50_ms=float(np.median(ttft_ms)), ttft_ci95_ms=(lo, hi),
-        generation_p50_ms=float(np.median(total_ms)), kv_cache=kv, bytes_per_step=per_step,
-        roofline_tokens_per_s=roofline, roofline_fraction=decode.tokens_per_s / roofline if roofline else None,
-        energy=energy_stats, carbon=carbon_for(energy_stats, energy), other_load_cores=load.cores)
-
-
 def measure_llm_llamacpp(loaded: LoadedModel, module: LlamaCppModule, config: LLMConfig | None = None,
                          threads: int = 1, energy: EnergySettings | None = None, texts: list[str] | None = None,
                          split: str | None = None, progress=None) -> LLMStats:
@@ -148,7 +114,8 @@ def measure_llm_llamacpp(loaded: LoadedModel, module: LlamaCppModule, config: LL
         step(f"measuring this machine's memory read bandwidth ({threads} thread(s))")
         bandwidth = measure_read_bandwidth(threads, config.bandwidth_buffer_bytes)
     step(f"timing greedy generation of {config.new_tokens} tokens on llama.cpp at batch 1")
-    generation = [_generation(loaded, module, config, threads, energy, bandwidth, weight_bytes)]
+    generation = [runtime_generation(loaded, module, config, threads, energy, bandwidth, weight_bytes, "llamacpp",
+                                     KV_BYTES_PER_ELEMENT)]
     ppl = None
     if texts is not None:
         step(f"perplexity on the {split} split, on llama.cpp")

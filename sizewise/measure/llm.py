@@ -323,6 +323,40 @@ def decode_step(loaded: LoadedModel, prompt_tokens: int) -> Callable[[], None]:
     return _energy_step(gen, gen.run(prompt_ids(loaded, 1, prompt_tokens), 2), 1)
 
 
+def runtime_generation(loaded: LoadedModel, module: Any, config: LLMConfig, threads: int, energy: EnergySettings,
+                       bandwidth: BandwidthStats | None, weight_bytes: int, runtime: str,
+                       kv_bytes_per_element: int) -> GenerationStats:
+    """Greedy generation at batch 1 on a runtime that times itself: ``module.generate_timed(ids, new_tokens)`` returns
+    a :class:`_Run`'s timings and ``module.decode_step()`` decodes one more token at a fixed context (llama.cpp, ONNX
+    Runtime GenAI). The same statistics as :func:`measure_generation` computes for torch."""
+    ids = prompt_ids(loaded, 1, config.prompt_tokens)[0].tolist()
+    for _ in range(config.warmup):
+        module.generate_timed(ids, config.new_tokens)
+    runs = []
+    with OtherLoad() as load:
+        for _ in range(config.runs):
+            runs.append(module.generate_timed(ids, config.new_tokens))
+    steps_ms = np.asarray([s for r in runs for s in r.step_ns], dtype=np.float64) / 1e6
+    ttft_ms = np.asarray([r.ttft_ns for r in runs], dtype=np.float64) / 1e6
+    total_ms = np.asarray([r.total_ns for r in runs], dtype=np.float64) / 1e6
+    cpu_ms_per_step = sum(r.decode_cpu_ns for r in runs) / 1e6 / len(steps_ms)
+    context = config.prompt_tokens + config.new_tokens - 1
+    kv = kv_cache_stats(loaded.module.config, context, 1, kv_bytes_per_element)
+    decode = _throughput(steps_ms, 1)
+    latency = summarize(steps_ms, runtime, 1, threads, config.warmup, other_load_cores=load.cores,
+                        cpu_ms_per_call=cpu_ms_per_step)
+    energy_stats = measure_energy(module.decode_step, latency, energy, seconds=config.energy_seconds)
+    per_step = weight_bytes + kv.bytes
+    roofline = bandwidth.bytes_per_s / per_step if bandwidth else None
+    lo, hi = median_ci95(ttft_ms)
+    return GenerationStats(
+        batch_size=1, runs=config.runs, warmup=config.warmup, prefill=_throughput(ttft_ms, config.prompt_tokens),
+        decode=decode, ttft_p50_ms=float(np.median(ttft_ms)), ttft_ci95_ms=(lo, hi),
+        generation_p50_ms=float(np.median(total_ms)), kv_cache=kv, bytes_per_step=per_step,
+        roofline_tokens_per_s=roofline, roofline_fraction=decode.tokens_per_s / roofline if roofline else None,
+        energy=energy_stats, carbon=carbon_for(energy_stats, energy), other_load_cores=load.cores)
+
+
 def cache_length(cache: Any) -> int:
     return int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else int(cache_tensors(cache)[0].shape[-2])
 

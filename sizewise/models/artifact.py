@@ -27,6 +27,9 @@ FORMAT = "sizewise.model/1"
 WEIGHTS = "model.safetensors"
 ENCODING_DEEP_COMPRESSION = "deep-compression"
 ENCODING_GGUF = "gguf"  # the weights are a GGUF file a step wrote (metadata["gguf_file"]), for llama.cpp
+# the weights are a folder ONNX Runtime GenAI's builder wrote (metadata["ortgenai_dir"]): graph, weights, genai_config
+ENCODING_ORTGENAI = "ortgenai"
+ENCODINGS = (ENCODING_DEEP_COMPRESSION, ENCODING_GGUF, ENCODING_ORTGENAI)
 IN_MEMORY = "in-memory"  # the arch of a module wrapped in Python: no reference rebuilds it
 _PROVENANCE = ("gguf", "notes")  # metadata kept in the manifest: a reloaded model still says where it came from
 
@@ -51,11 +54,12 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     encoding = encoding or loaded.metadata.get("encoding")  # a model read from a .swz is written back as one
-    if encoding not in (None, ENCODING_DEEP_COMPRESSION, ENCODING_GGUF):
-        raise ModelReferenceError(f"unknown weight encoding '{encoding}'",
-                                  hint=f"known: {ENCODING_DEEP_COMPRESSION}, {ENCODING_GGUF}")
+    if encoding is not None and encoding not in ENCODINGS:
+        raise ModelReferenceError(f"unknown weight encoding '{encoding}'", hint=f"known: {', '.join(ENCODINGS)}")
     if encoding == ENCODING_GGUF:
         return _save_gguf(loaded, directory)
+    if encoding == ENCODING_ORTGENAI:
+        return _save_ortgenai(loaded, directory)
     with _staged(directory) as tmp:
         manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task,
                     **({"label_names": loaded.metadata["label_names"]} if loaded.metadata.get("label_names") else {}),
@@ -152,6 +156,53 @@ def _save_gguf(loaded: LoadedModel, directory: Path) -> Path:
             manifest["notes"] = loaded.metadata["notes"]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return directory
+
+
+def _save_ortgenai(loaded: LoadedModel, directory: Path) -> Path:
+    """A model whose weights are an ORT GenAI folder: the folder's files (graph, weights, genai_config.json,
+    tokenizer), the transformers config its PyTorch twin is rebuilt from, and the manifest."""
+    from sizewise.models.gguf import weights_fingerprint
+    from sizewise.models.ortgenai import MODEL_FILE, folder_files
+
+    source = loaded.metadata.get("ortgenai_dir")
+    if not source or not (Path(source) / MODEL_FILE).is_file():
+        raise ModelReferenceError(f"the ORT GenAI folder of '{loaded.reference}' is gone ({source})",
+                                  hint="run the quantization step again")
+    if weights_fingerprint(loaded.module) != loaded.metadata.get("ortgenai_fingerprint"):
+        raise ModelReferenceError(f"the weights of '{loaded.reference}' changed after its ORT GenAI folder was built",
+                                  hint="put the ORT GenAI quantization (int4-ortgenai) last in the plan")
+    with _staged(directory) as tmp:
+        for file in folder_files(source):
+            shutil.copy2(file, tmp / file.name)
+        loaded.module.config.save_pretrained(tmp)
+        manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task, "num_classes": loaded.num_classes,
+                    "reference": loaded.reference, "arch": "ortgenai", "weights": MODEL_FILE,
+                    "input": {"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len},
+                    **{k: loaded.metadata[k] for k in _PROVENANCE if loaded.metadata.get(k)}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return directory
+
+
+def _load_ortgenai(directory: Path, manifest: dict, reference: str) -> LoadedModel:
+    """An ORT GenAI folder saved by :func:`_save_ortgenai`: the PyTorch twin built from its config and given the
+    folder's weights (int4 blocks dequantized), marked so that measuring it on ORT GenAI runs this folder."""
+    import transformers
+
+    from sizewise.models.gguf import weights_fingerprint
+    from sizewise.models.hf import load_hf_directory
+    from sizewise.models.ortgenai import load_weights
+
+    config = transformers.AutoConfig.from_pretrained(str(directory))
+    model_class = getattr(transformers, (config.architectures or ["AutoModelForCausalLM"])[0], None)
+    if model_class is None:
+        raise ModelReferenceError(f"{directory}: transformers has no class {config.architectures}")
+    module = load_weights(model_class(config).eval(), directory)
+    loaded = load_hf_directory(directory, reference=reference, source="run-dir", module=module)
+    spec = _input_spec(manifest, directory / MANIFEST)
+    loaded.inputs.default_seq_len = spec.get("default_seq_len", loaded.inputs.default_seq_len)
+    loaded.metadata.update(encoding=ENCODING_ORTGENAI, ortgenai_dir=str(directory.resolve()),
+                           ortgenai_fingerprint=weights_fingerprint(module))
+    return loaded
 
 
 def _is_hf_image_model(loaded: LoadedModel) -> bool:
@@ -338,6 +389,8 @@ def load_model_dir(directory: Path, reference: str, template: LoadedModel | None
         loaded = load_gguf_artifact(directory / manifest["weights"], reference)
         spec = _input_spec(manifest, directory / MANIFEST)
         loaded.inputs.default_seq_len = spec.get("default_seq_len", loaded.inputs.default_seq_len)
+    elif arch == "ortgenai":
+        loaded = _load_ortgenai(directory, manifest, reference)
     elif arch == "onnx":
         loaded = loader.load_onnx(directory / manifest["weights"], reference)
         loaded.source = "run-dir"

@@ -207,7 +207,7 @@ class ProxyCheck:
         self.ctx = ctx
 
     def __call__(self, records) -> None:
-        from sizewise.core.budget import points, quality_drop
+        from sizewise.core.budget import quality_drop
 
         ctx = self.ctx
         proxy = records[-1].metrics.get(ctx.metric) if records else None

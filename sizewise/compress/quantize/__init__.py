@@ -9,6 +9,7 @@ from sizewise.compress.quantize.config import (
     WeightOnly,
 )
 from sizewise.compress.quantize.llm import LLMWeightInt4, is_causal_lm, llm_search, quantize_llm
+from sizewise.compress.quantize.ortgenai import OrtGenAIInt4, quantize_ortgenai
 from sizewise.compress.quantize.step import onnx_variant, quantize_step
 from sizewise.compress.registry import Method, register
 
@@ -56,5 +57,10 @@ register(Method("int4-rtn", preset={"algorithm": "rtn"}, summary="causal LMs: in
 register(Method("int4-awq", preset={"algorithm": "awq+scale-estimation"}, needs_data=True,
                 summary="causal LMs: int4 weights calibrated by NNCF AWQ + scale estimation (GGUF for llama.cpp)",
                 search=llm_search("int4-awq", "awq+scale-estimation"), **_LLM))
+register(Method("int4-ortgenai", family="quantize", apply=quantize_ortgenai, config=OrtGenAIInt4, kernel="int4",
+                runtimes=("ortgenai",), encoding="ortgenai",
+                options=("group_size", "symmetric", "accuracy_level", "runtime"),
+                summary="causal LMs: int4 MatMulNBits weights built by ONNX Runtime GenAI's model builder (round to "
+                        "nearest), run on ORT GenAI"))
 
-__all__ = ["LLMWeightInt4", "HalfPrecision", "Int8Dynamic", "Int8Static", "QuantizationAwareTraining", "WeightOnly", "onnx_variant"]
+__all__ = ["LLMWeightInt4", "OrtGenAIInt4", "HalfPrecision", "Int8Dynamic", "Int8Static", "QuantizationAwareTraining", "WeightOnly", "onnx_variant"]

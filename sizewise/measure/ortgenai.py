@@ -1,0 +1,130 @@
+"""A causal LM measured on ONNX Runtime GenAI: what a folder built by its model builder costs on the CPU.
+
+The folder measured is the model's own (an ``int4-ortgenai`` step built it: ``metadata["ortgenai_dir"]``, and the
+weights still hash to what they were when it was built), else the model built as fp32 by the same builder (what
+"fp32 on ORT GenAI" means: the same float weights). Prefill and decode tokens/s come from the greedy loop of
+:mod:`sizewise.measure.llm` run on the GenAI ``Generator`` (batch 1, its own KV cache); perplexity is scored on the same
+token ids, windows and positions as on torch and llama.cpp, with the logits of every position taken from onnxruntime
+running the folder's ``model.onnx`` (the Generator hands out the last position's logits only; the graph and its
+kernels are the same). FLOPs per token are the same model's, counted on its PyTorch twin. The KV cache is the
+graph's (float32 on the CPU builds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from sizewise.measure.card import LLMStats, SizeStats
+from sizewise.measure.energy import EnergySettings
+from sizewise.measure.llm import (
+    LLMConfig,
+    flops_per_token,
+    measure_read_bandwidth,
+    perplexity_stats,
+    prompt_ids,
+    runtime_generation,
+)
+from sizewise.models.loaded import LoadedModel
+from sizewise.models.ortgenai import MODEL_FILE, OrtGenAIModule, build, folder_files, genai_version
+
+RUNTIME = "ortgenai"
+
+
+def own_folder(loaded: LoadedModel) -> str | None:
+    """The model's own built folder, if it has one whose weights are still the module's."""
+    from sizewise.models.gguf import weights_fingerprint
+
+    path = loaded.metadata.get("ortgenai_dir")
+    if not path or not (Path(path) / MODEL_FILE).is_file() or loaded.is_onnx:
+        return None
+    if weights_fingerprint(loaded.module) != loaded.metadata.get("ortgenai_fingerprint"):
+        return None
+    return path
+
+
+def ortgenai_module(loaded: LoadedModel, workdir: str, threads: int) -> OrtGenAIModule:
+    """The ORT GenAI module measured for ``loaded`` (its own folder, or an fp32 build into ``workdir``)."""
+    path = own_folder(loaded)
+    if path is None:
+        path = str(build(loaded.module, loaded.inputs.tokenizer, Path(workdir) / "ortgenai-fp32", precision="fp32",
+                         reference=f"'{loaded.reference}'"))
+    return OrtGenAIModule(path, threads=threads, config=loaded.module.config)
+
+
+def bytes_by_dtype(folder: str | Path) -> dict[str, int]:
+    """Initializer bytes of the folder's graph by element type (int4 blocks are packed uint8), read from the graph's
+    tensor headers without loading the weights."""
+    from sizewise.core.optional import require
+
+    onnx = require("onnx", "ortgenai", "reading an ORT GenAI folder's graph")
+    from onnx import helper
+
+    by_dtype: dict[str, int] = defaultdict(int)
+    model = onnx.load(str(Path(folder) / MODEL_FILE), load_external_data=False)
+    for init in model.graph.initializer:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type))
+        by_dtype[str(dtype)] += int(np.prod(init.dims, dtype=np.int64)) * dtype.itemsize
+    return dict(by_dtype)
+
+
+def folder_size(folder: str | Path) -> SizeStats:
+    """A built folder as shipped: every file in it (graph, weights, genai_config.json, tokenizer)."""
+    from sizewise.measure.size import artifact_bytes
+
+    files = folder_files(folder)
+    by_dtype = bytes_by_dtype(folder)
+    raw, zipped = artifact_bytes(files)
+    return SizeStats(memory_bytes=sum(by_dtype.values()), memory_by_dtype=by_dtype, disk_bytes=raw, zip_bytes=zipped,
+                     artifact=" + ".join(f.name for f in files))
+
+
+def _kv_bytes_per_element(module: OrtGenAIModule) -> int:
+    spec = next((s for s in module.session().get_inputs() if s.name.startswith("past_key_values")), None)
+    return 2 if spec is not None and "float16" in spec.type else 4
+
+
+def measure_llm_ortgenai(loaded: LoadedModel, module: OrtGenAIModule, config: LLMConfig | None = None,
+                         threads: int = 1, energy: EnergySettings | None = None, texts: list[str] | None = None,
+                         split: str | None = None, progress=None) -> LLMStats:
+    """The LLM section of the card on ONNX Runtime GenAI (see the module doc)."""
+    import torch
+
+    from sizewise.measure.latency import torch_threads
+    from sizewise.tasks.perplexity import perplexity
+
+    config = config or LLMConfig()
+    energy = energy or EnergySettings()
+    step = progress or (lambda _msg: None)
+    module.set_threads(threads)
+    by_dtype = bytes_by_dtype(module.path)
+    weight_bytes = sum(by_dtype.values())
+    step("counting FLOPs per token (on the PyTorch twin)")
+    with torch_threads(threads), torch.inference_mode():
+        fpt = flops_per_token(loaded.module, {"input_ids": prompt_ids(loaded, 1, config.prompt_tokens)})
+    bandwidth = None
+    if config.bandwidth:
+        step(f"measuring this machine's memory read bandwidth ({threads} thread(s))")
+        bandwidth = measure_read_bandwidth(threads, config.bandwidth_buffer_bytes)
+    step(f"timing greedy generation of {config.new_tokens} tokens on ORT GenAI at batch 1")
+    generation = [runtime_generation(loaded, module, config, threads, energy, bandwidth, weight_bytes, RUNTIME,
+                                     _kv_bytes_per_element(module))]
+    ppl = None
+    if texts is not None:
+        step(f"perplexity on the {split} split, on ORT GenAI's graph (onnxruntime)")
+        started = time.perf_counter()
+        result = perplexity(module, loaded.inputs.tokenizer, texts, config.perplexity)
+        ppl = perplexity_stats(result, split or "?", config.perplexity.max_tokens)
+        step(f"perplexity on ORT GenAI took {time.perf_counter() - started:.0f} s")
+    kv_bits = 8 * generation[0].kv_cache.bytes_per_element
+    return LLMStats(prompt_tokens=config.prompt_tokens, new_tokens=config.new_tokens, threads=threads,
+                    device=f"cpu (ORT GenAI {genai_version() or '?'})", dtype="+".join(sorted(by_dtype)),
+                    weights_bytes=weight_bytes, flops_per_token=fpt, generation=generation, bandwidth=bandwidth,
+                    perplexity=ppl,
+                    decoding=f"greedy (argmax) on ONNX Runtime GenAI's Generator, batch 1: append_tokens(prompt), "
+                             f"then new_tokens - 1 generate_next_token calls reusing its float{kv_bits} KV cache",
+                    roofline="decode reads every weight (the graph's initializer bytes) and the whole KV cache once "
+                             "per step: roofline tokens/s = read bandwidth / (initializer bytes + KV cache bytes)")
