@@ -44,7 +44,8 @@ def quantize(
     method: str = typer.Option("int8-dynamic", "--method", help="A registered quantization method (an unknown name "
                                                                 "lists them all)."),
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime (default) or torch: where it will be "
-                                                               "deployed (int4-rtn / int4-awq: llama.cpp)."),
+                                                               "deployed (int4-rtn / int4-awq: llamacpp; "
+                                                               "int4-ortgenai: ortgenai)."),
     max_drop: str | None = typer.Option(None, "--max-drop", help="Accuracy budget: 0.01 = 1% of the baseline, "
                                                                  "0.5pp = half a point. Layers are kept in float "
                                                                  "until it holds."),
@@ -70,10 +71,21 @@ def quantize(
     from sizewise.report.card_view import compare_table
     from sizewise.report.run_report import write_reports
 
+    from sizewise.compress.registry import get_method, list_methods
+
+    # where the result runs: the method's own runtime when it has one (int4-rtn: llama.cpp, int4-ortgenai: ORT
+    # GenAI), else onnxruntime unless --runtime says torch; naming a method's only runtime is allowed, not required
+    where = get_method(method).runtimes if method in list_methods("quantize") else ()
+    if runtime is not None and where and "runtime" not in get_method(method).options:
+        if runtime not in where:
+            raise ConfigError(f"--method {method} makes a model for {' or '.join(where)}, not {runtime}",
+                              hint=f"drop --runtime, or choose another method for {runtime}")
+        runtime = None
     config = method_config("quantize", method, {
         "runtime": runtime, "calibration": calibration, "calibration_samples": calibration_samples,
         "group_size": group_size, "symmetric": symmetric, "per_channel": per_channel or None, "epochs": qat_epochs},
-        flags={"epochs": "--qat-epochs"}, defaults={"runtime": "onnxruntime"})
+        flags={"epochs": "--qat-epochs"},
+        defaults={"runtime": "onnxruntime" if not where or "onnxruntime" in where else where[0]})
     deployed = getattr(config, "runtime", "onnxruntime")
     budget = Budget.parse(max_drop) if max_drop else None
     if budget and not data:

@@ -73,3 +73,10 @@ def test_debug_shows_the_traceback():
     result = invoke("--debug", "measure", "zoo:nope", *FAST)
     assert result.exit_code != 0
     assert result.exception is not None and "unknown zoo model" in str(result.exception)
+
+
+def test_quantize_refuses_a_runtime_a_method_does_not_make_a_model_for(tmp_path):
+    result = runner.invoke(app, ["quantize", "zoo:digits-cnn", "--method", "int4-rtn", "--runtime", "torch",
+                                 "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1
+    assert "--method int4-rtn makes a model for llamacpp, not torch" in " ".join(result.output.split())
