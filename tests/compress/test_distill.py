@@ -69,6 +69,22 @@ def test_kd_loss_is_the_temperature_scaled_kl_and_its_gradient_reaches_only_the_
     assert all(p.grad is None for p in digits_teacher.module.parameters())
 
 
+def test_under_bf16_autocast_the_kd_loss_is_computed_in_float32_from_the_logits(digits_teacher):
+    ds = sizewise.load_dataset("digits")
+    student, _ = build_student(digits_teacher, "width:0.5")
+    objective = Distillation(student, digits_teacher, ds, DistillConfig(temperature=2.0, alpha=1.0))
+    split, idx = ds.split("train"), np.arange(32)
+    x = torch.from_numpy(split.inputs[idx])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = objective.loss(split, idx)
+        with torch.no_grad():
+            s, t = student.module(x).float(), digits_teacher.module(x).float()  # the bf16 forward's logits
+    assert loss.dtype == torch.float32
+    expected = torch.nn.functional.kl_div(torch.log_softmax(s / 2, -1), torch.softmax(t / 2, -1),
+                                          reduction="batchmean") * 4
+    assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_a_student_equal_to_its_teacher_has_zero_kd_loss(digits_teacher):
     ds = sizewise.load_dataset("digits")
     twin = copy.deepcopy(digits_teacher)
