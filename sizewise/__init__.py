@@ -24,6 +24,7 @@ __all__ = [
     "MagnitudePrune", "GradualPrune", "LotteryPrune", "NMPrune", "ChannelPrune", "HeadPrune", "Int8Dynamic",
     "Int8Static", "WeightOnly", "HalfPrecision", "QuantizationAwareTraining", "Factorize", "ClusterWeights",
     "Distill", "Finetune", "HuffmanEncode", "OnnxExport", "OrtOptimize", "LLMWeightInt4",
+    "OrtGenAIInt4",
 ]
 
 

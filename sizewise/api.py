@@ -31,6 +31,7 @@ from sizewise.compress.quantize import (
     Int8Dynamic,
     Int8Static,
     LLMWeightInt4,
+    OrtGenAIInt4,
     QuantizationAwareTraining,
     WeightOnly,
 )
@@ -197,5 +198,5 @@ PUBLIC = {
     "WeightOnly": WeightOnly, "HalfPrecision": HalfPrecision, "QuantizationAwareTraining": QuantizationAwareTraining,
     "Factorize": Factorize, "ClusterWeights": ClusterWeights, "Distill": Distill, "Finetune": FinetuneConfig,
     "HuffmanEncode": HuffmanEncode, "OnnxExport": OnnxExport, "OrtOptimize": OrtOptimize,
-    "LLMWeightInt4": LLMWeightInt4,
+    "LLMWeightInt4": LLMWeightInt4, "OrtGenAIInt4": OrtGenAIInt4,
 }

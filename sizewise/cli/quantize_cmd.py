@@ -73,8 +73,8 @@ def quantize(
 
     from sizewise.compress.registry import get_method, list_methods
 
-    # where the result runs: the method's own runtime when it has one (int4-rtn: llama.cpp, int4-ortgenai: ORT
-    # GenAI), else onnxruntime unless --runtime says torch; naming a method's only runtime is allowed, not required
+    # where the result runs: a method made for another runtime deploys there (int4-rtn: llama.cpp, int4-ortgenai:
+    # ORT GenAI), the others on onnxruntime unless --runtime says torch; naming a method's only runtime is allowed
     where = get_method(method).runtimes if method in list_methods("quantize") else ()
     if runtime is not None and where and "runtime" not in get_method(method).options:
         if runtime not in where:
@@ -85,7 +85,7 @@ def quantize(
         "runtime": runtime, "calibration": calibration, "calibration_samples": calibration_samples,
         "group_size": group_size, "symmetric": symmetric, "per_channel": per_channel or None, "epochs": qat_epochs},
         flags={"epochs": "--qat-epochs"},
-        defaults={"runtime": "onnxruntime" if not where or "onnxruntime" in where else where[0]})
+        defaults={"runtime": where[0] if where and not {"torch", "onnxruntime"} & set(where) else "onnxruntime"})
     deployed = getattr(config, "runtime", "onnxruntime")
     budget = Budget.parse(max_drop) if max_drop else None
     if budget and not data:
