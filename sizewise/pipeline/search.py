@@ -102,13 +102,14 @@ def _is_zombie(pid: int) -> bool:
 
 
 def hopeless_methods(outcomes: list[TrialOutcome], in_budget: set[int]) -> dict[str, int]:
-    """Methods that appeared in ``HOPELESS_AFTER`` or more finished trials (complete, stopped early or failed) and
-    never in one that met the budget: the search stops proposing them (multi-fidelity across trials, not only
-    within one). Returns each such method with how many trials it failed in."""
+    """Methods that appeared in ``HOPELESS_AFTER`` or more scored trials (complete or stopped early) and never in one
+    that met the budget: the search stops proposing them (multi-fidelity across trials, not only within one). A trial
+    that failed with an error says nothing about the budget (a group size that does not divide a layer, say) and does
+    not count. Returns each such method with how many trials it failed in."""
     tried: dict[str, int] = {}
     good: set[str] = set()
     for o in outcomes:
-        if o.state == "skipped" or not o.plan:
+        if o.state not in ("complete", "pruned") or not o.plan:
             continue
         names = {step["method"] for step in o.plan["steps"]}
         for name in names:

@@ -190,6 +190,9 @@ def test_a_method_failing_the_budget_again_and_again_is_dropped():
     assert hopeless_methods([*bad, good], in_budget={10}) == {"magnitude": HOPELESS_AFTER}
     assert hopeless_methods([*bad[:-1], good], in_budget={10}) == {}  # not tried often enough yet
     assert hopeless_methods([*bad, good], in_budget=set()) == {"magnitude": 3, "int8-dynamic": 4}
+    # a trial that failed with an error (a config the model cannot take) is no evidence about the budget
+    errors = [outcome(20 + i, ["int4-rtn"], "failed") for i in range(HOPELESS_AFTER)]
+    assert hopeless_methods([*errors, *bad[:2]], in_budget=set()) == {}
 
 
 def test_the_uncompressed_baseline_is_a_point_of_the_front():
