@@ -170,7 +170,7 @@ def test_a_shared_study_stops_at_the_target(backend, trained_digits_dir, tmp_pat
                 started = sum(1 for n, state in kh.poll_states(storage).items()
                               if n != other.number and state in ("RUNNING", "COMPLETE", "PRUNED", "FAIL"))
                 break
-            time.sleep(0.3)
+            time.sleep(0.05)
         assert other is not None, kh.log_tail(tmp_path / "worker.log", 30)
         assert _wait(worker) == 0, kh.log_tail(tmp_path / "worker.log", 30)
         study.tell(other, [0.9, 1.0])  # the other worker finishes its trial
