@@ -43,6 +43,10 @@ def _row(name: str, card: dict, fp32_bytes: int) -> list[str]:
             f"{gen.get('other_load_cores') or 0:.2f}"]
 
 
+def _budget(b: dict) -> str:
+    return f"{b['value']:g} points" if b["absolute"] else f"{b['value']:.0%} (relative)"
+
+
 def _speedup(c: dict) -> str:
     lo, hi = c["speedup_ci95"]
     return f"{c['speedup']:.2f}x [{lo:.2f}-{hi:.2f}], {c['rounds']} rounds: {c['verdict']}"
@@ -65,7 +69,7 @@ def render(out: Path, bench: dict) -> str:
         f"- load average (1, 5, 15 min) before / after: {bench['load_before']} / {bench['load_after']}; other "
         f"processes used {bench['others_cores']:.2f} of the 2 cores on average during the run",
         f"- search: {r['config']['trials']} trials over {', '.join(r['config']['methods'])} on llama.cpp, "
-        f"budget {r['config']['max_drop']} on perplexity, objective {r['objective']} (one decoded token at batch 1), "
+        f"budget {_budget(r['config']['max_drop'])} on perplexity, objective {r['objective']} (one decoded token at batch 1), "
         f"{r['config']['threads']} thread(s); trials scored and chosen on the **validation** split (valid.txt), the "
         f"rows below scored once on the **test** split (wiki.test.raw, first {test_tokens or '?'} tokens)",
         "- SmolLM2-135M's weights come dequantized from a Q4_1 GGUF file (group 32, with offsets): a Q4_1 group-32 "
