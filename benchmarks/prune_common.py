@@ -282,21 +282,24 @@ def compare_latency(before_ref: str, after_ref: str, batch_n: int, seq_len: int 
     out = {"afterN": card_summary(measure(after, measure_cfg(batch_n, seq_len)))}
     for key, batch in (("ab1", 1), ("abN", batch_n)):
         inputs = before.example_inputs(batch, seq_len)
+        load_before = os.getloadavg()[0]
         out[key] = interleaved(before.module.eval(), after.module.eval(), inputs)
+        out[key] |= {"load1_before": load_before, "load1_after": os.getloadavg()[0]}
         log(f"  interleaved batch {batch}: {out[key]['ratio_median']:.3f}x "
             f"({out[key]['before_p50_ms']:.3f} -> {out[key]['after_p50_ms']:.3f} ms)")
     return out
 
 
 def run_variant(name: str, baseline_ref: str, config, dataset, finetune, workdir: Path, batch_n: int,
-                seq_len: int | None = None, latency: bool = True) -> dict[str, Any]:
+                seq_len: int | None = None, latency: bool = True, teacher: bool = False) -> dict[str, Any]:
     """Run the one-step plan ``config`` (fine-tuned with ``finetune``) on the baseline run directory into
-    ``workdir``; cached in ``workdir/bench.json``."""
+    ``workdir``; cached in ``workdir/bench.json``. ``teacher``: the fine-tuning also learns from the baseline
+    (knowledge distillation, the executor's ``RunOptions(recovery_teacher=True)``)."""
     return _common.cached(workdir / "bench.json", lambda: _run_variant(name, baseline_ref, config, dataset, finetune,
-                                                                      workdir, batch_n, seq_len, latency))
+                                                                      workdir, batch_n, seq_len, latency, teacher))
 
 
-def _run_variant(name, baseline_ref, config, dataset, finetune, workdir, batch_n, seq_len, latency):
+def _run_variant(name, baseline_ref, config, dataset, finetune, workdir, batch_n, seq_len, latency, teacher=False):
     import dataclasses
 
     import sizewise
@@ -305,11 +308,12 @@ def _run_variant(name, baseline_ref, config, dataset, finetune, workdir, batch_n
 
     log(f"{name}: {config} with fine-tuning {finetune}")
     loaded = sizewise.load(baseline_ref)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     with TrainRecorder() as rec:
         result = run(loaded, Plan((Step.of(config, finetune),), name=name), dataset, workdir,
                      RunOptions(measure=measure_cfg(1, seq_len), kind="prune", command=_common.command(),
-                                progress=lambda m: log(f"  run: {m}")))
+                                progress=lambda m: log(f"  run: {m}"), recovery_teacher=teacher))
     wall = time.perf_counter() - t0
     step = result.steps[-1]
     out = {"name": name, "config": {"type": type(config).__name__, **dataclasses.asdict(config)},
@@ -318,7 +322,11 @@ def _run_variant(name, baseline_ref, config, dataset, finetune, workdir, batch_n
            "method_seconds": step.seconds, "compress_seconds": wall, "validation_metrics": step.metrics,
            "data_splits": result.record["data"] and {k: result.record["data"][k] for k in
                                                      ("sizes", "reported", "decisions", "validation_source")},
-           "finetune_history": [history(r) for r in rec.results], "model_dir": str(result.model_dir)}
+           "finetune_history": [history(r) for r in rec.results], "model_dir": str(result.model_dir),
+           "recovery_teacher": teacher, "load1_before": load_before, "load1_after": os.getloadavg()[0],
+           # what each fine-tuning actually ran with (the loop resolves "auto"), and why
+           "finetune_used": [{k: getattr(r, k, None) for k in ("precision_used", "precision_reason", "augment_used",
+                                                                "augment_reason", "seconds")} for r in rec.results]}
     log(f"{name}: after {out['after']['metrics']} nonzero {out['after']['nonzero']:,} "
         f"(method {out['method_seconds']:.0f} s)")
     if latency:
