@@ -268,3 +268,13 @@ def interleaved(module_a, module_b, inputs: dict, *, pairs: int = 40, seconds: f
     return {"pairs": len(ta), "threads": threads, "before_p50_ms": float(np.median(ta)),
             "after_p50_ms": float(np.median(tb)), "ratio_median": median, "ratio_ci95": ci,
             "other_cores": load.others_cores}
+
+
+def benchmark_edits() -> list[str]:
+    """Benchmark scripts that differ from the commit the run is at (the result must say they were edited)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ["unknown (git status failed)"]
+    return [line[3:] for line in out.splitlines() if line[3:].endswith(".py")]

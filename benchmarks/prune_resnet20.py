@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -76,16 +75,6 @@ def base_from_run(run_dir: Path) -> dict:
             "data_splits": card.get("data") and {k: card["data"].get(k) for k in
                                                  ("sizes", "reported", "decisions", "validation_source")},
             "card_mtime": os.path.getmtime(run_dir / "card.json")}
-
-
-def benchmark_edits() -> list[str]:
-    """Benchmark files that differ from the commit the run is at (the result must say they were edited)."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return ["unknown (git status failed)"]
-    return [line[3:] for line in out.splitlines() if line[3:].endswith(".py")]
 
 
 def ort_compare(before_ref: str, after_ref: str, batch: int) -> dict:
@@ -293,7 +282,7 @@ def main() -> None:
     torch.set_num_threads(pc.TIMING_THREADS)  # evaluation too: see the header of prune.md on 2-thread contention
     pc.log(f"sizewise imported from {sizewise.__file__}")
     meta = pc.new_meta()
-    edits = benchmark_edits()
+    edits = pc._common.benchmark_edits()
     if edits:
         meta["git"] += f"; benchmark files edited and uncommitted at run time: {', '.join(edits)}"
     meta["package_path"] = str(Path(sizewise.__file__).parent)

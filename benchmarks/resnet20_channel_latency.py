@@ -58,7 +58,9 @@ def main() -> None:
              f"- date: {raw['date']}; produced by `{raw['command']}`", f"- machine: {raw['machine']}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in raw['versions'].items())}",
              "- untrained weights (speed depends on shapes only); onnxruntime, 1 thread, interleaved A/B, ratio of "
-             "medians with a paired-bootstrap 95% interval; no data split is involved", "",
+             "medians with a paired-bootstrap 95% interval; no data split is involved: nothing is decided on validation and "
+             "nothing is reported on test (no accuracy is measured; the accuracy side of the goal needs a trained base, "
+             "scored on CIFAR-10's test split)", "",
              *md_table(rows, "lrrrrcr", columns=["pruned model", "batch", "FLOPs fewer", "goal (0.8x)",
                                                  "speed-up [95% CI]", "goal", "other load (cores)"]), "",
              "Only the first convolution of each block narrows: ResNet-20's option-A shortcuts (zero-padded identity) "

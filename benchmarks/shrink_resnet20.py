@@ -23,12 +23,11 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import DATA, RESULTS, ROOT, command, git_head, log, machine, versions
+from _common import DATA, RESULTS, benchmark_edits, command, git_head, log, machine, versions
 from shrink_common import chosen_card, comparison, replace_section, trials_table
 
 CIFAR = DATA / "cifar10"
@@ -86,15 +85,6 @@ def recovery_text(cfg: dict, recovery: dict | None) -> str:
                else "")
             + (", 1 torch thread: the script sets it for the whole search and the recovery leaves threads unset)"
                if recovery.get("threads") is None else f", {recovery['threads']} thread(s))"))
-
-
-def benchmark_edits() -> list[str]:
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return ["unknown (git status failed)"]
-    return [line[3:] for line in out.splitlines() if line[3:].endswith(".py")]
 
 
 def render(out: Path, objective: str, cmd: str, bench: dict) -> None:
