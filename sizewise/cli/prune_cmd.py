@@ -18,7 +18,7 @@ from sizewise.cli.common import (
     with_data_options,
 )
 
-HIDDEN_DETAILS = ("schedule", "training")  # long lists; the record keeps them
+HIDDEN_DETAILS = ("schedule", "training", "conv_widths")  # long lists; the record keeps them
 
 
 def _pattern(text: str | None) -> dict[str, int | None]:
@@ -58,6 +58,9 @@ def prune(
     batch_size: int = typer.Option(64, "--batch-size", help="Fine-tuning batch size."),
     skip_unprunable: bool = typer.Option(False, "--skip-unprunable", help="Leave layers the dependency graph "
                                                                            "cannot handle unpruned."),
+    round_to: int | None = typer.Option(None, "--round-to", help="Channel pruning: keep a multiple of this many "
+                                                                 "channels per layer (8 or 16: the channel blocks "
+                                                                 "onnxruntime's CPU convolutions compute in)."),
     runtime: str = typer.Option("torch", "--runtime", help="Runtime the before/after latency is measured on."),
     threads: int | None = typer.Option(None, "--threads"),
     no_memory: bool = typer.Option(False, "--no-memory", help="Skip the child-process peak-memory measurement."),
@@ -70,7 +73,7 @@ def prune(
 
     config = method_config("prune", method, {"sparsity": sparsity, "scope": scope, "importance": importance,
                                              "rounds": rounds, "skip_unprunable": skip_unprunable or None,
-                                             **_pattern(pattern)},
+                                             "round_to": round_to, **_pattern(pattern)},
                            flags={"n": "--pattern", "m": "--pattern"})
     if get_method(method).trains and not finetune_epochs:
         raise ConfigError(f"{method} pruning trains while it prunes", hint="give it --finetune-epochs N (N >= 1)")

@@ -103,6 +103,9 @@ class SearchSpace:
     input_kind: str  # "tensor" | "tokens" | "onnx"
     runtime: str  # where candidates are measured
     objective: str  # latency | size | energy | flops
+    # the distinct input widths of the model's linear layers (torch models; empty for ONNX graphs): a grouped
+    # quantizer offers only group sizes that divide every one of them
+    linear_widths: tuple[int, ...] = ()
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 A channel-pruned ``zoo:resnet20`` is still a ResNet-20, with fewer channels: rebuilding it from its reference and
 resizing each layer to the saved shapes keeps the artifact a plain safetensors file (no pickled module, which would
-execute code when loaded). Only layer types whose size is fully described by their tensors are resized.
+execute code when loaded). Only layer types whose size is fully described by their tensors are resized: the usual
+torch layers, and modules that say so with ``sized_by_its_tensors = True`` (the option-A shortcut's layout buffer).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def fit_shapes(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
         if not diffs:
             continue
         if not isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d,
-                                nn.LayerNorm)):
+                                nn.LayerNorm)) and not getattr(sub, "sized_by_its_tensors", False):
             raise ModelReferenceError(f"layer '{prefix}' ({type(sub).__name__}) has other shapes in the saved "
                                       f"weights and sizewise does not know how to resize it")
         buffers = dict(sub.named_buffers(recurse=False))

@@ -74,9 +74,13 @@ class TrialContext:
 # -- sampling ---------------------------------------------------------------------------------------------------------
 
 def search_space(loaded, runtime: str, objective: str):
+    from torch import nn
+
     from sizewise.compress.registry import SearchSpace
 
-    return SearchSpace(loaded.task, "onnx" if loaded.is_onnx else loaded.inputs.kind, runtime, objective)
+    widths = () if loaded.is_onnx else tuple(sorted({m.in_features for m in loaded.module.modules()
+                                                     if isinstance(m, nn.Linear)}))
+    return SearchSpace(loaded.task, "onnx" if loaded.is_onnx else loaded.inputs.kind, runtime, objective, widths)
 
 
 def slot_methods(methods: tuple[str, ...], space, has_train: bool) -> tuple[dict[str, list[str]], list[str]]:

@@ -233,16 +233,81 @@ def test_channel_pruning_makes_a_smaller_module_that_reloads(trained_digits_dir,
     assert reloaded.module(**x).shape == (3, 10)
 
 
-def test_residual_resnet_names_unprunable_groups_then_prunes_the_rest(quick, tmp_path):
+class _PlainChannelPad(torch.nn.Module):
+    """The option-A shortcut as a plain op (subsample, zero channels) that cannot say how to narrow itself."""
+
+    def __init__(self, extra: int):
+        super().__init__()
+        self.extra = extra
+
+    def forward(self, x):
+        return torch.nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+
+def _resnet_with_plain_pads():
+    torch.manual_seed(0)
+    model = sizewise.load("zoo:resnet20")
+    for block in (model.module.layer2[0], model.module.layer3[0]):
+        block.shortcut = _PlainChannelPad(block.shortcut.out_channels - block.shortcut.in_channels)
+    return sizewise.wrap(model.module, torch.randn(1, 3, 32, 32), task="image-classification")
+
+
+def test_a_group_an_op_breaks_is_named_then_left_unpruned_on_request():
     with pytest.raises(UnprunableLayerError) as info:
-        compress(sizewise.load("zoo:resnet20"), ChannelPrune(0.5), tmp_path / "a", measure_config=quick)
+        get_method("channel").apply(_resnet_with_plain_pads(), ChannelPrune(0.5), StepContext())
     assert "conv1" in info.value.message and "--skip-unprunable" in info.value.hint
-    result = compress(sizewise.load("zoo:resnet20"), ChannelPrune(0.5, skip_unprunable=True), tmp_path / "b",
-                      measure_config=quick)
-    assert result.details["left_unpruned"]
-    assert result.after.flops.total < 0.6 * result.before.flops.total
+    model = _resnet_with_plain_pads()
+    details = get_method("channel").apply(model, ChannelPrune(0.5, skip_unprunable=True), StepContext())
+    assert "conv1" in details["left_unpruned"]  # the stem's group runs through the residual stream and the pads
+    widths = details["conv_widths"]
+    assert widths["conv1"] == 16 and widths["layer1.0.conv1"] == 8  # the residual width stays, a block's inside halves
+    assert model.module(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_resnet_prunes_its_residual_channels_through_the_option_a_shortcuts(quick, tmp_path):
+    torch.manual_seed(0)
+    result = compress(sizewise.load("zoo:resnet20"), ChannelPrune(0.5), tmp_path / "b", measure_config=quick)
+    assert result.details["left_unpruned"] == []
+    widths = result.details["conv_widths"]
+    # every conv of a stage halves: the block-internal ones and the residual stream the shortcuts carry
+    assert widths["conv1"] == 8 and widths["layer1.2.conv2"] == 8 and widths["layer3.0.conv1"] == 32
+    assert widths["layer2.0.conv2"] == 16 and widths["layer3.2.conv2"] == 32
+    assert result.after.flops.total < 0.27 * result.before.flops.total
     reloaded = sizewise.load(tmp_path / "b")
-    assert reloaded.module(**reloaded.example_inputs(2)).shape == (2, 10)
+    x = reloaded.example_inputs(2)
+    torch.testing.assert_close(reloaded.module.eval()(**x), result.model.module.eval()(**x))
+    assert [tuple(m.select.shape) for m in reloaded.module.modules() if hasattr(m, "select")] == [(16, 8), (32, 16)]
+
+
+def test_pruned_resnet_exports_to_onnx_with_the_same_outputs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from sizewise.models.convert import to_onnx
+
+    torch.manual_seed(0)
+    model = sizewise.load("zoo:resnet20")
+    get_method("channel").apply(model, ChannelPrune(0.3), StepContext())
+    shortcuts = [m for m in model.module.modules() if hasattr(m, "select")]
+    assert any(m._pad is None for m in shortcuts)  # at least one shortcut runs the pruned (gather) layout
+    path = to_onnx(model, tmp_path / "m.onnx")
+    x = model.example_inputs(3)
+    expected = model.module.eval()(**x).detach().numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {k: v.numpy() for k, v in
+                                                                                         x.items()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_round_to_keeps_the_nearest_multiple_and_at_least_one():
+    with pytest.raises(ConfigError, match="round_to"):
+        ChannelPrune(0.5, round_to=0)
+    model = sizewise.load("zoo:resnet20")
+    details = get_method("channel").apply(model, ChannelPrune(0.3, round_to=8), StepContext())
+    # kept 16*0.7=11.2 -> 8 (nearest), 32*0.7=22.4 -> 24, 64*0.7=44.8 -> 48
+    assert sorted(set(details["conv_widths"].values())) == [8, 24, 48]
+    model = sizewise.load("zoo:resnet20")
+    details = get_method("channel").apply(model, ChannelPrune(0.7, round_to=16), StepContext())
+    assert set(details["conv_widths"].values()) == {16}  # 4.8 and 9.6 kept channels still keep one multiple of 16
 
 
 def test_bn_scale_importance(quick, tmp_path, digits, trained_digits_dir):

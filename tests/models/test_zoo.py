@@ -88,7 +88,7 @@ def test_resnet_stages_halve_resolution_and_double_width():
 def test_option_a_shortcut_adds_no_parameters_and_pads_with_zeros():
     from sizewise.models.zoo.resnet_cifar import ZeroPadShortcut
 
-    shortcut = ZeroPadShortcut(16)
+    shortcut = ZeroPadShortcut(16, 32)
     assert not list(shortcut.parameters())
     x = torch.arange(16 * 8 * 8, dtype=torch.float32).reshape(1, 16, 8, 8)
     y = shortcut(x)

@@ -247,7 +247,7 @@ def test_initial_design_tries_each_family_once_at_the_middle_of_its_space():
     design = initial_design(slots, IMAGES, trials=8)
     assert design == [
         {"structure": "none", "deploy": "int8-dynamic"},
-        {"structure": "channel", "deploy": "int8-dynamic", "channel.sparsity": 0.4},
+        {"structure": "channel", "deploy": "int8-dynamic", "channel.sparsity": 0.4, "channel.round_to": 8},
         {"structure": "distill", "deploy": "int8-dynamic", "distill.width": 0.5},
         {"structure": "factorize", "deploy": "int8-dynamic", "factorize.target_params": 0.55}]
     assert len(initial_design(slots, IMAGES, trials=5)) == 4  # every family once, even past half the trials

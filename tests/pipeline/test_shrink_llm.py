@@ -56,3 +56,22 @@ def test_a_causal_lm_search_chooses_an_int4_gguf_on_perplexity_and_decode_speed(
     for against in ("runtime_fp32", "torch_fp32"):
         assert r["speedups"][against]["timed"].startswith("one greedy decode step")
     assert "fewer bytes" in r["headline"]
+
+
+def test_the_int4_search_offers_only_group_sizes_that_divide_the_rows():
+    import optuna
+
+    from sizewise.compress.registry import get_method
+
+    def sizes(widths):
+        space = SearchSpace("causal-lm", "tokens", "llamacpp", "latency", widths)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        seen = set()
+        for _ in range(40):
+            trial = study.ask()
+            seen.add(get_method("int4-rtn").search(trial, space).group_size)
+            study.tell(trial, 1.0)
+        return seen
+
+    assert sizes((576, 1536)) == {32, 64}  # SmolLM2: 576 = 4.5 x 128
+    assert sizes((512, 2048)) == {32, 64, 128}

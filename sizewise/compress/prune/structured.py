@@ -1,9 +1,11 @@
 """Structured (channel/neuron) pruning: the result is an ordinary, physically smaller ``nn.Module``.
 
-Dependencies across residual adds, concatenations and norms come from Torch-Pruning's dependency graph. Some
-parameter-free ops change channel counts in ways the graph cannot see (the option-A zero-padding shortcut of the CIFAR
-ResNets is one), so before pruning, every dependency group is tried on a copy: a group whose removal breaks the forward
-pass is named, and left unpruned only if the user asked for that (``skip_unprunable``).
+Dependencies across residual adds, concatenations and norms come from Torch-Pruning's dependency graph. A
+parameter-free module that changes the channel count can say how to narrow itself (``prune_in_channels``,
+``prune_out_channels``, ``in_channels``, ``out_channels``; the option-A shortcut of the CIFAR ResNets does): it joins the
+graph as a layer of its own, so the residual channels on both sides of it are pruned too. Ops that do neither still
+exist in users' models, so before pruning, every dependency group is tried on a copy: a group whose removal breaks the
+forward pass is named, and left unpruned only if the user asked for that (``skip_unprunable``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from torch import nn
 from sizewise.compress.prune.config import ChannelPrune
 from sizewise.core.errors import ConfigError, SizewiseError
 from sizewise.core.optional import require
-from sizewise.train import TrainConfig, train
 from sizewise.compress.registry import StepContext
 
 
@@ -32,19 +33,45 @@ def _output_layers(model: nn.Module) -> list[nn.Module]:
     return last[-1:]
 
 
+def _self_pruning_layers(tp, model: nn.Module) -> dict:
+    """Torch-Pruning pruners for the model's modules that narrow themselves (see the module docstring)."""
+
+    class SelfPruning(tp.pruner.function.BasePruningFunc):
+        TARGET_MODULES = None
+
+        def prune_out_channels(self, layer, idxs):
+            layer.prune_out_channels(idxs)
+            return layer
+
+        def prune_in_channels(self, layer, idxs):
+            layer.prune_in_channels(idxs)
+            return layer
+
+        def get_out_channels(self, layer):
+            return layer.out_channels
+
+        def get_in_channels(self, layer):
+            return layer.in_channels
+
+    return {type(m): SelfPruning() for m in model.modules()
+            if not isinstance(m, (nn.Conv2d, nn.Linear)) and callable(getattr(m, "prune_in_channels", None))
+            and callable(getattr(m, "prune_out_channels", None))}
+
+
 def find_unprunable(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module]) -> list[str]:
     """Names of root layers whose dependency group, when one channel is removed, breaks the model."""
     tp = require("torch_pruning", "prune", "structured pruning")
     names = {m: n for n, m in model.named_modules()}
     with torch.no_grad():
         expected = first_output(model(example)).shape
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    custom = _self_pruning_layers(tp, model)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, customized_pruners=custom)
     roots = [names[g[0].dep.target.module] for g in graph.get_all_groups(ignored_layers=ignored,
                                                                          root_module_types=[nn.Conv2d, nn.Linear])]
     broken = []
     for root in roots:
         trial = copy.deepcopy(model)
-        trial_graph = tp.DependencyGraph().build_dependency(trial, example_inputs=example)
+        trial_graph = tp.DependencyGraph().build_dependency(trial, example_inputs=example, customized_pruners=custom)
         module = dict(trial.named_modules())[root]
         fn = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
         try:
@@ -90,11 +117,19 @@ def channel(loaded, config: ChannelPrune, ctx: StepContext) -> dict:
         torch.nn.functional.cross_entropy(logits, torch.from_numpy(split.labels)).backward()
     pruner = tp.pruner.MetaPruner(model, example, importance=_importance(tp, config.importance),
                                   pruning_ratio=config.sparsity, global_pruning=config.scope == "global",
-                                  ignored_layers=ignored + [modules[n] for n in broken])
+                                  ignored_layers=ignored + [modules[n] for n in broken],
+                                  customized_pruners=_self_pruning_layers(tp, model),
+                                  round_to=config.round_to if config.round_to > 1 else None)
+    # Torch-Pruning rounds the kept channels down, to zero for a layer narrower than two multiples; keep the nearest
+    # multiple instead, at least one, and leave a layer narrower than one multiple as it is
+    pruner._round_to = lambda n_pruned, current, step: current - min(current, max(step, step * round(
+        (current - n_pruned) / step)))
     before = sum(p.numel() for p in model.parameters())
     pruner.step()
     model.zero_grad(set_to_none=True)
     after = sum(p.numel() for p in model.parameters())
     if finetune:
         ctx.fit(loaded, finetune)
-    return {"params_kept": after / before, "left_unpruned": broken, "importance": config.importance}
+    widths = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    return {"params_kept": after / before, "left_unpruned": broken, "importance": config.importance,
+            "round_to": config.round_to, "conv_widths": widths}

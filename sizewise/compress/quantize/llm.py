@@ -73,15 +73,17 @@ class LLMWeightInt4:
         return self.algorithm != "rtn"
 
 
-GROUP_SIZES = (32, 64, 128)  # what shrink tries; a size that does not divide a layer's rows fails that trial, saying so
+GROUP_SIZES = (32, 64, 128)  # what shrink tries, where they divide every linear layer's rows (SearchSpace.linear_widths)
 
 
 def llm_search(method: str, algorithm: str):
     """``shrink``'s space for one int4 algorithm: the group size and the grid (symmetric: GGUF Q4_0, else Q4_1)."""
 
-    def search(trial, _space) -> LLMWeightInt4:
+    def search(trial, space) -> LLMWeightInt4:
+        # a size that does not divide a layer's rows would fail the trial (SmolLM2's 576-wide rows and 128)
+        sizes = tuple(g for g in GROUP_SIZES if all(w % g == 0 for w in space.linear_widths)) or GROUP_SIZES[:1]
         return LLMWeightInt4(algorithm=algorithm,
-                             group_size=trial.suggest_categorical(f"{method}.group_size", GROUP_SIZES),
+                             group_size=trial.suggest_categorical(f"{method}.group_size", sizes),
                              symmetric=trial.suggest_categorical(f"{method}.symmetric", (False, True)))
 
     return search
@@ -206,7 +208,9 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
     texts = list(data.split(split).inputs) if data is not None else None
     if ctx.eval_limit is not None and texts is not None:
         texts = texts[:ctx.eval_limit]
-    metric = "perplexity" if texts else None
+    # the step scores only to hold a budget: without one (a search trial; the executor scores every step on the
+    # decision split anyway) there is nothing to decide, and each score is a perplexity pass over the split
+    metric = "perplexity" if texts and ctx.budget is not None else None
     baseline = _score(source, loaded, texts, config.eval_tokens) if metric else None
     candidate_module = copy.deepcopy(source)
     tried, chosen = [], None

@@ -13,16 +13,67 @@ from torch import nn
 
 
 class ZeroPadShortcut(nn.Module):
-    """Option A: stride-2 subsampling plus zero channels; parameter-free."""
+    """Option A: stride-2 subsampling plus zero channels; parameter-free.
 
-    def __init__(self, extra_channels: int):
+    Which input channel lands on which output channel is a 0/1 buffer ``select`` (out x in). Unpruned it is the
+    paper's layout (the inputs in the middle, zeros either side) and runs as the same ``F.pad``. The buffer exists so
+    that structured pruning can narrow the residual channels on both sides of a stage boundary
+    (:meth:`prune_in_channels`, :meth:`prune_out_channels`, which Torch-Pruning calls through sizewise's adapter) and so
+    that a pruned model is rebuilt from its saved tensors alone; a pruned layout runs as a channel gather (zero FLOPs).
+    """
+
+    sized_by_its_tensors = True  # models.reshape.fit_shapes may resize ``select`` to a saved, pruned layout
+
+    def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.extra_channels = extra_channels
+        lead = (out_channels - in_channels) // 2
+        select = torch.zeros(out_channels, in_channels, dtype=torch.bool)
+        select[torch.arange(in_channels) + lead, torch.arange(in_channels)] = True
+        self.register_buffer("select", select)
+        self._refresh()
+
+    @property
+    def in_channels(self) -> int:
+        return self.select.shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.select.shape[0]
+
+    def _refresh(self) -> None:
+        """Read the layout once into Python values, so forward (and an ONNX trace of it) needs no tensor branching."""
+        fed = self.select.any(1).tolist()
+        first = self.select.to(torch.uint8).argmax(1).tolist()
+        zero = self.in_channels  # index of the zero channel appended in the gather path
+        self._source = [i if f else zero for i, f in zip(first, fed)]
+        lead = next((k for k, i in enumerate(self._source) if i != zero), self.out_channels)
+        block = self._source[lead:lead + self.in_channels]
+        trail = self.out_channels - lead - self.in_channels
+        self._pad = (lead, trail) if block == list(range(self.in_channels)) and trail >= 0 and all(
+            i == zero for i in self._source[lead + self.in_channels:]) else None
+
+    def prune_out_channels(self, idxs) -> None:
+        drop = set(int(i) for i in idxs)
+        self.select = self.select[[o for o in range(self.out_channels) if o not in drop]]
+        self._refresh()
+
+    def prune_in_channels(self, idxs) -> None:
+        drop = set(int(i) for i in idxs)
+        self.select = self.select[:, [i for i in range(self.in_channels) if i not in drop]]
+        self._refresh()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved before the layout was a buffer hold none: they are the paper's unpruned layout
+        state_dict.setdefault(prefix + "select", self.select)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._refresh()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, ::2, ::2]
-        pad = self.extra_channels // 2
-        return F.pad(x, (0, 0, 0, 0, pad, self.extra_channels - pad))
+        if self._pad is not None:
+            return F.pad(x, (0, 0, 0, 0, *self._pad))
+        padded = F.pad(x, (0, 0, 0, 0, 0, 1))  # one zero channel for outputs no input feeds
+        return padded.index_select(1, torch.tensor(self._source, device=x.device))
 
 
 class BasicBlock(nn.Module):
@@ -34,7 +85,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
-            self.shortcut = ZeroPadShortcut(planes - in_planes)
+            self.shortcut = ZeroPadShortcut(in_planes, planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
