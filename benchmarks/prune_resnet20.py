@@ -22,9 +22,9 @@ running the same command again continues where it stopped.
   Nesterov momentum 0.9, lr 0.1, weight decay 5e-4, cosine, batch 128), without data augmentation (``TrainConfig``'s
   default ``augment="none"``), so that baseline is weaker than the paper's 91.25% even apart from the short schedule.
 - (a) ``GradualPrune(0.9, scope="global", ramp_fraction=0.5)`` while fine-tuning (SGD lr 0.01, cosine).
-- (b) ``ChannelPrune(r, importance="l1", skip_unprunable=True)`` then fine-tuning (SGD lr 0.01, cosine): the option-A
-  shortcuts make the residual-stream groups unprunable, so only the first conv of each block loses output channels.
-  r is the smallest of a few candidates whose pruned model has >= 2x fewer FLOPs, chosen from FLOP counts alone.
+- (b) ``ChannelPrune(r, importance="l1", round_to=k)`` then fine-tuning: every conv narrows, the residual stream too
+  (the option-A shortcuts narrow with their stage). (r, k) is the candidate ``resnet20_channel_latency.py`` chose from
+  its onnxruntime timings of the pruned shapes (run it first): >= 2x fewer FLOPs and the best speed for them.
 - Latency at batch 1 and batch 32, 1 thread: cards, and before/after interleaved call by call.
 
 Each variant is a one-step plan run by the executor (``prune_common.run_variant``). Split discipline: per-epoch
@@ -49,7 +49,6 @@ import prune_common as pc  # noqa: E402
 
 BATCH_N = 32
 RAMP = 0.5  # gradual: ramp over the first half of fine-tuning (as in prune_lenet.py), recover in the second half
-CHANNEL_CANDIDATES = (0.5, 0.55, 0.6, 0.65, 0.7)
 PAPER_ACC = 91.25  # He et al. 2016, ResNet-20 on CIFAR-10 (with augmentation, 64k iterations)
 ORT_SECONDS = 20.0  # interleaved onnxruntime timing per comparison (rounds stop after the first one past this)
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,28 +225,19 @@ def ort_variant(base_ref: str, run: dict, workdir: Path) -> dict:
                                                            "ortN": ort_compare(base_ref, str(workdir), BATCH_N)})
 
 
-def choose_channel_ratio(base_ref: str) -> tuple[float, list[dict]]:
-    import sizewise
-    from sizewise.compress.prune import ChannelPrune
-    from sizewise.compress.prune.structured import channel
-    from sizewise.compress.registry import StepContext
-    from sizewise.measure.flops import count_flops
-
-    tried = []
-    base = sizewise.load(base_ref)
-    inputs = base.example_inputs(1)
-    flops0 = count_flops(base.module, inputs)[0].total
-    for r in CHANNEL_CANDIDATES:
-        loaded = sizewise.load(base_ref)
-        details = channel(loaded, ChannelPrune(r, importance="l1", skip_unprunable=True), StepContext())
-        flops = count_flops(loaded.module, inputs)[0].total
-        tried.append({"ratio": r, "flops_before": flops0, "flops_after": flops, "reduction": flops0 / flops,
-                      "params_kept": details["params_kept"], "left_unpruned": details["left_unpruned"]})
-        pc.log(f"ChannelPrune({r}): FLOPs {flops0:,} -> {flops:,} ({flops0 / flops:.3f}x), "
-               f"{len(details['left_unpruned'])} groups left unpruned")
-        if flops0 / flops >= 2.0:
-            return r, tried
-    return CHANNEL_CANDIDATES[-1], tried
+def choose_channel_config() -> tuple[float, int, dict]:
+    """The structured variant: the candidate ``resnet20_channel_latency.py`` chose from its onnxruntime measurements of
+    the pruned shapes (run it first, on the machine that runs this), with what it measured for every candidate."""
+    raw = json.loads((pc.RESULTS / "resnet20_channel_latency.json").read_text())
+    key = raw["chosen_for_prune_resnet20"]
+    chosen = raw["runs"][key]
+    pc.log(f"structured variant: {key} (widths {chosen['residual_widths']}, {chosen['flop_reduction']:.2f}x fewer "
+           f"FLOPs), chosen by resnet20_channel_latency.py on {raw['date']}")
+    tried = [{"candidate": k, "flop_reduction": r["flop_reduction"], "residual_widths": r["residual_widths"],
+              **{f"speedup_b{b}": r[f"b{b}"]["speedup"] for b in (1, 32)},
+              **{f"speedup_b{b}_ci95": r[f"b{b}"]["speedup_ci95"] for b in (1, 32)}} for k, r in raw["runs"].items()]
+    return chosen["sparsity"], chosen["round_to"], {"chosen": key, "measured": raw["date"], "candidates": tried,
+                                                    "rule": raw["goal"]}
 
 
 def main() -> None:
@@ -311,11 +301,11 @@ def main() -> None:
     base_bN = pc.card_summary(measure(sizewise.load(base_ref), pc.measure_cfg(BATCH_N)))
     base_bN["load1_before"], base_bN["load1_after"] = load_before, os.getloadavg()[0]
 
-    ratio, tried = choose_channel_ratio(base_ref)
+    ratio, round_to, tried = choose_channel_config()
     specs = [("90% unstructured (gradual, global)", "unstructured-90",
               GradualPrune(0.9, scope="global", ramp_fraction=RAMP)),
-             (f"channels {ratio:.0%} per block (structured)", f"channel-{ratio}",
-              ChannelPrune(ratio, importance="l1", skip_unprunable=True))]
+             (f"channels {ratio:.0%} per layer, widths rounded to {round_to}s (structured)",
+              f"channel-{ratio}-r{round_to}", ChannelPrune(ratio, importance="l1", round_to=round_to))]
     runs = []
     for label, name, config in specs:
         r = pc.run_variant(name, base_ref, config, dataset, ft_cfg, work / name, BATCH_N, teacher=teacher)
@@ -462,7 +452,8 @@ def markdown(p: dict, runs: list) -> str:
               f"impacting accuracy\"); (b) structured channel pruning with >= 2x fewer FLOPs, <= 1 pp loss, and "
               f"{runtime_words} (Torch-Pruning: 2.13x MACs at +0.24 pp on ResNet-56).", ""]
     if has_ort:
-        lines += ["Splits: the channel ratio is chosen from FLOP counts alone (no accuracy looked at); per-epoch "
+        lines += ["Splits: the channel variant is chosen from timings of its shapes alone (no accuracy looked at); "
+                  "per-epoch "
                   f"validation during fine-tuning reads {pc.validation_words(u)}, and nothing is selected on it (no "
                   "early stopping: the last epoch's weights are kept); every accuracy in the table is on the 10,000 "
                   "test images, scored once per model by torch in fp32. Latency: the torch rows are the executor's "
@@ -472,13 +463,15 @@ def markdown(p: dict, runs: list) -> str:
                   "bootstrap over rounds), onnxruntime "
                   f"{u['ort1'].get('onnxruntime') or '?'} with 1 intra-op thread.", ""]
     lines += [table, "",
-              "Channel ratio search (FLOP counts only, no accuracy looked at): "
-              + "; ".join(f"ChannelPrune({t['ratio']}) -> {t['reduction']:.3f}x fewer FLOPs "
-                          f"({t['params_kept']:.1%} of params kept)" for t in p["channel_search"])
-              + ". The first reaching 2x is used. Dependency groups left unpruned by `skip_unprunable`: "
-              + ", ".join(f"`{g}`" for g in p["channel_search"][-1]["left_unpruned"])
-              + " (the residual stream tied to the option-A zero-padding shortcuts). Conv widths of the saved pruned "
-                f"model (out x in channels): {conv_widths(c['model_dir'])}.", "",
+              "Structured variant chosen before any fine-tuning, from onnxruntime timings of the pruned shapes "
+              f"(`resnet20_channel_latency.py`, {p['channel_search']['measured']}; no accuracy looked at): "
+              + "; ".join(f"{t['candidate']} (widths {t['residual_widths']}) {t['flop_reduction']:.2f}x fewer FLOPs, "
+                          f"{t['speedup_b1']:.2f}x at batch 1 / {t['speedup_b32']:.2f}x at batch 32"
+                          for t in p["channel_search"]["candidates"])
+              + f". Rule: {p['channel_search']['rule']}, the fewest FLOPs removed that meet it at batch 32, else the "
+                f"best speed-up per FLOP reduction: **{p['channel_search']['chosen']}**. Every conv narrows, the "
+                "residual stream too (the option-A shortcuts narrow with their stage). Conv widths of the saved "
+                f"pruned model (out x in channels): {conv_widths(c['model_dir'])}.", "",
               "### Training schedule actually used", ""]
     lines += base_lines(p, base_acc) + finetune_lines(p, runs)
     lines += ["", f"<details><summary>per-epoch history (validation = {pc.validation_words(b)})</summary>", "",
@@ -513,7 +506,7 @@ def markdown(p: dict, runs: list) -> str:
     if has_ort:
         for key, batch in (("ort1", 1), ("ortN", BATCH_N)):
             o = c[key]
-            lat_ok[batch] = o["speedup"] >= need
+            lat_ok[batch] = o["speedup_ci95"][0] >= need  # the interval's lower end, not the median
             lat_txt.append(f"batch {batch}: {pc.ratio(o['speedup'])} (95% CI {pc.ratio(o['speedup_ci95'][0])}-"
                            f"{pc.ratio(o['speedup_ci95'][1])}; {pc.ms(o['median_a_ms'])} -> {pc.ms(o['median_b_ms'])} "
                            f"ms) {'>=' if lat_ok[batch] else '<'} {need:.3f}x -> "
