@@ -10,21 +10,13 @@ FLOPs per token are the same model's, counted on its PyTorch twin. The KV cache 
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
 from sizewise.measure.card import LLMStats, SizeStats
 from sizewise.measure.energy import EnergySettings
-from sizewise.measure.llm import (
-    LLMConfig,
-    flops_per_token,
-    measure_read_bandwidth,
-    perplexity_stats,
-    prompt_ids,
-    runtime_generation,
-)
+from sizewise.measure.llm import LLMConfig, RuntimeFacts, measure_llm_runtime
 from sizewise.models.llamacpp import LlamaCppModule
 from sizewise.models.loaded import LoadedModel
 
@@ -96,38 +88,12 @@ def measure_llm_llamacpp(loaded: LoadedModel, module: LlamaCppModule, config: LL
                          threads: int = 1, energy: EnergySettings | None = None, texts: list[str] | None = None,
                          split: str | None = None, progress=None) -> LLMStats:
     """The LLM section of the card on llama.cpp (see the module doc)."""
-    import torch
-
-    from sizewise.measure.latency import torch_threads
-    from sizewise.tasks.perplexity import perplexity
-
-    config = config or LLMConfig()
-    energy = energy or EnergySettings()
-    step = progress or (lambda _msg: None)
-    module.set_threads(threads)
-    weight_bytes = tensor_bytes(module.path)
-    step("counting FLOPs per token (on the PyTorch twin)")
-    with torch_threads(threads), torch.inference_mode():
-        fpt = flops_per_token(loaded.module, {"input_ids": prompt_ids(loaded, 1, config.prompt_tokens)})
-    bandwidth = None
-    if config.bandwidth:
-        step(f"measuring this machine's memory read bandwidth ({threads} thread(s))")
-        bandwidth = measure_read_bandwidth(threads, config.bandwidth_buffer_bytes)
-    step(f"timing greedy generation of {config.new_tokens} tokens on llama.cpp at batch 1")
-    generation = [runtime_generation(loaded, module, config, threads, energy, bandwidth, weight_bytes, "llamacpp",
-                                     KV_BYTES_PER_ELEMENT)]
-    ppl = None
-    if texts is not None:
-        step(f"perplexity on the {split} split, on llama.cpp")
-        started = time.perf_counter()
-        result = perplexity(module, loaded.inputs.tokenizer, texts, config.perplexity)
-        ppl = perplexity_stats(result, split or "?", config.perplexity.max_tokens)
-        step(f"perplexity on llama.cpp took {time.perf_counter() - started:.0f} s")
-    kinds = sorted(bytes_by_type(module.path))
-    return LLMStats(prompt_tokens=config.prompt_tokens, new_tokens=config.new_tokens, threads=threads,
-                    device="cpu (llama.cpp)", dtype="+".join(kinds), weights_bytes=weight_bytes,
-                    flops_per_token=fpt, generation=generation, bandwidth=bandwidth, perplexity=ppl,
-                    decoding="greedy (argmax) on llama.cpp (llama-cpp-python), batch 1: one eval of the prompt, then "
-                             "new_tokens - 1 one-token evals reusing llama.cpp's f16 KV cache",
-                    roofline="decode reads every weight (the GGUF file's tensor bytes) and the whole KV cache once "
-                             "per step: roofline tokens/s = read bandwidth / (tensor bytes + KV cache bytes)")
+    facts = RuntimeFacts(
+        runtime="llamacpp", label="llama.cpp", weight_bytes=tensor_bytes(module.path),
+        kv_bytes_per_element=KV_BYTES_PER_ELEMENT, device="cpu (llama.cpp)",
+        dtype="+".join(sorted(bytes_by_type(module.path))),
+        decoding="greedy (argmax) on llama.cpp (llama-cpp-python), batch 1: one eval of the prompt, then "
+                 "new_tokens - 1 one-token evals reusing llama.cpp's f16 KV cache",
+        roofline="decode reads every weight (the GGUF file's tensor bytes) and the whole KV cache once per step: "
+                 "roofline tokens/s = read bandwidth / (tensor bytes + KV cache bytes)")
+    return measure_llm_runtime(loaded, module, facts, config, threads, energy, texts, split, progress)

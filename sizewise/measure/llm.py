@@ -357,6 +357,54 @@ def runtime_generation(loaded: LoadedModel, module: Any, config: LLMConfig, thre
         energy=energy_stats, carbon=carbon_for(energy_stats, energy), other_load_cores=load.cores)
 
 
+@dataclass(frozen=True)
+class RuntimeFacts:
+    """What a self-timing LLM runtime's card says about itself (see :func:`measure_llm_runtime`)."""
+
+    runtime: str  # the card's runtime name: llamacpp, ortgenai
+    label: str  # how progress lines name it
+    weight_bytes: int  # the bytes a decode step reads: the file's tensors / the graph's initializers
+    kv_bytes_per_element: int
+    device: str
+    dtype: str
+    decoding: str
+    roofline: str
+
+
+def measure_llm_runtime(loaded: LoadedModel, module: Any, facts: RuntimeFacts, config: LLMConfig | None = None,
+                        threads: int = 1, energy: EnergySettings | None = None, texts: list[str] | None = None,
+                        split: str | None = None, progress=None) -> LLMStats:
+    """The LLM section of the card on a runtime that times itself (llama.cpp, ONNX Runtime GenAI): FLOPs per token
+    from the PyTorch twin, the machine's read bandwidth, :func:`runtime_generation`, perplexity on the runtime."""
+    from sizewise.tasks.perplexity import perplexity
+
+    config = config or LLMConfig()
+    energy = energy or EnergySettings()
+    step = progress or (lambda _msg: None)
+    module.set_threads(threads)
+    step("counting FLOPs per token (on the PyTorch twin)")
+    with torch_threads(threads), torch.inference_mode():
+        fpt = flops_per_token(loaded.module, {"input_ids": prompt_ids(loaded, 1, config.prompt_tokens)})
+    bandwidth = None
+    if config.bandwidth:
+        step(f"measuring this machine's memory read bandwidth ({threads} thread(s))")
+        bandwidth = measure_read_bandwidth(threads, config.bandwidth_buffer_bytes)
+    step(f"timing greedy generation of {config.new_tokens} tokens on {facts.label} at batch 1")
+    generation = [runtime_generation(loaded, module, config, threads, energy, bandwidth, facts.weight_bytes,
+                                     facts.runtime, facts.kv_bytes_per_element)]
+    ppl = None
+    if texts is not None:
+        step(f"perplexity on the {split} split, on {facts.label}")
+        started = time.perf_counter()
+        result = perplexity(module, loaded.inputs.tokenizer, texts, config.perplexity)
+        ppl = perplexity_stats(result, split or "?", config.perplexity.max_tokens)
+        step(f"perplexity on {facts.label} took {time.perf_counter() - started:.0f} s")
+    return LLMStats(prompt_tokens=config.prompt_tokens, new_tokens=config.new_tokens, threads=threads,
+                    device=facts.device, dtype=facts.dtype, weights_bytes=facts.weight_bytes, flops_per_token=fpt,
+                    generation=generation, bandwidth=bandwidth, perplexity=ppl, decoding=facts.decoding,
+                    roofline=facts.roofline)
+
+
 def cache_length(cache: Any) -> int:
     return int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else int(cache_tensors(cache)[0].shape[-2])
 

@@ -12,7 +12,6 @@ graph's (float32 on the CPU builds).
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,14 +19,7 @@ import numpy as np
 
 from sizewise.measure.card import LLMStats, SizeStats
 from sizewise.measure.energy import EnergySettings
-from sizewise.measure.llm import (
-    LLMConfig,
-    flops_per_token,
-    measure_read_bandwidth,
-    perplexity_stats,
-    prompt_ids,
-    runtime_generation,
-)
+from sizewise.measure.llm import LLMConfig, RuntimeFacts, measure_llm_runtime
 from sizewise.models.loaded import LoadedModel
 from sizewise.models.ortgenai import MODEL_FILE, OrtGenAIModule, build, folder_files, genai_version
 
@@ -91,40 +83,13 @@ def measure_llm_ortgenai(loaded: LoadedModel, module: OrtGenAIModule, config: LL
                          threads: int = 1, energy: EnergySettings | None = None, texts: list[str] | None = None,
                          split: str | None = None, progress=None) -> LLMStats:
     """The LLM section of the card on ONNX Runtime GenAI (see the module doc)."""
-    import torch
-
-    from sizewise.measure.latency import torch_threads
-    from sizewise.tasks.perplexity import perplexity
-
-    config = config or LLMConfig()
-    energy = energy or EnergySettings()
-    step = progress or (lambda _msg: None)
-    module.set_threads(threads)
     by_dtype = bytes_by_dtype(module.path)
-    weight_bytes = sum(by_dtype.values())
-    step("counting FLOPs per token (on the PyTorch twin)")
-    with torch_threads(threads), torch.inference_mode():
-        fpt = flops_per_token(loaded.module, {"input_ids": prompt_ids(loaded, 1, config.prompt_tokens)})
-    bandwidth = None
-    if config.bandwidth:
-        step(f"measuring this machine's memory read bandwidth ({threads} thread(s))")
-        bandwidth = measure_read_bandwidth(threads, config.bandwidth_buffer_bytes)
-    step(f"timing greedy generation of {config.new_tokens} tokens on ORT GenAI at batch 1")
-    generation = [runtime_generation(loaded, module, config, threads, energy, bandwidth, weight_bytes, RUNTIME,
-                                     _kv_bytes_per_element(module))]
-    ppl = None
-    if texts is not None:
-        step(f"perplexity on the {split} split, on ORT GenAI's graph (onnxruntime)")
-        started = time.perf_counter()
-        result = perplexity(module, loaded.inputs.tokenizer, texts, config.perplexity)
-        ppl = perplexity_stats(result, split or "?", config.perplexity.max_tokens)
-        step(f"perplexity on ORT GenAI took {time.perf_counter() - started:.0f} s")
-    kv_bits = 8 * generation[0].kv_cache.bytes_per_element
-    return LLMStats(prompt_tokens=config.prompt_tokens, new_tokens=config.new_tokens, threads=threads,
-                    device=f"cpu (ORT GenAI {genai_version() or '?'})", dtype="+".join(sorted(by_dtype)),
-                    weights_bytes=weight_bytes, flops_per_token=fpt, generation=generation, bandwidth=bandwidth,
-                    perplexity=ppl,
-                    decoding=f"greedy (argmax) on ONNX Runtime GenAI's Generator, batch 1: append_tokens(prompt), "
-                             f"then new_tokens - 1 generate_next_token calls reusing its float{kv_bits} KV cache",
-                    roofline="decode reads every weight (the graph's initializer bytes) and the whole KV cache once "
-                             "per step: roofline tokens/s = read bandwidth / (initializer bytes + KV cache bytes)")
+    kv_bytes = _kv_bytes_per_element(module)
+    facts = RuntimeFacts(
+        runtime=RUNTIME, label="ORT GenAI", weight_bytes=sum(by_dtype.values()), kv_bytes_per_element=kv_bytes,
+        device=f"cpu (ORT GenAI {genai_version() or '?'})", dtype="+".join(sorted(by_dtype)),
+        decoding=f"greedy (argmax) on ONNX Runtime GenAI's Generator, batch 1: append_tokens(prompt), then "
+                 f"new_tokens - 1 generate_next_token calls reusing its float{8 * kv_bytes} KV cache",
+        roofline="decode reads every weight (the graph's initializer bytes) and the whole KV cache once per step: "
+                 "roofline tokens/s = read bandwidth / (initializer bytes + KV cache bytes)")
+    return measure_llm_runtime(loaded, module, facts, config, threads, energy, texts, split, progress)

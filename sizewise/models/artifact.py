@@ -136,22 +136,36 @@ def _staged(directory: Path):
         raise
 
 
+def _check_runtime_copy(loaded: LoadedModel, what: str, source: str | None, present: bool, fingerprint_key: str,
+                        method: str) -> None:
+    """A model whose weights live in a runtime's own file(s) (GGUF, an ORT GenAI folder) is saved by copying them:
+    they must still exist, and hold the weights the module has now."""
+    from sizewise.models.gguf import weights_fingerprint
+
+    if not present:
+        raise ModelReferenceError(f"the {what} of '{loaded.reference}' is gone ({source})",
+                                  hint="run the quantization step again")
+    if weights_fingerprint(loaded.module) != loaded.metadata.get(fingerprint_key):
+        raise ModelReferenceError(f"the weights of '{loaded.reference}' changed after its {what} was written",
+                                  hint=f"put the {method} quantization last in the plan")
+
+
+def _runtime_manifest(loaded: LoadedModel, arch: str, weights: str) -> dict:
+    return {"format": FORMAT, "source": loaded.source, "task": loaded.task, "num_classes": loaded.num_classes,
+            "reference": loaded.reference, "arch": arch, "weights": weights,
+            "input": {"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len}}
+
+
 def _save_gguf(loaded: LoadedModel, directory: Path) -> Path:
     """A model whose weights are a GGUF file: the file (it carries the tokenizer) and the manifest."""
-    from sizewise.models.gguf import GGUF_ARTIFACT, weights_fingerprint
+    from sizewise.models.gguf import GGUF_ARTIFACT
 
     source = loaded.metadata.get("gguf_file")
-    if not source or not Path(source).is_file():
-        raise ModelReferenceError(f"the GGUF file of '{loaded.reference}' is gone ({source})",
-                                  hint="run the quantization step again")
-    if weights_fingerprint(loaded.module) != loaded.metadata.get("gguf_fingerprint"):
-        raise ModelReferenceError(f"the weights of '{loaded.reference}' changed after its GGUF file was written",
-                                  hint="put the GGUF quantization (int4-rtn / int4-awq) last in the plan")
+    _check_runtime_copy(loaded, "GGUF file", source, bool(source) and Path(source).is_file(), "gguf_fingerprint",
+                        "GGUF (int4-rtn / int4-awq)")
     with _staged(directory) as tmp:
         shutil.copy2(source, tmp / GGUF_ARTIFACT)
-        manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task, "num_classes": loaded.num_classes,
-                    "reference": loaded.reference, "arch": "gguf", "weights": GGUF_ARTIFACT,
-                    "input": {"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len}}
+        manifest = _runtime_manifest(loaded, "gguf", GGUF_ARTIFACT)
         if loaded.metadata.get("notes"):  # the file's own summary is read from it on loading, not kept here
             manifest["notes"] = loaded.metadata["notes"]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -161,24 +175,17 @@ def _save_gguf(loaded: LoadedModel, directory: Path) -> Path:
 def _save_ortgenai(loaded: LoadedModel, directory: Path) -> Path:
     """A model whose weights are an ORT GenAI folder: the folder's files (graph, weights, genai_config.json,
     tokenizer), the transformers config its PyTorch twin is rebuilt from, and the manifest."""
-    from sizewise.models.gguf import weights_fingerprint
     from sizewise.models.ortgenai import MODEL_FILE, folder_files
 
     source = loaded.metadata.get("ortgenai_dir")
-    if not source or not (Path(source) / MODEL_FILE).is_file():
-        raise ModelReferenceError(f"the ORT GenAI folder of '{loaded.reference}' is gone ({source})",
-                                  hint="run the quantization step again")
-    if weights_fingerprint(loaded.module) != loaded.metadata.get("ortgenai_fingerprint"):
-        raise ModelReferenceError(f"the weights of '{loaded.reference}' changed after its ORT GenAI folder was built",
-                                  hint="put the ORT GenAI quantization (int4-ortgenai) last in the plan")
+    _check_runtime_copy(loaded, "ORT GenAI folder", source, bool(source) and (Path(source) / MODEL_FILE).is_file(),
+                        "ortgenai_fingerprint", "ORT GenAI (int4-ortgenai)")
     with _staged(directory) as tmp:
         for file in folder_files(source):
             shutil.copy2(file, tmp / file.name)
         loaded.module.config.save_pretrained(tmp)
-        manifest = {"format": FORMAT, "source": loaded.source, "task": loaded.task, "num_classes": loaded.num_classes,
-                    "reference": loaded.reference, "arch": "ortgenai", "weights": MODEL_FILE,
-                    "input": {"kind": "tokens", "default_seq_len": loaded.inputs.default_seq_len},
-                    **{k: loaded.metadata[k] for k in _PROVENANCE if loaded.metadata.get(k)}}
+        manifest = _runtime_manifest(loaded, "ortgenai", MODEL_FILE) | {
+            k: loaded.metadata[k] for k in _PROVENANCE if loaded.metadata.get(k)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return directory
 

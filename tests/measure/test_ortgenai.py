@@ -146,7 +146,7 @@ def test_quantize_plan_saves_the_folder_reloads_and_measures_it_on_ort_genai(tin
     with torch.no_grad():
         reloaded.module.model.norm.weight.add_(1.0)
     assert own_folder(reloaded) is None
-    with pytest.raises(ModelReferenceError, match="changed after its ORT GenAI folder was built"):
+    with pytest.raises(ModelReferenceError, match="changed after its ORT GenAI folder was written"):
         from sizewise.models.artifact import save_model
 
         save_model(reloaded, tmp_path / "again")
