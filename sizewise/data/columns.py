@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from sizewise.core.errors import DataError
+from sizewise.data.chat import CHAT_NAMES, is_conversation, to_chat
 from sizewise.data.dataset import TRAIN, Split
 from sizewise.data.options import DataOptions
 
@@ -56,6 +57,12 @@ def choose_columns(features: dict[str, Any], options: DataOptions) -> Columns:
     text = _given(columns, options.text_column, "--text-column")
     pair = _given(columns, options.text_pair_column, "--text-pair-column")
     label = _given(columns, options.label_column, "--label-column")
+    chat = None if text or pair else _find(columns, CHAT_NAMES)
+    if chat is not None:  # conversations: causal-LM text once the model's chat template writes them out (data.chat)
+        if options.task not in (None, "causal-lm"):
+            raise DataError(f"the '{chat}' column holds chat conversations, which sizewise reads as causal-LM text, "
+                            f"not for {options.task}", hint="drop --task, or pass --text-column NAME")
+        return Columns("causal-lm", text=chat)
     if text is None and pair is None:
         found = next((p for p in PAIR_NAMES if all(_find(columns, (n,)) for n in p)), None)
         text, pair = (_find(columns, (found[0],)), _find(columns, (found[1],))) if found else (None, None)
@@ -112,8 +119,13 @@ def text_values(table: Any, column: str, split: str) -> list[str]:
 
 
 def lm_split(table: Any, column: str, split: str) -> Split:
-    """Causal-lm: the non-empty lines (paragraphs) in file order, kept verbatim; labels are int64 zeros."""
-    lines = [t for t in (v for v in table[column] if v is not None) if isinstance(t, str) and t.strip()]
+    """Causal-lm: the non-empty lines (paragraphs) in file order, kept verbatim, or a column of conversations as
+    :class:`~sizewise.data.chat.Chat` items; labels are int64 zeros."""
+    values = [v for v in table[column] if v is not None]
+    if values and is_conversation(values[0]):
+        lines = [to_chat(v, row, split) for row, v in enumerate(values)]
+    else:
+        lines = [t for t in values if isinstance(t, str) and t.strip()]
     return Split(lines, np.zeros(len(lines), dtype=np.int64))
 
 

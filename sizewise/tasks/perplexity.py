@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sizewise.core.errors import ConfigError, DataError
+from sizewise.data.chat import Chat, render_texts
 
 # The causal-lm datasets hold a file's non-empty lines verbatim, without their line breaks: a newline puts the file
 # back together (less its blank lines). The HF recipe's "\n\n" is for wikitext rows that keep their own "\n".
@@ -91,14 +92,15 @@ class PerplexityResult:
                 "examples": float(self.texts)}
 
 
-def split_texts(dataset: Any, split: str | None = None, limit: int | None = None) -> list[str]:
-    """The texts of a causal-lm dataset split, in file order (the first ``limit`` of them)."""
+def split_texts(dataset: Any, split: str | None = None, limit: int | None = None) -> list[str | Chat]:
+    """The texts of a causal-lm dataset split, in file order (the first ``limit`` of them); conversations stay
+    :class:`Chat` items until a tokenizer writes them out (:func:`perplexity`)."""
     if getattr(dataset, "task", None) != "causal-lm":
         raise DataError(f"dataset '{getattr(dataset, 'name', dataset)}' is for {getattr(dataset, 'task', '?')}, "
                         f"but perplexity needs plain text (a causal-lm dataset)",
                         hint="give a text file (.txt) or a dataset of text for a causal language model")
     texts = list(dataset.split(split).inputs)
-    if not all(isinstance(t, str) for t in texts):
+    if not all(isinstance(t, (str, Chat)) for t in texts):
         raise DataError(f"dataset '{dataset.name}' split '{split}' holds {type(texts[0]).__name__} items, not text")
     return texts[:limit] if limit is not None else texts
 
@@ -201,7 +203,7 @@ def perplexity(model: Any, tokenizer: Any, texts: list[str], config: PerplexityC
     if tokenizer is None:
         raise DataError("this model has no tokenizer, so sizewise cannot compute its perplexity on text",
                         hint="load the Hugging Face directory with its tokenizer files")
-    text = config.joiner.join(texts)
+    text = config.joiner.join(render_texts(tokenizer, texts))
     if not text.strip():
         raise DataError("the text to score is empty", hint="check the split holds text")
     context, stride = resolve_context(model, config)

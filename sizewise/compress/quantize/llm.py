@@ -96,9 +96,12 @@ def is_causal_lm(space) -> bool:
 # ------------------------------------------------------------------------------------------------- calibration
 
 def _token_stream(loaded: LoadedModel, texts: list[str]) -> list[int]:
+    from sizewise.data.chat import render_texts
     from sizewise.tasks.perplexity import JOINER
 
-    return list(loaded.inputs.tokenizer(JOINER.join(texts), add_special_tokens=False)["input_ids"])
+    tokenizer = loaded.inputs.tokenizer
+    text = JOINER.join(render_texts(tokenizer, texts, f"'{loaded.reference}'"))
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def calibration_windows(loaded: LoadedModel, data: Any, samples: int, tokens: int) -> tuple[list[torch.Tensor], str]:
