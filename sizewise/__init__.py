@@ -21,7 +21,8 @@ __all__ = [
     "Plan", "Step", "LoadedModel", "ModelCard", "RunResult", "MeasureConfig", "EnergySettings", "Budget",
     "TrainConfig", "CompareConfig", "Comparison", "ShrinkConfig",
     # method configs
-    "MagnitudePrune", "GradualPrune", "LotteryPrune", "NMPrune", "ChannelPrune", "HeadPrune", "Int8Dynamic",
+    "MagnitudePrune", "GradualPrune", "LotteryPrune", "NMPrune", "ChannelPrune", "HeadPrune", "DepthPrune",
+    "FFNPrune", "Int8Dynamic",
     "Int8Static", "WeightOnly", "HalfPrecision", "QuantizationAwareTraining", "Factorize", "ClusterWeights",
     "Distill", "Finetune", "HuffmanEncode", "OnnxExport", "OrtOptimize", "LLMWeightInt4",
     "OrtGenAIInt4",

@@ -25,7 +25,16 @@ from sizewise.compress.distill import Distill
 from sizewise.compress.encode import HuffmanEncode
 from sizewise.compress.export import OnnxExport, OrtOptimize
 from sizewise.compress.factorize import Factorize
-from sizewise.compress.prune import ChannelPrune, GradualPrune, HeadPrune, LotteryPrune, MagnitudePrune, NMPrune
+from sizewise.compress.prune import (
+    ChannelPrune,
+    DepthPrune,
+    FFNPrune,
+    GradualPrune,
+    HeadPrune,
+    LotteryPrune,
+    MagnitudePrune,
+    NMPrune,
+)
 from sizewise.compress.quantize import (
     HalfPrecision,
     Int8Dynamic,
@@ -194,7 +203,7 @@ PUBLIC = {
     "ShrinkConfig": ShrinkConfig,
     # method configs, one per registered method family
     "MagnitudePrune": MagnitudePrune, "GradualPrune": GradualPrune, "LotteryPrune": LotteryPrune, "NMPrune": NMPrune,
-    "ChannelPrune": ChannelPrune, "HeadPrune": HeadPrune, "Int8Dynamic": Int8Dynamic, "Int8Static": Int8Static,
+    "ChannelPrune": ChannelPrune, "HeadPrune": HeadPrune, "DepthPrune": DepthPrune, "FFNPrune": FFNPrune, "Int8Dynamic": Int8Dynamic, "Int8Static": Int8Static,
     "WeightOnly": WeightOnly, "HalfPrecision": HalfPrecision, "QuantizationAwareTraining": QuantizationAwareTraining,
     "Factorize": Factorize, "ClusterWeights": ClusterWeights, "Distill": Distill, "Finetune": FinetuneConfig,
     "HuffmanEncode": HuffmanEncode, "OnnxExport": OnnxExport, "OrtOptimize": OrtOptimize,

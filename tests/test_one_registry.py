@@ -44,7 +44,7 @@ def test_recipes_accept_every_registered_method_and_family():
     for name in list_methods():
         method = get_method(name)
         required = {"student": "width:0.5"} if name == "distill" else {"energy": 0.9} if name == "factorize" else \
-            {"sparsity": 0.5} if "sparsity" in method.options else {}
+            {"blocks": 2} if name == "depth" else {"sparsity": 0.5} if "sparsity" in method.options else {}
         training = {"epochs": 1} if name in ("gradual", "lottery") else {}
         step = build_step(name, {**required, **training}, f"recipe step {name}")
         assert step.method == name and method.matches(step.config)

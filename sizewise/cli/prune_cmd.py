@@ -50,6 +50,7 @@ def prune(
                                                                      "or taylor."),
     pattern: str | None = typer.Option(None, "--pattern", help="N:M pattern for --method nm (default 2:4)."),
     rounds: int | None = typer.Option(None, "--rounds", help="Lottery: prune-rewind-retrain rounds (default 3)."),
+    blocks: int | None = typer.Option(None, "--blocks", help="Depth (decoder LLMs): how many blocks to remove."),
     finetune_epochs: int = typer.Option(1, "--finetune-epochs", help="Recovery fine-tuning epochs after pruning "
                                                                       "(0 skips it; gradual and lottery need >= 1)."),
     lr: float = typer.Option(3e-3, "--lr", help="Fine-tuning learning rate (default: the training default; after "
@@ -72,7 +73,7 @@ def prune(
     from sizewise.train import TrainConfig
 
     config = method_config("prune", method, {"sparsity": sparsity, "scope": scope, "importance": importance,
-                                             "rounds": rounds, "skip_unprunable": skip_unprunable or None,
+                                             "rounds": rounds, "blocks": blocks, "skip_unprunable": skip_unprunable or None,
                                              "round_to": round_to, **_pattern(pattern)},
                            flags={"n": "--pattern", "m": "--pattern"})
     if get_method(method).trains and not finetune_epochs:

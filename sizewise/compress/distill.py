@@ -212,7 +212,9 @@ class Distillation(Objective):
         super().__init__(student, dataset)
         self.teacher, self.config, self.labelled = teacher, config, labelled
         self.task_objective = objective_for(student, dataset)
-        self.metric = self.task_objective.metric
+        self.metric, self.higher_is_better = self.task_objective.metric, self.task_objective.higher_is_better
+        if dataset.task == "causal-lm":
+            self.max_length = self.task_objective.max_length
         self.teacher.module.eval()  # its forward runs under no_grad: it never gets gradients, and stays trainable
         self.projections = nn.ModuleDict()
         self.layer_map = layer_map or []
@@ -289,6 +291,8 @@ class Distillation(Objective):
         batch = take(split.inputs, idx)
         if self.dataset.task == "sentence-similarity":
             return self._embedding_loss(batch), None
+        if self.dataset.task == "causal-lm":
+            return self._next_token_loss(batch), None
         s_out, _ = self._run(self.loaded, batch, grad=True)
         t_out, _ = self._run(self.teacher, batch, grad=False)
         s_logits = getattr(s_out, "logits", s_out)
@@ -314,6 +318,31 @@ class Distillation(Objective):
         if self.labelled:
             right = int((s_logits.argmax(-1) == torch.from_numpy(split.labels[idx])).sum())
         return loss, right
+
+    def _next_token_loss(self, texts) -> torch.Tensor:
+        """A causal LM learns each real position's next-token distribution from the teacher: KL(teacher || student)
+        per token (the recovery loss of Minitron, Muralidharan et al. 2024), plus 1 - alpha of the next-token
+        cross-entropy. Both models read the student's tokenization: a pruned student shares its teacher's vocabulary."""
+        from sizewise.train.objectives import lm_batch, next_token_targets
+
+        batch = lm_batch(self.loaded, texts, self.max_length)
+        s_logits = self.loaded.module(**batch).logits[:, :-1]
+        with torch.no_grad():
+            t_logits = self.teacher.module(**batch).logits[:, :-1]
+        if s_logits.shape != t_logits.shape:
+            raise ConfigError(f"the student predicts over {s_logits.shape[-1]} tokens, the teacher over "
+                              f"{t_logits.shape[-1]}: a causal LM distils from a teacher with its vocabulary")
+        targets = next_token_targets(batch)
+        real = targets != -100
+        t = self.config.temperature
+        with torch.autocast(s_logits.device.type, enabled=False):  # float32, as in loss()
+            s32, t32 = s_logits[real].float(), t_logits[real].float()
+            loss = nn.functional.kl_div(nn.functional.log_softmax(s32 / t, -1), nn.functional.softmax(t32 / t, -1),
+                                        reduction="batchmean") * t * t
+            if self.labelled and self.config.alpha < 1:
+                loss = self.config.alpha * loss + (1 - self.config.alpha) * nn.functional.cross_entropy(
+                    s32, targets[real])
+        return loss
 
     def _embedding_loss(self, batch) -> torch.Tensor:
         texts = [t for item in batch for t in (item if isinstance(item, (tuple, list)) else (item,))]

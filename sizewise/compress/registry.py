@@ -90,9 +90,9 @@ class StepContext:
         teacher = self.teacher
         if not self.recovery_teacher or teacher is None or teacher is model or getattr(teacher, "is_onnx", True):
             return False
-        if data.task not in ("image-classification", "text-classification", "sentence-similarity"):
+        if data.task not in ("image-classification", "text-classification", "sentence-similarity", "causal-lm"):
             return False
-        return data.task == "sentence-similarity" or getattr(data, "num_classes", None) is not None
+        return data.task in ("sentence-similarity", "causal-lm") or getattr(data, "num_classes", None) is not None
 
 
 @dataclass(frozen=True)

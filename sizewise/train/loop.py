@@ -315,7 +315,10 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
     scheduler = _make_schedule(optimizer, config, config.epochs * steps_per_epoch, steps_per_epoch)
     checkpoint = Path(out) / CHECKPOINT if out else None
     history: list[EpochStats] = []
-    best = (-float("inf"), None, None)  # (validation metric, epoch, state dict); Spearman x 100 can be < -1
+    # (validation metric, epoch, state dict), the metric signed so that higher is better (Spearman x 100 can be
+    # < -1; perplexity is better lower)
+    sign = 1.0 if objective.higher_is_better else -1.0
+    best = (-float("inf"), None, None)
     start_epoch = 0
     torch.manual_seed(config.seed)
     if resume and checkpoint and checkpoint.exists():
@@ -365,8 +368,8 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
             stats = EpochStats(epoch, loss_sum / seen, None if correct is None else correct / seen, val_acc, scheduler.get_last_lr()[0],
                                time.perf_counter() - t0)
             history.append(stats)
-            if val_acc is not None and val_acc > best[0]:
-                best = (val_acc, epoch, copy.deepcopy(module.state_dict()) if config.patience else None)
+            if val_acc is not None and sign * val_acc > best[0]:
+                best = (sign * val_acc, epoch, copy.deepcopy(module.state_dict()) if config.patience else None)
             if checkpoint:
                 _save_checkpoint(checkpoint, {
                     "model": module.state_dict(), "objective": objective.state_dict(),

@@ -20,6 +20,7 @@ from sizewise.tasks.evaluate import first_output, mean_pool
 
 class Objective(abc.ABC):
     metric = "accuracy"
+    higher_is_better = True  # of ``metric``: the loop keeps the best epoch by it
     # Whether ``label_smoothing`` reaches the loss: only a cross-entropy against class labels has labels to smooth.
     # The loop refuses label smoothing for an objective without it rather than silently ignoring the setting.
     smooths_labels = False
@@ -97,8 +98,51 @@ class SentenceSimilarity(Objective):
         return torch.nn.functional.mse_loss(cosine, target), None
 
 
+def lm_batch(loaded: LoadedModel, texts: list, max_length: int) -> dict[str, torch.Tensor]:
+    """Paragraphs (or conversations, written out by the model's chat template) as a right-padded batch of at most
+    ``max_length`` token ids, with the mask; padded by hand, since many decoder tokenizers have no pad token."""
+    from sizewise.data.chat import render_texts
+
+    tokenizer = loaded.inputs.tokenizer
+    rows = [ids[:max_length] for ids in tokenizer(render_texts(tokenizer, texts, f"'{loaded.reference}'"),
+                                                  add_special_tokens=False)["input_ids"]]
+    rows = [r for r in rows if len(r) >= 2] or [rows[0] * 2 if rows and rows[0] else [0, 0]]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def next_token_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each position's next token, -100 where there is none (the last real token, padding)."""
+    targets = batch["input_ids"][:, 1:].clone()
+    targets[batch["attention_mask"][:, 1:] == 0] = -100
+    return targets
+
+
+class CausalLM(Objective):
+    """Next-token cross-entropy on the train split's paragraphs (each truncated to ``max_length`` tokens); validation
+    is the perplexity of the validation split (on its first tasks.perplexity.DEFAULT_MAX_TOKENS tokens)."""
+
+    metric = "perplexity"
+    higher_is_better = False
+
+    def __init__(self, loaded: LoadedModel, dataset: Dataset, max_length: int = 256, label_smoothing: float = 0.0):
+        super().__init__(loaded, dataset, max_length, label_smoothing)
+
+    def loss(self, split, idx):
+        batch = lm_batch(self.loaded, take(split.inputs, idx), self.max_length)
+        logits = self.loaded.module(**batch).logits[:, :-1]
+        targets = next_token_targets(batch)
+        with torch.autocast(logits.device.type, enabled=False):
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return loss, None
+
+
 OBJECTIVES = {"image-classification": ImageClassification, "text-classification": TextClassification,
-              "sentence-similarity": SentenceSimilarity}
+              "sentence-similarity": SentenceSimilarity, "causal-lm": CausalLM}
 
 
 def objective_for(loaded: LoadedModel, dataset: Dataset, label_smoothing: float = 0.0) -> Objective:

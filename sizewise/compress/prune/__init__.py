@@ -1,8 +1,11 @@
-"""Pruning: unstructured (magnitude, gradual, lottery), semi-structured N:M, and structured channels and heads."""
+"""Pruning: unstructured (magnitude, gradual, lottery), semi-structured N:M, structured channels and heads, and the
+blocks and MLP neurons of decoder LLMs."""
 
-from sizewise.compress.prune import structured, transformer, unstructured
+from sizewise.compress.prune import decoder, structured, transformer, unstructured
 from sizewise.compress.prune.config import (
     ChannelPrune,
+    DepthPrune,
+    FFNPrune,
     GradualPrune,
     HeadPrune,
     LotteryPrune,
@@ -48,4 +51,13 @@ register(Method("head", "prune", HeadPrune, transformer.heads,
                 breaks=frozenset({SHARED}), options=("sparsity", "importance"), search=_head_search,
                 applies=lambda s: s.input_kind == "tokens"))
 
-__all__ = ["ChannelPrune", "GradualPrune", "HeadPrune", "LotteryPrune", "MagnitudePrune", "NMPrune"]
+_DECODER = {"structured": True, "needs_data": True, "breaks": frozenset({SHARED}),
+            "runtimes": ("torch", "llamacpp", "ortgenai"), "applies": lambda s: s.task == "causal-lm"}
+register(Method("depth", "prune", DepthPrune, decoder.depth,
+                "remove the least influential decoder blocks of an LLM (ShortGPT block influence), then distil",
+                options=("blocks", "importance", "calibration_samples", "calibration_tokens"), **_DECODER))
+register(Method("ffn", "prune", FFNPrune, decoder.ffn,
+                "remove the least active MLP neurons of every decoder block of an LLM (Minitron width), then distil",
+                options=("sparsity", "multiple", "calibration_samples", "calibration_tokens"), **_DECODER))
+
+__all__ = ["ChannelPrune", "DepthPrune", "FFNPrune", "GradualPrune", "HeadPrune", "LotteryPrune", "MagnitudePrune", "NMPrune"]

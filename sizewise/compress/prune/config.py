@@ -8,6 +8,7 @@ from sizewise.core.errors import ConfigError
 
 SCOPES = ("global", "layer")
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
+DEPTH_IMPORTANCES = ("block-influence",)  # ShortGPT (Men et al. 2024): 1 - cos(block input, block output)
 
 
 def _check_sparsity(value: float, what: str = "sparsity") -> None:
@@ -139,3 +140,39 @@ class HeadPrune:
             raise ConfigError(f"unknown importance '{self.importance}' for heads", hint="choose l1, l2 or taylor")
         if not (self.heads or self.ffn):
             raise ConfigError("nothing to prune: enable heads, ffn or both")
+
+
+@dataclass(frozen=True)
+class DepthPrune:
+    """Remove whole decoder blocks of a causal LM, the least important first, measured on calibration text."""
+
+    blocks: int  # how many blocks to remove
+    importance: str = "block-influence"
+    calibration_samples: int = 16  # windows of calibration_tokens from the train split (never the test split)
+    calibration_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.blocks, int) or self.blocks < 1:
+            raise ConfigError(f"blocks must be a positive integer, got {self.blocks!r}")
+        if self.importance not in DEPTH_IMPORTANCES:
+            raise ConfigError(f"unknown importance '{self.importance}' for blocks",
+                              hint=f"choose one of: {', '.join(DEPTH_IMPORTANCES)}")
+        if self.calibration_samples < 1 or self.calibration_tokens < 2:
+            raise ConfigError("calibration needs at least one window of at least 2 tokens")
+
+
+@dataclass(frozen=True)
+class FFNPrune:
+    """Remove MLP neurons of every decoder block of a causal LM alike (the model keeps one intermediate size)."""
+
+    sparsity: float  # fraction of each block's MLP neurons removed
+    multiple: int = 64  # neurons kept, rounded to a multiple: 4-bit blocks (32/64 wide) need whole rows
+    calibration_samples: int = 16
+    calibration_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity)
+        if not isinstance(self.multiple, int) or self.multiple < 1:
+            raise ConfigError(f"multiple must be a positive integer, got {self.multiple!r}")
+        if self.calibration_samples < 1 or self.calibration_tokens < 2:
+            raise ConfigError("calibration needs at least one window of at least 2 tokens")

@@ -1,0 +1,119 @@
+"""Structured pruning of decoder LLMs (depth: whole blocks; ffn: MLP neurons) and their recovery by token-level
+distillation from the original model, on a 2-block Llama small enough to train in seconds."""
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sizewise
+from sizewise.compress.distill import DistillConfig, Distillation
+from sizewise.compress.prune import DepthPrune, FFNPrune
+from sizewise.compress.registry import StepContext, get_method
+from sizewise.core.errors import ConfigError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
+
+from kill_harness import tiny_causal_lm  # noqa: E402
+
+QUICK = dict(calibration_samples=2, calibration_tokens=32)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    model_dir, text_dir = tiny_causal_lm(tmp_path / "lm")
+    return sizewise.load(str(model_dir)), sizewise.load_dataset(str(text_dir))
+
+
+def test_depth_removes_the_block_that_changes_its_input_least(tiny):
+    model, text = tiny
+    block = model.module.model.layers[1]
+    with torch.no_grad():  # block 1 adds nothing to the residual stream: its output is its input
+        block.self_attn.o_proj.weight.zero_()
+        block.mlp.down_proj.weight.zero_()
+    ctx = StepContext(data=text.without_test())
+    details = get_method("depth").apply(model, DepthPrune(1, **QUICK), ctx)
+    assert details["blocks_removed"] == [1] and details["block_influence"][1] == pytest.approx(0, abs=1e-6)
+    assert details["calibration"]["split"] == "train"
+    assert model.module.config.num_hidden_layers == 1 and len(model.module.model.layers) == 1
+    assert model.module.model.layers[0].self_attn.layer_idx == 0
+    ids = torch.tensor([[5, 6, 7, 8]])
+    out = model.module.generate(ids, max_new_tokens=3, do_sample=False)  # the KV cache indexes the kept block
+    assert out.shape == (1, 7)
+    with pytest.raises(ConfigError, match="leaves none"):
+        get_method("depth").apply(model, DepthPrune(1, **QUICK), ctx)
+
+
+def test_ffn_keeps_the_most_active_neurons(tiny):
+    model, text = tiny
+    mlp = model.module.model.layers[0].mlp
+    with torch.no_grad():  # neurons 0..63 of block 0 never fire
+        mlp.gate_proj.weight[:64].zero_()
+        mlp.up_proj.weight[:64].zero_()
+    kept_weights = mlp.down_proj.weight[:, 64:].clone()
+    details = get_method("ffn").apply(model, FFNPrune(0.5, multiple=32, **QUICK), StepContext(data=text.without_test()))
+    assert details["intermediate_before"] == 128 and details["intermediate_after"] == 64
+    assert model.module.config.intermediate_size == 64
+    torch.testing.assert_close(mlp.down_proj.weight, kept_weights)  # exactly the live half, in order
+    assert model.module(input_ids=torch.tensor([[5, 6, 7]])).logits.shape[-1] == model.module.config.vocab_size
+    too_little = FFNPrune(0.1, multiple=64, **QUICK)  # 64 x 0.9 kept, to the nearest multiple of 64: all of them
+    with pytest.raises(ConfigError, match="removes none"):
+        get_method("ffn").apply(model, too_little, StepContext(data=text.without_test()))
+
+
+def test_next_token_training_and_distillation_teach_a_pruned_student(tiny):
+    model, text = tiny
+    train = sizewise.TrainConfig(epochs=3, lr=3e-3, batch_size=8, seed=0)
+    result = sizewise.train(model, text.without_test(), train)  # the causal-LM objective: next-token cross-entropy
+    perplexities = [e.val_accuracy for e in result.epochs]  # the loop's validation metric: perplexity here
+    assert perplexities[-1] < 0.8 * perplexities[0]
+    teacher = copy.deepcopy(model)
+    split = text.split("train")
+    same = Distillation(model, teacher, text, DistillConfig(alpha=1.0))
+    assert float(same.loss(split, np.arange(4))[0].detach()) == pytest.approx(0, abs=1e-5)
+    assert same.metric == "perplexity" and same.higher_is_better is False
+    get_method("depth").apply(model, DepthPrune(1, **QUICK), StepContext(data=text.without_test()))
+    student = Distillation(model, teacher, text, DistillConfig(alpha=1.0))
+    before = float(student.loss(split, np.arange(16))[0].detach())
+    assert before > 0.01
+    sizewise.train(model, text.without_test(), train, objective=student)
+    assert float(student.loss(split, np.arange(16))[0].detach()) < 0.7 * before
+
+
+def test_a_depth_pruned_llm_recovers_saves_reloads_and_runs_as_4_bit_gguf(tiny, tmp_path):
+    pytest.importorskip("llama_cpp")
+    model, text = tiny
+    plan = sizewise.Plan((sizewise.Step("depth", DepthPrune(1, **QUICK),
+                                        sizewise.TrainConfig(epochs=1, lr=1e-3, batch_size=8)),
+                          sizewise.Step("int4-rtn", sizewise.LLMWeightInt4(algorithm="rtn", group_size=32,
+                                                                           eval_tokens=256))))
+    from sizewise.measure.llm import LLMConfig
+
+    fast = sizewise.MeasureConfig(runtime="llamacpp", threads=1, latency_seconds=0.05, measure_memory=False,
+                                  llm=LLMConfig(prompt_tokens=8, new_tokens=4, runs=1, warmup=0, bandwidth=False))
+    result = sizewise.run(model, plan, data=text, out=tmp_path / "run", measure_config=fast)
+    depth_step = result.steps[0]
+    assert depth_step.details["blocks_before"] == 2 and depth_step.details["recovery_teacher"]
+    assert result.after.llm.perplexity is not None and result.after.latency.runtime == "llamacpp"
+    reloaded = sizewise.load(str(tmp_path / "run"))
+    assert reloaded.module.config.num_hidden_layers == 1
+
+
+def test_the_prune_command_removes_blocks_of_a_decoder(tmp_path):
+    from typer.testing import CliRunner
+
+    from sizewise.cli.app import app
+
+    model_dir, text_dir = tiny_causal_lm(tmp_path / "lm")
+    result = CliRunner().invoke(app, ["prune", str(model_dir), "--data", str(text_dir), "--method", "depth",
+                                      "--blocks", "1", "--finetune-epochs", "1", "--batch-size", "8", "--no-memory",
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "blocks_removed" in result.output
+    assert sizewise.load(str(tmp_path / "o")).module.config.num_hidden_layers == 1
+    result = CliRunner().invoke(app, ["prune", "zoo:digits-cnn", "--data", "digits", "--method", "depth",
+                                      "--blocks", "1", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "not a decoder LLM" in result.output
