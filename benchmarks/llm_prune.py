@@ -1,0 +1,153 @@
+"""SmolLM2-135M pruned in depth and recovered by distillation (issue goal: >= 25% fewer parameters, perplexity within
+10% of the original, measurably faster).
+
+    .venv/bin/python benchmarks/llm_prune.py --blocks 10 --kd-paragraphs 1500   # writes results/llm_prune.{md,json}
+
+What runs: ``DepthPrune(blocks)`` ranks SmolLM2's 30 decoder blocks by block influence on calibration windows from
+WikiText-2's train split and removes the least influential; the pruned model then learns from the original token by
+token (``StepContext.fit``: KL of each next-token distribution at T=2 plus half the cross-entropy) on
+``--kd-paragraphs`` paragraphs of the train split, for ``--epochs`` epochs. Nothing is decided on a split: the block
+ranking reads train text, the recovery length is fixed by the command; validation perplexity (valid.txt) is recorded
+per epoch and the numbers reported are on the test split (wiki.test.raw), scored once per model, on its first
+``--eval-tokens`` tokens (the same token ids for every row). Speed: one greedy decode step of the original and the
+pruned model on torch fp32 eager, interleaved (``sizewise.measure.compare``), ``--threads`` threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+from _common import DATA, RESULTS, cpu_flags, finish_meta, flags_text, header_lines, log, md_table, new_meta
+
+MODEL = "smollm2-135m"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--blocks", type=int, default=10, help="decoder blocks removed (10 of 30: 26%% of params)")
+    parser.add_argument("--kd-paragraphs", type=int, default=1500)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-tokens", type=int, default=8192)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compare-seconds", type=float, default=20.0)
+    parser.add_argument("--workdir", default="/tmp/llm-prune")
+    parser.add_argument("--model", default=MODEL, help="another causal LM (a smoke test on a tiny one)")
+    parser.add_argument("--data", default=str(DATA / "wikitext2"))
+    parser.add_argument("--out", default=str(RESULTS), help="folder for llm_prune.{md,json}")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    import sizewise
+    from sizewise.compress.prune import DepthPrune
+    from sizewise.compress.registry import StepContext, get_method
+    from sizewise.data.dataset import Split
+    from sizewise.measure.compare import CompareConfig, compare
+    from sizewise.tasks.perplexity import PerplexityConfig, perplexity
+    from sizewise.train.objectives import CausalLM
+
+    torch.set_num_threads(args.threads)
+    meta = new_meta()
+    log(f"loading {args.model} and {args.data}")
+    original = sizewise.load(args.model)
+    data = sizewise.load_dataset(args.data)
+    train = data.split("train")
+    pick = np.sort(np.random.default_rng(0).choice(len(train), size=min(args.kd_paragraphs, len(train)),
+                                                   replace=False))
+    kd_data = dataclasses.replace(data.without_test(), splits={
+        "train": Split([train.inputs[i] for i in pick], train.labels[pick]),
+        "validation": data.split("validation")})
+
+    def ppl(model, split: str) -> float:
+        texts = list(data.split(split).inputs)
+        with torch.inference_mode():
+            return perplexity(model.module, model.inputs.tokenizer, texts,
+                              PerplexityConfig(max_tokens=args.eval_tokens)).token_perplexity
+
+    def params(model) -> int:
+        return sum(p.numel() for p in model.module.parameters())
+
+    rows = {"original": {"params": params(original), "test_ppl": ppl(original, "test"),
+                         "validation_ppl": ppl(original, "validation")}}
+    log(f"original: {rows['original']}")
+    pruned = copy.copy(original)
+    pruned.module = copy.deepcopy(original.module)
+    started = time.perf_counter()
+    details = get_method("depth").apply(pruned, DepthPrune(args.blocks), StepContext(data=kd_data))
+    prune_s = time.perf_counter() - started
+    rows["pruned, no recovery"] = {"params": params(pruned), "test_ppl": ppl(pruned, "test"),
+                                   "validation_ppl": ppl(pruned, "validation")}
+    log(f"pruned: {rows['pruned, no recovery']}, removed {details['blocks_removed']}")
+    recovery = sizewise.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer="adamw",
+                                    schedule="cosine", warmup_epochs=0.05, weight_decay=0.0, precision="auto",
+                                    threads=args.threads, seed=0)
+    ctx = StepContext(data=kd_data, train=recovery, teacher=original, recovery_teacher=True,
+                      workdir=Path(args.workdir) / "recovery", progress=log)
+    started = time.perf_counter()
+    history = []
+    # the product's recovery path (what DepthPrune runs after pruning when its step has a TrainConfig)
+    result = ctx.fit(pruned, recovery, on_epoch=lambda e: (history.append(dataclasses.asdict(e)), log(f"epoch {e}")))
+    assert ctx.learned_from_teacher
+    recovery_s = time.perf_counter() - started
+    rows["pruned + distilled"] = {"params": params(pruned), "test_ppl": ppl(pruned, "test"),
+                                  "validation_ppl": ppl(pruned, "validation")}
+    log(f"recovered: {rows['pruned + distilled']}")
+    load_before = os.getloadavg()[0]
+    speed = compare(original, pruned, CompareConfig(threads=args.threads, seconds=args.compare_seconds,
+                                                    seq_len=128)).to_dict()
+    speed["load1_before"], speed["load1_after"] = load_before, os.getloadavg()[0]
+    log(f"decode step: {speed['speedup']:.3f}x {speed['speedup_ci95']}")
+
+    meta = finish_meta(meta)
+    base = rows["original"]
+    table = []
+    for name, r in rows.items():
+        table.append([name, f"{r['params'] / 1e6:.1f} M", f"{1 - r['params'] / base['params']:.1%}",
+                      f"{r['validation_ppl']:.2f}", f"{r['test_ppl']:.2f}", f"{r['test_ppl'] / base['test_ppl'] - 1:+.1%}"])
+    rec = rows["pruned + distilled"]
+    fewer = 1 - rec["params"] / base["params"]
+    rise = rec["test_ppl"] / base["test_ppl"] - 1
+    lo, hi = speed["speedup_ci95"]
+    embedding = original.module.get_input_embeddings().weight.numel()
+    verdicts = [f"- >= 25% fewer parameters: {'MET' if fewer >= 0.25 else 'NOT MET'} ({fewer:.1%}; the token "
+                f"embedding, {embedding / 1e6:.1f} M, is not pruned)",
+                f"- perplexity within 10% of the original (test): {'MET' if rise <= 0.10 else 'NOT MET'} ({rise:+.1%}; "
+                f"right after pruning {rows['pruned, no recovery']['test_ppl'] / base['test_ppl'] - 1:+.1%})",
+                f"- measurably faster: {'MET' if lo > 1 else 'NOT MET'} (one greedy decode step on torch fp32 eager, "
+                f"{args.threads} thread(s), interleaved: {speed['speedup']:.2f}x [{lo:.2f}-{hi:.2f}], other load "
+                f"{speed.get('other_load_cores') or 0:.2f} cores)"]
+    lines = [f"# {args.model}: depth pruning + distillation", "", *header_lines(meta),
+             f"- CPU flags that matter here: {flags_text(cpu_flags())}",
+             f"- pruning: `DepthPrune({args.blocks})`, block influence on {details['calibration']['windows']} x "
+             f"{details['calibration']['tokens_per_window']} tokens of the {details['calibration']['split']} split "
+             f"({prune_s:.0f} s); blocks removed: {details['blocks_removed']}",
+             f"- recovery: {args.epochs} epoch(s) on {len(pick):,} train paragraphs (seeded sample), AdamW lr "
+             f"{args.lr:g}, cosine, batch {args.batch_size}, at most {CausalLM(pruned, kd_data).max_length} tokens per "
+             "paragraph; "
+             f"loss KL(original || pruned) per token at T=2 plus half the cross-entropy; precision "
+             f"{result.precision_reason}; {recovery_s / 60:.1f} min",
+             f"- splits ({args.data}): nothing decided on data; the validation split (WikiText-2: valid.txt) is "
+             f"recorded per epoch, the test split (wiki.test.raw) is reported, perplexity on its first "
+             f"{args.eval_tokens:,} tokens (the same ids for every row)", "",
+             *md_table(table, "lrrrrr", columns=["model", "parameters", "fewer", "validation ppl", "test ppl",
+                                                  "test ppl vs original"]), "", "Goals:", *verdicts, "",
+             "Per-epoch validation perplexity of the recovery: "
+             + ", ".join(f"{h['val_accuracy']:.2f}" for h in history)]
+    payload = {"meta": meta, "args": vars(args), "rows": rows, "details": details, "history": history,
+               "speed": speed, "prune_seconds": prune_s, "recovery_seconds": recovery_s}
+    (Path(args.out) / "llm_prune.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    (Path(args.out) / "llm_prune.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
