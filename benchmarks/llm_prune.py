@@ -3,13 +3,13 @@
 
     .venv/bin/python benchmarks/llm_prune.py --blocks 10 --kd-paragraphs 1500   # writes results/llm_prune.{md,json}
 
-What runs: ``DepthPrune(blocks)`` ranks SmolLM2's 30 decoder blocks by block influence on calibration windows from
-WikiText-2's train split and removes the least influential; the pruned model then learns from the original token by
-token (``StepContext.fit``: KL of each next-token distribution at T=2 plus half the cross-entropy) on
-``--kd-paragraphs`` paragraphs of the train split, for ``--epochs`` epochs. Nothing is decided on a split: the block
-ranking reads train text, the recovery length is fixed by the command; validation perplexity (valid.txt) is recorded
-per epoch and the numbers reported are on the test split (wiki.test.raw), scored once per model, on its first
-``--eval-tokens`` tokens (the same token ids for every row). Speed: one greedy decode step of the original and the
+What runs: ``DepthPrune(blocks)`` ranks SmolLM2's 30 decoder blocks by block influence on calibration windows of the
+recovery text and removes the least influential; the pruned model then learns from the original token by token
+(``StepContext.fit``: KL of each next-token distribution at T=2 plus half the cross-entropy) on ``--kd-paragraphs``
+paragraphs, for ``--epochs`` epochs. The shared WikiText-2 copy has no training split, so the recovery text is the
+first 80% of valid.txt's paragraphs and the last 20% are held out (validation perplexity per epoch and in the table).
+Nothing is decided on a split (the recovery length is fixed by the command); the numbers reported are on the test
+split (wiki.test.raw), scored once per model, on its first ``--eval-tokens`` tokens (the same ids for every row). Speed: one greedy decode step of the original and the
 pruned model on torch fp32 eager, interleaved (``sizewise.measure.compare``), ``--threads`` threads.
 """
 
@@ -60,15 +60,22 @@ def main() -> None:
     log(f"loading {args.model} and {args.data}")
     original = sizewise.load(args.model)
     data = sizewise.load_dataset(args.data)
-    train = data.split("train")
-    pick = np.sort(np.random.default_rng(0).choice(len(train), size=min(args.kd_paragraphs, len(train)),
-                                                   replace=False))
+    # WikiText-2 here has no training split (the shared copy holds valid.txt and wiki.test.raw only): the recovery
+    # learns from the first 80% of valid.txt's paragraphs and the last 20% stay out of it, for the per-epoch validation
+    # perplexity; the test split is never read before the reported scores
+    source = data.split("train") if "train" in data.splits else data.split("validation")
+    cut = len(source) if "train" in data.splits else int(0.8 * len(source))
+    pick = np.sort(np.random.default_rng(0).choice(cut, size=min(args.kd_paragraphs, cut), replace=False))
+    heldout = data.split("validation") if "train" in data.splits else Split(
+        source.inputs[cut:], source.labels[cut:])
     kd_data = dataclasses.replace(data.without_test(), splits={
-        "train": Split([train.inputs[i] for i in pick], train.labels[pick]),
-        "validation": data.split("validation")})
+        "train": Split([source.inputs[i] for i in pick], source.labels[pick]), "validation": heldout})
+    split_text = ("the train split" if "train" in data.splits else
+                  f"the first {cut:,} of the validation split's {len(source):,} paragraphs (valid.txt; no train split "
+                  f"in this copy), the other {len(source) - cut:,} held out as validation")
 
     def ppl(model, split: str) -> float:
-        texts = list(data.split(split).inputs)
+        texts = list((heldout if split == "validation" else data.split(split)).inputs)
         with torch.inference_mode():
             return perplexity(model.module, model.inputs.tokenizer, texts,
                               PerplexityConfig(max_tokens=args.eval_tokens)).token_perplexity
@@ -130,14 +137,14 @@ def main() -> None:
              f"- pruning: `DepthPrune({args.blocks})`, block influence on {details['calibration']['windows']} x "
              f"{details['calibration']['tokens_per_window']} tokens of the {details['calibration']['split']} split "
              f"({prune_s:.0f} s); blocks removed: {details['blocks_removed']}",
-             f"- recovery: {args.epochs} epoch(s) on {len(pick):,} train paragraphs (seeded sample), AdamW lr "
+             f"- recovery: {args.epochs} epoch(s) on {len(pick):,} paragraphs (seeded sample) of {split_text}, AdamW lr "
              f"{args.lr:g}, cosine, batch {args.batch_size}, at most {CausalLM(pruned, kd_data).max_length} tokens per "
              "paragraph; "
              f"loss KL(original || pruned) per token at T=2 plus half the cross-entropy; precision "
              f"{result.precision_reason}; {recovery_s / 60:.1f} min",
-             f"- splits ({args.data}): nothing decided on data; the validation split (WikiText-2: valid.txt) is "
-             f"recorded per epoch, the test split (wiki.test.raw) is reported, perplexity on its first "
-             f"{args.eval_tokens:,} tokens (the same ids for every row)", "",
+             f"- splits ({args.data}): nothing decided on data; the held-out validation paragraphs are scored per "
+             f"epoch and in the table, the test split (WikiText-2: wiki.test.raw) is reported, perplexity on the "
+             f"first {args.eval_tokens:,} tokens of each (the same ids for every row)", "",
              *md_table(table, "lrrrrr", columns=["model", "parameters", "fewer", "validation ppl", "test ppl",
                                                   "test ppl vs original"]), "", "Goals:", *verdicts, "",
              "Per-epoch validation perplexity of the recovery: "
