@@ -18,6 +18,7 @@ from typing import Any
 
 from _common import RESULTS, md_table
 from sizewise.core.budget import points
+from sizewise.pipeline.results import format_objective
 
 SHRINK_MD = RESULTS / "shrink.md"
 TITLE = "# `sizewise shrink` benchmarks"
@@ -102,7 +103,7 @@ def trials_table(results: dict[str, Any], objective: str) -> list[str]:
     rows = []
     for t in results["trials"]:
         value = "" if t.get("metric") is None else f"{points(results['metric'], t['metric']):.2f}"
-        obj = f"{t['objectives'][objective]:,.4g}" if t.get("objectives") else ""
+        obj = format_objective(objective, t["objectives"][objective]) if t.get("objectives") else ""
         mark = "chosen" if t["number"] == chosen else ("yes" if t["number"] in pareto else "")
         rows.append([t["number"], describe(t), t["state"], value, obj, mark, t.get("message", "")])
     split = results.get("selection_split", "validation")

@@ -106,8 +106,8 @@ def shrink(
                                                                             "(default: --finetune-epochs)."),
     distill_lr: float | None = typer.Option(None, "--distill-lr", help="A student's learning rate (default: "
                                             "--finetune-lr; students relearn more, e.g. 1e-4 for MiniLM)."),
-    finetune_samples: int | None = typer.Option(None, "--finetune-samples", help="Recover on the first N training "
-                                                                                 "examples only."),
+    finetune_samples: int | None = typer.Option(None, "--finetune-samples", help="Recover on N training examples "
+                                                                                 "drawn from the split (seeded)."),
     recovery_teacher: bool = typer.Option(True, "--recovery-teacher/--labels-only", help="Recovery training after "
                                           "pruning/factorizing learns from the baseline too (knowledge distillation)."),
     compare_seconds: float = typer.Option(10.0, "--compare-seconds", help="Interleaved timing of the chosen model "

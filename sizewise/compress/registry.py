@@ -44,7 +44,7 @@ class StepContext:
     budget: Any = None  # sizewise.core.budget.Budget the run must hold (quantization falls back to meet it)
     progress: Progress = silent
     resume: bool = True  # continue a training checkpoint found in workdir
-    eval_limit: int | None = None  # decisions evaluate the first N validation examples only
+    eval_limit: int | None = None  # decisions evaluate N validation examples only (Split.sample)
     # Recovery training (after pruning, factorizing, sharing) learns from ``teacher`` as well as from the labels:
     # the uncompressed model knows more than the labels say (its soft outputs), and a search always has it at hand.
     recovery_teacher: bool = False

@@ -39,6 +39,15 @@ class Split:
             return self
         return Split(self.inputs[:n], self.labels[:n])
 
+    def sample(self, n: int | None, seed: int = 0) -> Split:
+        """``n`` examples drawn from the whole split (seeded, kept in split order): what a subset for a proxy score,
+        recovery training or calibration needs. ``head(n)`` is not that: image folders are read class by class, so
+        the first examples of a split can all be one class (the first 1,250 of CIFAR-10's carved validation split
+        hold classes 0-2 only)."""
+        if n is None or n >= len(self):
+            return self
+        return self.subset(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
+
     def subset(self, idx: np.ndarray) -> Split:
         return Split(take(self.inputs, idx), self.labels[idx])
 

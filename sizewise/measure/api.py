@@ -31,7 +31,7 @@ class MeasureConfig:
     latency_seconds: float = 1.0  # minimum time spent in timed calls at the main batch size
     throughput_sweep: tuple[int, ...] = (1, 8, 32)
     measure_memory: bool = True
-    eval_limit: int | None = None  # evaluate on the first N examples of the split only
+    eval_limit: int | None = None  # evaluate on N examples of the split only (Split.sample; texts: the first N)
     split: str | None = None  # the split metrics are computed on; None = the dataset's reported split (test)
     energy: EnergySettings = EnergySettings()
     llm: LLMConfig = LLMConfig()  # causal LMs: prompt, new tokens, batch, perplexity window (see measure/llm.py)

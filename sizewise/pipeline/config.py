@@ -46,7 +46,7 @@ class ShrinkConfig:
     # a student's learning rate: it relearns more than a pruned copy recovers (Minitron-style students train at ~1e-4
     # where a recovery fine-tune of the same encoder uses 2e-5); None = finetune_lr
     distill_lr: float | None = None
-    finetune_samples: int | None = None  # train on the first N training examples (large sets on small CPUs)
+    finetune_samples: int | None = None  # train on N training examples drawn from the split (large sets, small CPUs)
     proxy_fraction: float = 0.25  # share of the validation split a trial must pass before its full measurement
     batch_size: int = 1
     seq_len: int | None = None

@@ -56,7 +56,7 @@ class RunOptions:
     budget: Budget | None = None
     references: tuple[str, ...] = ()  # more runtimes to measure the input on (e.g. "torch" beside onnxruntime)
     final_split: str | None = None  # None = the data's reported split (test); a search's trials use validation
-    eval_limit: int | None = None  # decisions and step scores on the first N validation examples
+    eval_limit: int | None = None  # decisions and step scores on N validation examples (Split.sample)
     kind: str = "plan"  # the command this run is, for the record
     command: str = ""
     progress: Progress = silent

@@ -292,14 +292,14 @@ def recovery_ceilings(outcomes: list[TrialOutcome], ctx: TrialContext) -> dict[s
 
 def trial_data(spec: str, finetune_samples: int | None):
     """The dataset a trial sees: with its validation split (carved the same way every time), and its train split cut
-    to the first ``finetune_samples`` examples if asked."""
+    to ``finetune_samples`` examples drawn from it (``Split.sample``) if asked."""
     from sizewise.data import load_dataset
     from sizewise.data.dataset import carve_validation
 
     dataset = carve_validation(load_dataset(spec))
     if finetune_samples and "train" in dataset.splits:
         dataset = dataclasses.replace(dataset, splits={**dataset.splits,
-                                                       "train": dataset.split("train").head(finetune_samples)})
+                                                       "train": dataset.split("train").sample(finetune_samples)})
     return dataset
 
 

@@ -111,7 +111,7 @@ def output_error(loaded: LoadedModel, reference: LoadedModel, dataset: Dataset, 
     destroyed before any recovery training is paid for; it compares candidates of one model and one method, it is no
     accuracy."""
     check_compatible(loaded, dataset)
-    data = dataset.split(split).head(limit)
+    data = dataset.split(split).sample(limit)
     if dataset.task == "sentence-similarity":
         sentences = [s for pair in data.inputs for s in pair]
         data = Split(sentences, np.zeros(len(sentences), dtype=np.float32))
@@ -126,7 +126,7 @@ def evaluate(loaded: LoadedModel, dataset: Dataset, split: str | None = None, li
     """The task's metric on ``split`` (default: the dataset's reported split). Decisions pass
     ``split=dataset.decision_split``; the reported number is the test split's, scored once."""
     check_compatible(loaded, dataset)
-    data = dataset.split(split).head(limit)
+    data = dataset.split(split).sample(limit)
     if dataset.task in ("image-classification", "text-classification"):
         logits = model_outputs(loaded, data, batch_size)
         accuracy = float((logits.argmax(-1) == data.labels).mean())

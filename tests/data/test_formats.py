@@ -119,3 +119,18 @@ def test_real_shared_datasets(shared_data):
     assert len(sst2.split("validation")) == 872 and len(sst2.split("test")) == 1821
     assert len(load_dataset(shared_data / "stsb").split("validation")) == 1500
     assert len(load_dataset(shared_data / "stsb").split("test")) == 1379
+
+
+def test_a_sample_spans_the_split_where_its_head_would_hold_the_first_classes():
+    import numpy as np
+
+    from sizewise.data.dataset import Split
+
+    labels = np.repeat(np.arange(10), 100)  # an image folder read class by class
+    split = Split(np.arange(1000), labels)
+    assert set(split.head(250).labels) == {0, 1, 2}
+    sample = split.sample(250)
+    assert len(sample) == 250 and set(sample.labels) == set(range(10))
+    assert list(sample.inputs) == sorted(sample.inputs)  # in split order
+    assert list(split.sample(250).inputs) == list(sample.inputs)  # seeded
+    assert split.sample(None) is split and split.sample(5000) is split

@@ -111,7 +111,7 @@ def channel(loaded, config: ChannelPrune, ctx: StepContext) -> dict:
     if config.importance == "taylor":
         if dataset is None or "train" not in dataset.splits:
             raise UnprunableLayerError("Taylor importance needs gradients from training data", hint="pass --data")
-        split = dataset.split("train").head(256)
+        split = dataset.split("train").sample(256)
         model.zero_grad()
         logits = model(**{loaded.inputs.name: torch.from_numpy(split.inputs)})
         torch.nn.functional.cross_entropy(logits, torch.from_numpy(split.labels)).backward()

@@ -23,7 +23,7 @@ def calibration_batches(loaded: LoadedModel, dataset: Dataset | None, samples: i
     if source is None:
         raise DataError(f"dataset '{dataset.name}' has no train or validation split to calibrate on "
                         f"(splits: {', '.join(sorted(dataset.splits))}); the test split is never used for calibration")
-    split = dataset.split(source).head(samples)
+    split = dataset.split(source).sample(samples)
     batches = []
     for start in range(0, len(split), batch_size):
         chunk = split.inputs[start:start + batch_size]
