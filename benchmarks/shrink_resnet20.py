@@ -7,7 +7,7 @@ The trained base is a sizewise run directory; without ``--base`` (or when it doe
 exactly as ``benchmarks/prune_resnet20.py`` did (8 epochs SGD, lr 0.1, batch 128, cosine, wd 5e-4). A base that a
 ``sizewise train`` run made (its folder has the run record ``card.json``) is described from that record: its command,
 epochs and their seconds, the augmentation and precision it ran with, and its test accuracy. Every search
-measures on onnxruntime at batch 1 and 1 thread, recovers pruned candidates with 1 epoch on the first
+measures on onnxruntime at batch 1 and 1 thread, recovers pruned candidates with 1 epoch on
 ``--samples`` training images, and rewrites its own section of benchmarks/results/shrink.md.
 
 Split discipline (``sizewise.shrink/2``): trials are scored and chosen on the validation split ``load_dataset`` carves
@@ -74,9 +74,9 @@ def describe_base(base: Path, trained_here: dict | None) -> str:
 def recovery_text(cfg: dict, recovery: dict | None) -> str:
     """How pruned candidates recover, from the TrainConfig the search builds (sizewise.pipeline.search._training)."""
     if not recovery:
-        return (f"pruned candidates recover for {cfg['finetune_epochs']} epoch on the first "
-                f"{cfg['finetune_samples']:,} training images (AdamW, lr {cfg['finetune_lr']})")
-    samples = "all" if not cfg.get("finetune_samples") else f"the first {cfg['finetune_samples']:,}"
+        return (f"pruned candidates recover for {cfg['finetune_epochs']} epoch on {cfg['finetune_samples']:,} "
+                f"training images (AdamW, lr {cfg['finetune_lr']})")
+    samples = "all" if not cfg.get("finetune_samples") else f"{cfg['finetune_samples']:,} (drawn from the split)"
     return (f"pruned candidates recover for {recovery['epochs']} epoch(s) on {samples} training images "
             f"({recovery['optimizer']}, lr {recovery['lr']:g}, {recovery['schedule']}, batch {recovery['batch_size']}, "
             f"weight decay {recovery['weight_decay']:g}, augment '{recovery['augment']}', precision "
@@ -148,8 +148,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--samples", type=int, default=10000)
     parser.add_argument("--finetune-lr", type=float, default=1e-3,
-                        help="recovery learning rate (AdamW); 1e-3 wrecked an SGD-trained base in one epoch (2026-11-30: "
-                             "a 30%%-magnitude candidate at 53.9%% validation accuracy from 87.1%%)")
+                        help="recovery learning rate (AdamW)")
     parser.add_argument("--out", default=None, help="default: /tmp/shrink-resnet20-OBJECTIVE")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
