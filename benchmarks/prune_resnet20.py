@@ -215,7 +215,7 @@ def diagnosis_lines(d: dict) -> list[str]:
             "baseline and pruned model run alternately, the median of each node over "
             + ", ".join(f"{p['before']['runs']} runs at batch {b}" for b, p in d["profiles"].items())
             + "; conv = Conv/FusedConv nodes after onnxruntime's graph optimizations, other = every other node: "
-            "layout reorders, Add, Relu, the option-A shortcut's Slice/Pad, pooling, Gemm). The sum of node medians "
+            "layout reorders, Add, Relu, the option-A shortcut's Slice/Pad (and Gather once pruned), pooling, Gemm). The sum of node medians "
             "is not the end-to-end latency (session overhead is outside the nodes):", "",
             *pc.md_table(rows, "l" + "r" * (len(cols) - 1), columns=cols)]
 

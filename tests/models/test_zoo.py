@@ -102,3 +102,13 @@ def test_unknown_zoo_name_lists_the_known_ones():
         build("resnet21")
     assert "did you mean 'resnet20'" in str(info.value)
     assert "lenet5" in str(info.value)
+
+
+def test_resnet_weights_saved_before_the_shortcut_layout_was_a_buffer_still_load():
+    model = build("resnet20")
+    old = {k: v for k, v in model.state_dict().items() if not k.endswith("shortcut.select")}
+    assert len(old) < len(model.state_dict())  # the two option-A shortcuts' layouts are left out
+    fresh = build("resnet20")
+    fresh.load_state_dict(old, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(fresh.eval()(x), model.eval()(x))

@@ -41,16 +41,16 @@ class ZeroPadShortcut(nn.Module):
         return self.select.shape[0]
 
     def _refresh(self) -> None:
-        """Read the layout once into Python values, so forward (and an ONNX trace of it) needs no tensor branching."""
-        fed = self.select.any(1).tolist()
-        first = self.select.to(torch.uint8).argmax(1).tolist()
+        """Read the layout once into Python values and one index tensor, so forward (and an ONNX trace of it) needs
+        no tensor branching and builds nothing per call."""
         zero = self.in_channels  # index of the zero channel appended in the gather path
-        self._source = [i if f else zero for i, f in zip(first, fed)]
+        first = self.select.to(torch.uint8).argmax(1).tolist()
+        self._source = [i if fed else zero for i, fed in zip(first, self.select.any(1).tolist())]
+        self._index = torch.tensor(self._source, dtype=torch.long)
         lead = next((k for k, i in enumerate(self._source) if i != zero), self.out_channels)
-        block = self._source[lead:lead + self.in_channels]
         trail = self.out_channels - lead - self.in_channels
-        self._pad = (lead, trail) if block == list(range(self.in_channels)) and trail >= 0 and all(
-            i == zero for i in self._source[lead + self.in_channels:]) else None
+        plain = trail >= 0 and self._source == [zero] * lead + list(range(self.in_channels)) + [zero] * trail
+        self._pad = (lead, trail) if plain else None
 
     def prune_out_channels(self, idxs) -> None:
         drop = set(int(i) for i in idxs)
@@ -73,7 +73,7 @@ class ZeroPadShortcut(nn.Module):
         if self._pad is not None:
             return F.pad(x, (0, 0, 0, 0, *self._pad))
         padded = F.pad(x, (0, 0, 0, 0, 0, 1))  # one zero channel for outputs no input feeds
-        return padded.index_select(1, torch.tensor(self._source, device=x.device))
+        return padded.index_select(1, self._index.to(x.device))
 
 
 class BasicBlock(nn.Module):
