@@ -12,7 +12,10 @@ What runs, in order (each stage cached as JSON under --cache, default /tmp/llm-t
    32, the symmetric grid at group 64 (two GGUF blocks share a scale: same bytes, coarser grid; 128, the usual
    coarse setting, does not divide the model's 576 columns), and NNCF's AWQ +
    scale estimation (``int4-awq``) on both grids, calibrated on the validation text (WikiText-2 here has no train
-   file); the token embedding is Q8_0 in all of them, as ``sizewise quantize`` writes it;
+   file); the token embedding is Q8_0 in all of them, as ``sizewise quantize`` writes it; and the budgeted mix,
+   ``sizewise quantize --method int4-awq --symmetric --max-size <Q4_K_M's bytes>`` run as the product runs it
+   (the AWQ Q4_0 codes, then the layers that remove the most output error per byte raised to Q5_0 / Q8_0 until the
+   file reaches llama.cpp's Q4_K_M file size);
 3. perplexity of every GGUF file on llama.cpp and of the torch models, on the first --tokens tokens of
    ``wiki.test.raw`` (context 1024, stride 512, the same windows and token ids for every engine);
 4. decode speed: torch fp32 eager and every GGUF on llama.cpp, interleaved round by round (ABBA order, one greedy
@@ -100,6 +103,26 @@ def sizewise_file(loaded, windows, algorithm: str, symmetric: bool, group: int, 
     return {"path": str(path), "seconds": seconds, "peak_rss_bytes": rss.peak, "rss_increase_bytes": rss.peak - rss.start}
 
 
+MIXED = "sizewise int4-awq Q4_0 g32 + Q5_0/Q8_0 at Q4_K_M's bytes"
+
+
+def mixed_file(loaded, data, cap: int, windows: int, path: Path) -> dict[str, Any]:
+    """The int4-awq step with ``max_bytes``: what ``sizewise quantize ... --max-size`` writes."""
+    import shutil
+
+    from sizewise.compress.quantize.llm import LLMWeightInt4, quantize_llm
+    from sizewise.compress.registry import StepContext
+
+    started = time.perf_counter()
+    out = quantize_llm(loaded, LLMWeightInt4(symmetric=True, max_bytes=cap, calibration_samples=windows),
+                       StepContext(data=data, workdir=path.parent / "mixed-work", progress=log))
+    shutil.copy(out.model.metadata["gguf_file"], path)
+    d = out.details
+    return {"path": str(path), "seconds": time.perf_counter() - started, "cap_bytes": cap,
+            "kept_8bit": d["kept_8bit"], "kept_5bit": d["kept_5bit"], "peak_rss_bytes": d["calibration"]["peak_rss_bytes"],
+            "rss_increase_bytes": d["calibration"]["rss_increase_bytes"]}
+
+
 def gguf_ppl(path: str, loaded, texts, tokens: int, threads: int) -> dict[str, Any]:
     llm = lm.open_llama(path, threads, lm.CONTEXT, logits_all=True)
     try:
@@ -165,6 +188,10 @@ def main() -> None:
         log(f"writing {name}")
         files[name] = cached(cache / f"file-{path.stem}.json",
                              lambda a=algorithm, s=symmetric, g=group, p=path: sizewise_file(loaded, windows, a, s, g, p))
+    cap = Path(files["llama.cpp Q4_K_M"]["path"]).stat().st_size
+    log(f"writing {MIXED}")
+    files[MIXED] = cached(cache / f"file-mixed-{cap}.json",
+                          lambda: mixed_file(loaded, ds.without_test(), cap, args.windows, cache / "sizewise-mixed.gguf"))
     for name, f in files.items():
         f["bytes"] = Path(f["path"]).stat().st_size
         f["tensor_bytes"] = lm.gguf_tensor_bytes(f["path"])

@@ -56,6 +56,9 @@ def quantize(
     symmetric: bool | None = typer.Option(None, "--symmetric/--asymmetric", help="int4-rtn / int4-awq: w = d(q-8) "
                                                                                "(GGUF Q4_0) or w = dq+m (Q4_1, "
                                                                                "default)."),
+    max_size: str | None = typer.Option(None, "--max-size", help="int4-rtn / int4-awq: fill the GGUF file up to "
+                                                                 "this size (100MB, 95.5MiB) with the Q5_0 / Q8_0 "
+                                                                 "layers that help most."),
     per_channel: bool = typer.Option(False, "--per-channel", help="int8-dynamic: one scale per output channel."),
     qat_epochs: int | None = typer.Option(None, "--qat-epochs", help="qat: fine-tuning epochs with fake-quantized "
                                                                      "weights (default 2)."),
@@ -81,10 +84,19 @@ def quantize(
             raise ConfigError(f"--method {method} makes a model for {' or '.join(where)}, not {runtime}",
                               hint=f"drop --runtime, or choose another method for {runtime}")
         runtime = None
+    max_bytes = None
+    if max_size is not None:
+        from sizewise.core.units import parse_bytes
+
+        try:
+            max_bytes = parse_bytes(max_size)
+        except ValueError as e:
+            raise ConfigError(f"--max-size: {e}") from None
     config = method_config("quantize", method, {
         "runtime": runtime, "calibration": calibration, "calibration_samples": calibration_samples,
-        "group_size": group_size, "symmetric": symmetric, "per_channel": per_channel or None, "epochs": qat_epochs},
-        flags={"epochs": "--qat-epochs"},
+        "group_size": group_size, "symmetric": symmetric, "per_channel": per_channel or None, "epochs": qat_epochs,
+        "max_bytes": max_bytes},
+        flags={"epochs": "--qat-epochs", "max_bytes": "--max-size"},
         defaults={"runtime": where[0] if where and not {"torch", "onnxruntime"} & set(where) else "onnxruntime"})
     deployed = getattr(config, "runtime", "onnxruntime")
     budget = Budget.parse(max_drop) if max_drop else None
@@ -108,6 +120,12 @@ def quantize(
         console.print(sensitivity_table(details["sensitivity"]))
     if details.get("kept_in_float"):
         console.print(f"kept in float to meet the budget: {', '.join(details['kept_in_float'])}", highlight=False)
+    if details.get("max_bytes"):
+        from sizewise.core.units import format_bytes
+
+        console.print(f"within {format_bytes(details['max_bytes'])}: {len(details['kept_8bit'])} linear layer(s) at "
+                      f"Q8_0, {len(details['kept_5bit'])} at Q5_0, the rest at {details['gguf_4bit_type']}; file "
+                      f"{format_bytes(details['gguf_bytes'])}", highlight=False)
     print_verdict(result.verdict)
     write_reports(out, result.record)
     console.print(f"run directory: {out} (card.json: the run record with the cards, the sensitivity table and the "

@@ -35,7 +35,7 @@ from sizewise.core.optional import require
 
 BLOCK = 32  # weights per Q4_0 / Q4_1 / Q8_0 block
 FLOAT_TYPES = ("F32", "F16")
-ROUNDED_TYPES = ("Q8_0",)  # quantized here by gguf's reference rounding
+ROUNDED_TYPES = ("Q5_0", "Q8_0")  # quantized here by gguf's reference rounding (blocks of 32, like the 4-bit ones)
 CODE_TYPES = ("Q4_0", "Q4_1")  # packed from a quantizer's GroupCodes
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 _LAYER_NAMES = {
@@ -207,7 +207,7 @@ def write_gguf(module: Any, tokenizer: Any, path: str | os.PathLike, *, codes: d
     """Write ``module`` (a transformers ``LlamaForCausalLM``) to ``path``.
 
     ``codes`` maps parameter names (``model.layers.0.mlp.up_proj.weight``) to the 4-bit codes a quantizer chose;
-    ``encodings`` maps others to F32 / F16 / Q8_0; 1-D tensors (norms) are always F32, as llama.cpp keeps them;
+    ``encodings`` maps others to F32 / F16 / Q5_0 / Q8_0; 1-D tensors (norms) are always F32, as llama.cpp keeps them;
     everything else gets ``default``. ``source_gguf``: a GGUF file whose tokenizer is copied.
     """
     gguf = require("gguf", "llm", "writing GGUF files")

@@ -14,7 +14,7 @@ gguf = pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 
 import sizewise  # noqa: E402
-from sizewise.compress.quantize.llm import LLMWeightInt4, _with_partners, calibration_windows  # noqa: E402
+from sizewise.compress.quantize.llm import LLMWeightInt4, calibration_windows  # noqa: E402
 from sizewise.compress.quantize.llm_codes import linear_weights, output_error, rtn_codes  # noqa: E402
 from sizewise.compress.quantize.sensitivity import fallback_steps  # noqa: E402
 from sizewise.compress.registry import StepContext, get_method  # noqa: E402
@@ -130,12 +130,17 @@ def test_exported_file_reloads_with_the_very_weights_the_torch_model_carries(tin
     source = tiny.module
     carrier = _llama()
     codes = _codes_for(source)
-    _apply(carrier, source, codes, "Q8_0", eight_bit={"model.layers.1.mlp.down_proj.weight"})
+    floats = {n: p.detach().numpy() for n, p in source.named_parameters()}
+    _apply(carrier, source, floats, codes, "Q8_0", {"model.layers.1.mlp.down_proj.weight": "Q8_0",
+                                                     "model.layers.0.mlp.up_proj.weight": "Q5_0"})
     path = write_gguf(carrier, tiny.inputs.tokenizer, tmp_path / "m.gguf",
-                      codes={n: c for n, c in codes.items() if n != "model.layers.1.mlp.down_proj.weight"},
-                      encodings={"model.layers.1.mlp.down_proj.weight": "Q8_0", "model.embed_tokens.weight": "Q8_0"})
+                      codes={n: c for n, c in codes.items() if not n.endswith(("1.mlp.down_proj.weight",
+                                                                               "0.mlp.up_proj.weight"))},
+                      encodings={"model.layers.1.mlp.down_proj.weight": "Q8_0", "model.embed_tokens.weight": "Q8_0",
+                                 "model.layers.0.mlp.up_proj.weight": "Q5_0"})
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
     assert types["blk.0.attn_q.weight"] == "Q4_1" and types["blk.1.ffn_down.weight"] == "Q8_0"
+    assert types["blk.0.ffn_up.weight"] == "Q5_0"
     assert types["token_embd.weight"] == "Q8_0" and types["blk.0.attn_norm.weight"] == "F32"
     assert "output.weight" not in types  # tied: stored once
     reloaded = load_gguf(path).module
@@ -152,7 +157,7 @@ def test_llama_cpp_logits_agree_with_the_torch_model_carrying_the_same_weights(t
 
     carrier = _llama()
     codes = _codes_for(tiny.module, symmetric)
-    _apply(carrier, tiny.module, codes, "F32", eight_bit=set())
+    _apply(carrier, tiny.module, {}, codes, "F32", {})
     path = write_gguf(carrier, tiny.inputs.tokenizer, tmp_path / "m.gguf", codes=codes)
     ids = torch.tensor([tiny.inputs.tokenizer(LINES[0])["input_ids"][:24]])
     with torch.no_grad():
@@ -250,11 +255,62 @@ def test_budget_that_holds_stops_at_all_4_bit(tiny, text, tmp_path):
     assert out.details["decision"]["meets_budget"] is True and out.details["kept_8bit"] == []
 
 
-def test_awq_keeps_an_up_and_down_projection_pair_together():
-    awq, rtn = LLMWeightInt4(), LLMWeightInt4(algorithm="rtn")
-    name = "model.layers.3.mlp.down_proj.weight"
-    assert _with_partners([name], awq) == {name, "model.layers.3.mlp.up_proj.weight"}
-    assert _with_partners([name], rtn) == {name}
+def test_awq_float_targets_let_one_layer_of_a_scaled_pair_move_alone():
+    """AWQ folds a scale s into each MLP pair (up rows / s, down columns * s); raising only the down projection to
+    8 bits must use down * s, or the pair no longer computes the model's function."""
+    from sizewise.compress.quantize.llm_codes import awq_float_targets
+
+    rng = np.random.default_rng(0)
+    up, down = rng.normal(size=(64, 256)).astype(np.float32), rng.normal(size=(256, 64)).astype(np.float32)
+    s = rng.uniform(0.3, 3.0, size=64).astype(np.float32)
+    codes = {"m.layers.0.mlp.up_proj.weight": rtn_codes(torch.from_numpy(up / s[:, None]), 32, True)}
+    floats = {"m.layers.0.mlp.up_proj.weight": up, "m.layers.0.mlp.down_proj.weight": down}
+    targets, scales = awq_float_targets(floats, codes)
+    np.testing.assert_allclose(scales["m.layers.0.mlp.down_proj.weight"], s, rtol=0.03)
+    x = rng.normal(size=(16, 256)).astype(np.float32)
+    want = (x @ up.T) @ down.T  # the float pair (no activation between: the check is on the scales)
+    mixed = (x @ codes["m.layers.0.mlp.up_proj.weight"].dequantize().T) @ targets["m.layers.0.mlp.down_proj.weight"].T
+    unscaled = (x @ codes["m.layers.0.mlp.up_proj.weight"].dequantize().T) @ down.T
+    err = lambda y: np.linalg.norm(y - want) / np.linalg.norm(want)  # noqa: E731
+    assert err(mixed) < 0.15 < err(unscaled)
+
+
+def test_fill_to_size_spends_the_bytes_where_the_error_falls_most():
+    from sizewise.compress.quantize.llm_mix import allocate, tensor_bytes
+
+    errors = {"a": {"Q4_0": 0.30, "Q5_0": 0.15, "Q8_0": 0.01}, "b": {"Q4_0": 0.05, "Q5_0": 0.03, "Q8_0": 0.002}}
+    numel = {"a": 4096, "b": 4096}
+    q5 = tensor_bytes(4096, "Q5_0") - tensor_bytes(4096, "Q4_0")
+    assert allocate(errors, numel, "Q4_0", 0) == ({}, 0)
+    assert allocate(errors, numel, "Q4_0", q5) == ({"a": "Q5_0"}, q5)
+    raised, spent = allocate(errors, numel, "Q4_0", 10**9)
+    assert raised == {"a": "Q8_0", "b": "Q8_0"} and spent == 2 * (tensor_bytes(4096, "Q8_0") - tensor_bytes(4096, "Q4_0"))
+
+
+def test_max_bytes_fills_the_file_up_to_the_size_and_no_further(tiny, text, tmp_path):
+    from pathlib import Path
+
+    from sizewise.models.gguf_writer import tensor_encodings
+
+    plain = sizewise.apply(tiny, LLMWeightInt4(algorithm="rtn", symmetric=True, **SMALL), data=text)
+    base = Path(plain.metadata["gguf_file"]).stat().st_size
+    cap = base + 6_000
+    out = quantize_llm_step(tiny, LLMWeightInt4(algorithm="rtn", symmetric=True, max_bytes=cap, **SMALL), text,
+                            tmp_path)
+    d = out.details
+    assert base < d["gguf_bytes"] <= cap and d["gguf_bytes"] == d["tried"][0]["bytes_predicted"]
+    kinds = tensor_encodings(out.model.metadata["gguf_file"])
+    raised = [k for name, k in kinds.items() if name.startswith("blk.") and k in ("Q5_0", "Q8_0")]
+    assert len(raised) == len(d["kept_8bit"]) + len(d["kept_5bit"]) > 0
+    with pytest.raises(ConfigError, match="above the"):
+        quantize_llm_step(tiny, LLMWeightInt4(algorithm="rtn", symmetric=True, max_bytes=base - 1, **SMALL), text,
+                          tmp_path / "small")
+
+
+def quantize_llm_step(tiny, config, text, workdir):
+    from sizewise.compress.quantize.llm import quantize_llm
+
+    return quantize_llm(tiny, config, StepContext(data=text.without_test(), workdir=workdir))
 
 
 def test_calibration_never_reads_the_test_split(tiny, text):
@@ -275,7 +331,7 @@ def test_output_error_ranks_a_badly_quantized_layer_first():
 @pytest.mark.parametrize("fields, message", [
     ({"group_size": 48}, "multiple of 32"), ({"algorithm": "gptq"}, "unknown int4 algorithm"),
     ({"runtime": "onnxruntime"}, "runs on llama.cpp"), ({"calibration_samples": 0}, "positive integer"),
-    ({"embeddings": "Q4_0"}, "Q8_0, F16 or F32")])
+    ({"embeddings": "Q4_0"}, "Q8_0, F16 or F32"), ({"max_bytes": 0}, "positive number of bytes")])
 def test_bad_configs_are_refused_in_one_line(fields, message):
     with pytest.raises(ConfigError, match=message):
         LLMWeightInt4(**fields)

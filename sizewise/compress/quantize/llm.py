@@ -11,7 +11,9 @@ Decisions are made on the validation split, on the PyTorch model that carries ex
 itself on llama.cpp. Calibration windows are taken from the end of the split and the decisions score its beginning,
 so the two do not overlap on a split longer than both. When the budget is missed, the linear layers are ranked by their
 relative output error on the calibration windows and the k worst kept at 8 bits (Q8_0) for k = 1, 2, 4, ... until
-it holds; if nothing holds, the closest candidate is handed back and the details say so.
+it holds; if nothing holds, the closest candidate is handed back and the details say so. With ``max_bytes`` the
+file is instead filled up to that size with the upgrades (Q5_0 or Q8_0) that remove the most output error per byte
+(:mod:`sizewise.compress.quantize.llm_mix`): the best model at a given size, e.g. at another file's bytes.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class LLMWeightInt4:
     eval_tokens: int = 16_384  # validation tokens each decision scores (perplexity, context 1024, stride 512)
     embeddings: str = EIGHT_BIT  # the token embedding (and a tied output matrix): Q8_0, F16 or F32
     runtime: str = "llamacpp"
+    max_bytes: int | None = None  # fill the file up to this size with Q5_0 / Q8_0 layers where they help most
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -64,6 +67,9 @@ class LLMWeightInt4:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
         if self.embeddings not in (EIGHT_BIT, "F16", "F32"):
             raise ConfigError(f"embeddings must be Q8_0, F16 or F32, got {self.embeddings!r}")
+        if self.max_bytes is not None and (not isinstance(self.max_bytes, int) or isinstance(self.max_bytes, bool)
+                                           or self.max_bytes < 1):
+            raise ConfigError(f"max bytes must be a positive number of bytes, got {self.max_bytes!r}")
         if self.runtime != "llamacpp":
             raise ConfigError(f"int4 GGUF quantization runs on llama.cpp, not {self.runtime!r}",
                               hint="for onnxruntime use --method int4-weight")
@@ -128,34 +134,37 @@ def _score(module, loaded: LoadedModel, texts: list[str], tokens: int) -> float:
     return perplexity(module, loaded.inputs.tokenizer, texts, PerplexityConfig(max_tokens=tokens)).token_perplexity
 
 
-def _apply(module, source, codes: dict, embeddings: str, eight_bit: set[str]) -> None:
-    """Put the weights the GGUF file will hold into ``module``: 4-bit codes, or Q8_0 of ``source``'s float weights for
-    the layers in ``eight_bit``, and the token embedding in its encoding."""
+def _rounded(array: np.ndarray, kind: str) -> np.ndarray:
+    """``array`` as a GGUF file of ``kind`` gives it back."""
     import gguf
 
+    if kind == "F32":
+        return array
+    if kind == "F16":
+        return array.astype(np.float16).astype(np.float32)
+    qtype = gguf.GGMLQuantizationType[kind]
+    return gguf.quants.dequantize(gguf.quants.quantize(np.ascontiguousarray(array, dtype=np.float32), qtype), qtype)
+
+
+def _apply(module, source, targets: dict[str, np.ndarray], codes: dict, embeddings: str,
+           upgrades: dict[str, str]) -> None:
+    """Put the weights the GGUF file will hold into ``module``: 4-bit codes, or for the layers in ``upgrades`` their
+    float target (:func:`~sizewise.compress.quantize.llm_codes.awq_float_targets`) rounded to Q5_0 / Q8_0, and the
+    token embedding of ``source`` in its encoding."""
     params = dict(module.named_parameters())
     floats = dict(source.named_parameters())
-
-    def rounded(array: np.ndarray, kind: str) -> np.ndarray:
-        if kind == "F32":
-            return array
-        if kind == "F16":
-            return array.astype(np.float16).astype(np.float32)
-        qtype = gguf.GGMLQuantizationType[kind]
-        return gguf.quants.dequantize(gguf.quants.quantize(np.ascontiguousarray(array), qtype), qtype)
-
     with torch.no_grad():
         for name, group in codes.items():
-            weight = params[name]
-            value = rounded(floats[name].detach().numpy(), EIGHT_BIT) if name in eight_bit else group.dequantize()
-            weight.copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
+            value = _rounded(targets[name], upgrades[name]) if name in upgrades else group.dequantize()
+            params[name].copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
         for name in ("model.embed_tokens.weight", "lm_head.weight"):  # an untied output: the embedding's encoding
             if name in params:  # a tied output matrix is one parameter, listed once
-                params[name].copy_(torch.from_numpy(rounded(floats[name].detach().numpy(), embeddings)))
+                params[name].copy_(torch.from_numpy(_rounded(floats[name].detach().numpy(), embeddings)))
 
 
 def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -> StepOutput:
     from sizewise.compress.quantize.llm_codes import (
+        awq_float_targets,
         input_moments,
         linear_weights,
         nncf_codes,
@@ -163,7 +172,6 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
         output_error,
         rtn_codes,
     )
-    from sizewise.compress.quantize.sensitivity import fallback_steps
     from sizewise.models.gguf import weights_fingerprint
     from sizewise.models.gguf_writer import check_architecture, write_gguf
 
@@ -202,10 +210,29 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
     details["calibration"] = {"split": calib_split, "windows": len(windows), "tokens_per_window":
                               config.calibration_tokens, "seconds": time.perf_counter() - started,
                               "peak_rss_bytes": rss.peak, "rss_increase_bytes": rss.peak - rss.start}
-    errors = sorted(((output_error(layers[n].weight, c.dequantize(), moments.get(n)), n) for n, c in codes.items()),
-                    reverse=True)
+    floats = {n: layer.weight.detach().numpy() for n, layer in layers.items()}
+    targets, input_scales = awq_float_targets(floats, codes) if "awq" in config.algorithm else (floats, {})
+
+    def error(name: str, approx: np.ndarray) -> float:
+        moment = moments.get(name)
+        if moment is not None and name in input_scales:  # the scaled layer's inputs are divided by s
+            moment = moment / torch.from_numpy(input_scales[name]) ** 2
+        return output_error(torch.from_numpy(targets[name]), approx, moment)
+
+    errors = sorted(((error(n, c.dequantize()), n) for n, c in codes.items()), reverse=True)
     details["sensitivity"] = [{"node": n, "op_type": "Linear", "output_error": e} for e, n in errors[:12]]
     ranked = [n for _, n in errors]
+    workdir = ctx.workdir or Path(tempfile.mkdtemp(prefix="sizewise-int4-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    gguf_meta = loaded.metadata.get("gguf") or {}
+
+    def write(module, upgrades: dict[str, str]) -> Path:
+        return write_gguf(module, loaded.inputs.tokenizer, workdir / GGUF_FILE,
+                          codes={n: c for n, c in codes.items() if n not in upgrades},
+                          encodings={**upgrades, "model.embed_tokens.weight": config.embeddings,
+                                     "lm_head.weight": config.embeddings},
+                          default="F32", source_gguf=gguf_meta.get("path"),
+                          name=f"{loaded.metadata.get('name') or loaded.reference} ({_name(config)})")
 
     split = data.decision_split if data is not None else None
     texts = list(data.split(split).inputs) if data is not None else None
@@ -216,61 +243,86 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
     metric = "perplexity" if texts and ctx.budget is not None else None
     baseline = _score(source, loaded, texts, config.eval_tokens) if metric else None
     candidate_module = copy.deepcopy(source)
-    tried, chosen = [], None
-    for k in fallback_steps(len(ranked)):
-        eight_bit = _with_partners(ranked[:k], config)
-        ctx.progress(f"{_name(config)}: {k} layer(s) at 8 bits, scoring on {split}")
-        _apply(candidate_module, source, codes, config.embeddings, eight_bit)
-        value = _score(candidate_module, loaded, texts, config.eval_tokens) if metric else None
-        tried.append({"kept_8bit": k, "metric": value, "split": split})
-        better = chosen is None or (value is not None and quality_drop(metric, chosen[1], value) < 0)
-        if better:
-            chosen = (k, value)
-        if metric is None or ctx.budget is None or ctx.budget.allows(metric, baseline, value):
-            chosen = (k, value)
-            break
-    k, value = chosen
-    eight_bit = _with_partners(ranked[:k], config)
-    _apply(candidate_module, source, codes, config.embeddings, eight_bit)
+    if config.max_bytes is not None:
+        upgrades, tried = _fill_to_size(candidate_module, source, targets, codes, config, error, write, ctx)
+        value = tried[0]["metric"]
+        if metric:
+            value = tried[0]["metric"] = _score(candidate_module, loaded, texts, config.eval_tokens)
+    else:
+        upgrades, value, tried = _fallback(candidate_module, source, targets, codes, config, ranked, metric,
+                                           baseline, lambda m: _score(m, loaded, texts, config.eval_tokens), ctx)
+    for t in tried:
+        t["split"] = split
     del source
-
-    workdir = ctx.workdir or Path(tempfile.mkdtemp(prefix="sizewise-int4-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    gguf_meta = loaded.metadata.get("gguf") or {}
-    path = write_gguf(candidate_module, loaded.inputs.tokenizer, workdir / GGUF_FILE,
-                      codes={n: c for n, c in codes.items() if n not in eight_bit},
-                      encodings={**{n: EIGHT_BIT for n in eight_bit}, "model.embed_tokens.weight": config.embeddings,
-                                 "lm_head.weight": config.embeddings},
-                      default="F32", source_gguf=gguf_meta.get("path"),
-                      name=f"{loaded.metadata.get('name') or loaded.reference} ({_name(config)})")
+    path = write(candidate_module, upgrades)
+    eight_bit = sorted(n for n, k in upgrades.items() if k == EIGHT_BIT)
+    k = len(eight_bit)
     result = copy.copy(loaded)
     result.module = candidate_module.eval()
     result.metadata = {**loaded.metadata, "encoding": "gguf", "gguf_file": str(path),
                        "gguf_fingerprint": weights_fingerprint(candidate_module),
                        "notes": [*(loaded.metadata.get("notes") or []),
                                  f"{_name(config)}: linear layers {details['gguf_4bit_type']} (group "
-                                 f"{config.group_size}, {config.algorithm}), {k} kept at Q8_0, embeddings "
+                                 f"{config.group_size}, {config.algorithm}), {k} kept at Q8_0, "
+                                 f"{len(upgrades) - k} at Q5_0, embeddings "
                                  f"{config.embeddings}; written as GGUF for llama.cpp"]}
     meets = None if metric is None or ctx.budget is None else ctx.budget.allows(metric, baseline, value)
     return StepOutput(result, details | {
-        "kept_8bit": sorted(eight_bit), "kept_in_float": [], "tried": tried, "gguf_file": path.name,
+        "kept_8bit": eight_bit, "kept_5bit": sorted(n for n, kind in upgrades.items() if kind == "Q5_0"),
+        "kept_in_float": [], "tried": tried, "gguf_file": path.name, "max_bytes": config.max_bytes,
         "gguf_bytes": path.stat().st_size,
         "decision": {"metric": metric, "split": split, "baseline": baseline, "chosen": value, "meets_budget": meets,
                      "scored_on": "torch, with the weights the GGUF file holds",
                      "tokens": config.eval_tokens}})
 
 
-def _with_partners(names: list[str], config: LLMWeightInt4) -> set[str]:
-    """``names`` and, under AWQ, their partners: AWQ folds a down projection's input scales into the up projection
-    of the same block, so one of the two kept at 8 bits (from the unscaled float weights) needs the other too."""
-    chosen = set(names)
-    if "awq" in config.algorithm:
-        swap = {"mlp.up_proj.weight": "mlp.down_proj.weight", "mlp.down_proj.weight": "mlp.up_proj.weight"}
-        for name in names:
-            for a, b in swap.items():
-                if name.endswith(a):
-                    chosen.add(name[:-len(a)] + b)
-    return chosen
+def _fallback(module, source, targets, codes, config: LLMWeightInt4, ranked: list[str], metric, baseline, score,
+              ctx: StepContext) -> tuple[dict[str, str], float | None, list[dict]]:
+    """The k most sensitive layers at Q8_0 for k = 0, 1, 2, 4, ... until the budget holds (or the closest)."""
+    from sizewise.compress.quantize.sensitivity import fallback_steps
+
+    tried, chosen = [], None
+    for k in fallback_steps(len(ranked)):
+        upgrades = dict.fromkeys(ranked[:k], EIGHT_BIT)
+        ctx.progress(f"{_name(config)}: {k} layer(s) at 8 bits" + (", scoring" if metric else ""))
+        _apply(module, source, targets, codes, config.embeddings, upgrades)
+        value = score(module) if metric else None
+        tried.append({"kept_8bit": k, "metric": value})
+        if chosen is None or (value is not None and quality_drop(metric, chosen[1], value) < 0):
+            chosen = (k, value)
+        if metric is None or ctx.budget is None or ctx.budget.allows(metric, baseline, value):
+            chosen = (k, value)
+            break
+    k, value = chosen
+    upgrades = dict.fromkeys(ranked[:k], EIGHT_BIT)
+    _apply(module, source, targets, codes, config.embeddings, upgrades)
+    return upgrades, value, tried
+
+
+def _fill_to_size(module, source, targets, codes, config: LLMWeightInt4, error, write, ctx: StepContext
+                  ) -> tuple[dict[str, str], list[dict]]:
+    """Raise layers to Q5_0 / Q8_0 where they remove the most output error per byte, up to ``config.max_bytes``."""
+    from sizewise.compress.quantize.llm_mix import UPGRADES, allocate, tensor_bytes
+    from sizewise.core.units import format_bytes
+
+    _apply(module, source, targets, codes, config.embeddings, {})
+    base_bytes = write(module, {}).stat().st_size
+    if base_bytes > config.max_bytes:
+        raise ConfigError(f"the all-4-bit file is {format_bytes(base_bytes)} ({base_bytes:,} B), above the "
+                          f"{format_bytes(config.max_bytes)} asked for",
+                          hint="allow more bytes, use --symmetric (Q4_0 is smaller than Q4_1), or encode the "
+                               "embeddings smaller")
+    ctx.progress(f"{_name(config)}: choosing Q5_0 / Q8_0 layers within {format_bytes(config.max_bytes)}")
+    base = next(iter(codes.values())).gguf_type
+    errors = {n: {base: error(n, c.dequantize()), **{kind: error(n, _rounded(targets[n], kind)) for kind in UPGRADES}}
+              for n, c in codes.items()}
+    numel = {n: int(c.q.size) for n, c in codes.items()}
+    upgrades, spent = allocate(errors, numel, base, config.max_bytes - base_bytes)
+    _apply(module, source, targets, codes, config.embeddings, upgrades)
+    predicted = base_bytes + sum(tensor_bytes(numel[n], k) - tensor_bytes(numel[n], base) for n, k in upgrades.items())
+    return upgrades, [{"kept_8bit": sum(k == EIGHT_BIT for k in upgrades.values()),
+                       "kept_5bit": sum(k == "Q5_0" for k in upgrades.values()), "metric": None,
+                       "bytes_all_4bit": base_bytes, "bytes_predicted": predicted}]
 
 
 def _name(config: LLMWeightInt4) -> str:
