@@ -148,7 +148,7 @@ def _file_type(gguf, encodings: dict[str, str]) -> int:
         counts[kind] = counts.get(kind, 0) + 1
     dominant = max(counts, key=counts.get) if counts else "F32"
     names = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "Q8_0": "MOSTLY_Q8_0", "Q4_0": "MOSTLY_Q4_0",
-             "Q4_1": "MOSTLY_Q4_1"}
+             "Q4_1": "MOSTLY_Q4_1", "Q5_0": "MOSTLY_Q5_0"}
     return int(gguf.LlamaFileType[names[dominant]])
 
 

@@ -149,6 +149,14 @@ def test_exported_file_reloads_with_the_very_weights_the_torch_model_carries(tin
         torch.testing.assert_close(tensor, ours[name], rtol=0, atol=0, msg=name)
 
 
+def test_a_file_mostly_in_q5_0_says_so_in_its_header(tiny, tmp_path):
+    path = write_gguf(tiny.module, tiny.inputs.tokenizer, tmp_path / "m.gguf", default="Q5_0")
+    reader = gguf.GGUFReader(str(path))
+    file_type = int(reader.fields["general.file_type"].parts[-1][0])
+    assert file_type == int(gguf.LlamaFileType.MOSTLY_Q5_0)
+    assert {t.tensor_type.name for t in reader.tensors if t.name.startswith("blk.") and "norm" not in t.name} == {"Q5_0"}
+
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_llama_cpp_logits_agree_with_the_torch_model_carrying_the_same_weights(tiny, tmp_path, symmetric):
     pytest.importorskip("llama_cpp")
