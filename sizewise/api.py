@@ -34,6 +34,7 @@ from sizewise.compress.prune import (
     LotteryPrune,
     MagnitudePrune,
     NMPrune,
+    WandaPrune,
 )
 from sizewise.compress.quantize import (
     HalfPrecision,
@@ -203,7 +204,8 @@ PUBLIC = {
     "ShrinkConfig": ShrinkConfig,
     # method configs, one per registered method family
     "MagnitudePrune": MagnitudePrune, "GradualPrune": GradualPrune, "LotteryPrune": LotteryPrune, "NMPrune": NMPrune,
-    "ChannelPrune": ChannelPrune, "HeadPrune": HeadPrune, "DepthPrune": DepthPrune, "FFNPrune": FFNPrune, "Int8Dynamic": Int8Dynamic, "Int8Static": Int8Static,
+    "ChannelPrune": ChannelPrune, "HeadPrune": HeadPrune, "DepthPrune": DepthPrune, "FFNPrune": FFNPrune,
+    "WandaPrune": WandaPrune, "Int8Dynamic": Int8Dynamic, "Int8Static": Int8Static,
     "WeightOnly": WeightOnly, "HalfPrecision": HalfPrecision, "QuantizationAwareTraining": QuantizationAwareTraining,
     "Factorize": Factorize, "ClusterWeights": ClusterWeights, "Distill": Distill, "Finetune": FinetuneConfig,
     "HuffmanEncode": HuffmanEncode, "OnnxExport": OnnxExport, "OrtOptimize": OrtOptimize,

@@ -48,7 +48,8 @@ def prune(
                                                            "layer for channel)."),
     importance: str | None = typer.Option(None, "--importance", help="Structured: l1 (default), l2, bn (BN scale) "
                                                                      "or taylor."),
-    pattern: str | None = typer.Option(None, "--pattern", help="N:M pattern for --method nm (default 2:4)."),
+    pattern: str | None = typer.Option(None, "--pattern", help="N:M pattern for --method nm (default 2:4); "
+                                                                "wanda: unstructured (default) or 2:4."),
     rounds: int | None = typer.Option(None, "--rounds", help="Lottery: prune-rewind-retrain rounds (default 3)."),
     blocks: int | None = typer.Option(None, "--blocks", help="Depth (decoder LLMs): how many blocks to remove."),
     finetune_epochs: int = typer.Option(1, "--finetune-epochs", help="Recovery fine-tuning epochs after pruning "
@@ -72,9 +73,14 @@ def prune(
     from sizewise.core.errors import ConfigError
     from sizewise.train import TrainConfig
 
+    from sizewise.compress.registry import list_methods
+
+    # nm takes the pattern as N and M; wanda as its name ("unstructured" or "2:4")
+    named_pattern = method in list_methods("prune") and "pattern" in get_method(method).options
     config = method_config("prune", method, {"sparsity": sparsity, "scope": scope, "importance": importance,
                                              "rounds": rounds, "blocks": blocks, "skip_unprunable": skip_unprunable or None,
-                                             "round_to": round_to, **_pattern(pattern)},
+                                             "round_to": round_to,
+                                             **({"pattern": pattern} if named_pattern else _pattern(pattern))},
                            flags={"n": "--pattern", "m": "--pattern"})
     if get_method(method).trains and not finetune_epochs:
         raise ConfigError(f"{method} pruning trains while it prunes", hint="give it --finetune-epochs N (N >= 1)")

@@ -49,7 +49,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
     (:mod:`sizewise.models.compressed_format`) instead of safetensors.
     """
     from sizewise.models.sparse_format import FORMAT as SPARSE_FORMAT
-    from sizewise.models.sparse_format import save_sparse
+    from sizewise.models.sparse_format import pays_to_store_sparse, save_sparse
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -82,12 +82,15 @@ def save_model(loaded: LoadedModel, directory: str | Path, encoding: str | None 
                 loaded.module.config.save_pretrained(tmp)
                 save_sparse(quantized_state(loaded.module), tmp / WEIGHTS)
                 manifest["torch_quantization"] = QUANTIZED_LINEAR
-            elif ranks or encoding:  # files save_pretrained cannot write or reload: config + state dict
+            elif ranks or encoding or pays_to_store_sparse(loaded.module.state_dict()):
+                # config + state dict: save_pretrained cannot rebuild low-rank layers, and stores zeros densely
                 config = loaded.module.config
                 config.architectures = config.architectures or [type(loaded.module).__name__]
                 config.save_pretrained(tmp)
                 if not encoding:
                     save_sparse(loaded.module.state_dict(), tmp / WEIGHTS)
+                    if not ranks:
+                        manifest["weights_format"] = SPARSE_FORMAT
             else:
                 loaded.module.save_pretrained(tmp, safe_serialization=True)
             from sizewise.models.hf import save_preprocessors

@@ -24,6 +24,16 @@ def _encoded_bytes(t: torch.Tensor, nonzero: int) -> int:
     return (t.numel() + 7) // 8 + nonzero * t.element_size()
 
 
+def pays_to_store_sparse(state: dict[str, torch.Tensor]) -> bool:
+    """More than 1 in 32 of the matrices' weights are zero: bitmask + values is then smaller than dense fp32."""
+    total = zeros = 0
+    for t in state.values():
+        if t.dim() >= 2 and t.is_floating_point():
+            total += t.numel()
+            zeros += int((t == 0).sum())
+    return total > 0 and zeros / total > 1 / 32
+
+
 def save_sparse(state: dict[str, torch.Tensor], path: str | Path) -> dict[str, int]:
     """Write ``state``; returns how many tensors were stored sparse vs dense."""
     tensors: dict[str, torch.Tensor] = {}

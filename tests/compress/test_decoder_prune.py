@@ -2,8 +2,6 @@
 distillation from the original model, on a 2-block Llama small enough to train in seconds."""
 
 import copy
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,21 +13,13 @@ from sizewise.compress.prune import DepthPrune, FFNPrune
 from sizewise.compress.registry import StepContext, get_method
 from sizewise.core.errors import ConfigError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
-
-from kill_harness import tiny_causal_lm  # noqa: E402
+from kill_harness import tiny_causal_lm  # noqa: E402  (tests/reliability, put on the path by conftest.py)
 
 QUICK = dict(calibration_samples=2, calibration_tokens=32)
 
 
-@pytest.fixture
-def tiny(tmp_path):
-    model_dir, text_dir = tiny_causal_lm(tmp_path / "lm")
-    return sizewise.load(str(model_dir)), sizewise.load_dataset(str(text_dir))
-
-
-def test_depth_removes_the_block_that_changes_its_input_least(tiny):
-    model, text = tiny
+def test_depth_removes_the_block_that_changes_its_input_least(tiny_lm):
+    model, text = tiny_lm
     block = model.module.model.layers[1]
     with torch.no_grad():  # block 1 adds nothing to the residual stream: its output is its input
         block.self_attn.o_proj.weight.zero_()
@@ -47,8 +37,8 @@ def test_depth_removes_the_block_that_changes_its_input_least(tiny):
         get_method("depth").apply(model, DepthPrune(1, **QUICK), ctx)
 
 
-def test_ffn_keeps_the_most_active_neurons(tiny):
-    model, text = tiny
+def test_ffn_keeps_the_most_active_neurons(tiny_lm):
+    model, text = tiny_lm
     mlp = model.module.model.layers[0].mlp
     with torch.no_grad():  # neurons 0..63 of block 0 never fire
         mlp.gate_proj.weight[:64].zero_()
@@ -64,8 +54,8 @@ def test_ffn_keeps_the_most_active_neurons(tiny):
         get_method("ffn").apply(model, too_little, StepContext(data=text.without_test()))
 
 
-def test_next_token_training_and_distillation_teach_a_pruned_student(tiny):
-    model, text = tiny
+def test_next_token_training_and_distillation_teach_a_pruned_student(tiny_lm):
+    model, text = tiny_lm
     train = sizewise.TrainConfig(epochs=3, lr=3e-3, batch_size=8, seed=0)
     result = sizewise.train(model, text.without_test(), train)  # the causal-LM objective: next-token cross-entropy
     perplexities = [e.val_accuracy for e in result.epochs]  # the loop's validation metric: perplexity here
@@ -83,9 +73,9 @@ def test_next_token_training_and_distillation_teach_a_pruned_student(tiny):
     assert float(student.loss(split, np.arange(16))[0].detach()) < 0.7 * before
 
 
-def test_a_depth_pruned_llm_recovers_saves_reloads_and_runs_as_4_bit_gguf(tiny, tmp_path):
+def test_a_depth_pruned_llm_recovers_saves_reloads_and_runs_as_4_bit_gguf(tiny_lm, tmp_path):
     pytest.importorskip("llama_cpp")
-    model, text = tiny
+    model, text = tiny_lm
     plan = sizewise.Plan((sizewise.Step("depth", DepthPrune(1, **QUICK),
                                         sizewise.TrainConfig(epochs=1, lr=1e-3, batch_size=8)),
                           sizewise.Step("int4-rtn", sizewise.LLMWeightInt4(algorithm="rtn", group_size=32,

@@ -1,7 +1,7 @@
-"""Pruning: unstructured (magnitude, gradual, lottery), semi-structured N:M, structured channels and heads, and the
-blocks and MLP neurons of decoder LLMs."""
+"""Pruning: unstructured (magnitude, gradual, lottery), semi-structured N:M, structured channels and heads, and for
+decoder LLMs their blocks, MLP neurons, and Wanda's one-shot unstructured / 2:4 sparsity."""
 
-from sizewise.compress.prune import decoder, structured, transformer, unstructured
+from sizewise.compress.prune import decoder, structured, transformer, unstructured, wanda
 from sizewise.compress.prune.config import (
     ChannelPrune,
     DepthPrune,
@@ -11,6 +11,7 @@ from sizewise.compress.prune.config import (
     LotteryPrune,
     MagnitudePrune,
     NMPrune,
+    WandaPrune,
 )
 from sizewise.compress.registry import SHARED, SPARSE, Method, register
 
@@ -60,4 +61,11 @@ register(Method("ffn", "prune", FFNPrune, decoder.ffn,
                 "remove the least active MLP neurons of every decoder block of an LLM (Minitron width), then distil",
                 options=("sparsity", "multiple", "calibration_samples", "calibration_tokens"), **_DECODER))
 
-__all__ = ["ChannelPrune", "DepthPrune", "FFNPrune", "GradualPrune", "HeadPrune", "LotteryPrune", "MagnitudePrune", "NMPrune"]
+register(Method("wanda", "prune", WandaPrune, wanda.wanda,
+                "one-shot unstructured or 2:4 sparsity of an LLM's decoder layers by |weight| x input norm (Wanda, "
+                "torchao)", needs_data=True, leaves=frozenset({SPARSE}), runtimes=("torch", "llamacpp"),
+                options=("sparsity", "pattern", "calibration_samples", "calibration_tokens"),
+                applies=lambda s: s.task == "causal-lm"))
+
+__all__ = ["ChannelPrune", "DepthPrune", "FFNPrune", "GradualPrune", "HeadPrune", "LotteryPrune", "MagnitudePrune",
+           "NMPrune", "WandaPrune"]

@@ -176,3 +176,29 @@ class FFNPrune:
             raise ConfigError(f"multiple must be a positive integer, got {self.multiple!r}")
         if self.calibration_samples < 1 or self.calibration_tokens < 2:
             raise ConfigError("calibration needs at least one window of at least 2 tokens")
+
+
+WANDA_PATTERNS = ("unstructured", "2:4")
+
+
+@dataclass(frozen=True)
+class WandaPrune:
+    """Zero the weights of a causal LM's decoder linear layers with the smallest |weight| x input-activation norm
+    (Wanda, Sun et al. 2023), one shot from calibration text: unstructured at ``sparsity``, or 2:4 (two of every
+    four consecutive input weights, sparsity 50%)."""
+
+    sparsity: float = 0.5  # fraction of each layer's weights zeroed (2:4: always 0.5)
+    pattern: str = "unstructured"
+    calibration_samples: int = 32  # windows of calibration_tokens from the train split (never the test split)
+    calibration_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity)
+        if self.pattern not in WANDA_PATTERNS:
+            raise ConfigError(f"unknown sparsity pattern '{self.pattern}'", hint=f"choose one of: "
+                                                                                 f"{', '.join(WANDA_PATTERNS)}")
+        if self.pattern == "2:4" and self.sparsity != 0.5:
+            raise ConfigError(f"2:4 sparsity zeroes half of the weights, not {self.sparsity:.0%}",
+                              hint="leave --sparsity out with --pattern 2:4")
+        if self.calibration_samples < 1 or self.calibration_tokens < 2:
+            raise ConfigError("calibration needs at least one window of at least 2 tokens")

@@ -32,25 +32,25 @@ def decoder_blocks(loaded) -> nn.ModuleList:
     return found[2]
 
 
-def _windows(loaded, ctx: StepContext, samples: int, tokens: int, what: str):
+def calibration_windows_for(loaded, ctx: StepContext, samples: int, tokens: int, what: str):
     from sizewise.compress.quantize.llm import calibration_windows
 
     return calibration_windows(loaded, ctx.need_data(what), samples, tokens)
 
 
-def _recover(loaded, ctx: StepContext) -> None:
+def recover_by_distillation(loaded, ctx: StepContext, **fit_options) -> None:
     """Minitron's recovery: the pruned model learns from the original (the step's teacher) token by token, whatever
     the run's default for recovery training; labels alone recover a pruned LLM far more slowly."""
     if ctx.train:
         ctx.recovery_teacher = True
-        ctx.fit(loaded, ctx.train)
+        ctx.fit(loaded, ctx.train, **fit_options)
 
 
 def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def _forward_all(module: nn.Module, windows: list[torch.Tensor], handles: list) -> None:
+def run_windows(module: nn.Module, windows: list[torch.Tensor], handles: list) -> None:
     """Run the calibration windows through ``module``, then remove the hooks that recorded what they saw."""
     try:
         with torch.no_grad():
@@ -82,7 +82,7 @@ def block_influence(module: nn.Module, blocks: nn.ModuleList, windows: list[torc
 
     handles = [h for i, b in enumerate(blocks) for h in (b.register_forward_pre_hook(before(i), with_kwargs=True),
                                                          b.register_forward_hook(after(i), with_kwargs=True))]
-    _forward_all(module, windows, handles)
+    run_windows(module, windows, handles)
     return [1.0 - s / max(1, c) for s, c in zip(sums, count)]
 
 
@@ -110,13 +110,14 @@ def depth(loaded, config: DepthPrune, ctx: StepContext) -> dict:
     model = loaded.module.eval()
     ctx.progress(f"depth pruning: block influence on {config.calibration_samples} x {config.calibration_tokens} "
                  "calibration tokens")
-    windows, split = _windows(loaded, ctx, config.calibration_samples, config.calibration_tokens, "depth pruning")
+    windows, split = calibration_windows_for(loaded, ctx, config.calibration_samples, config.calibration_tokens,
+                                             "depth pruning")
     scores = block_influence(model, blocks, windows)
     removed = sorted(sorted(range(n), key=lambda i: scores[i])[:config.blocks])
     before = sum(p.numel() for p in model.parameters())
     keep_blocks(model, blocks, [i for i in range(n) if i not in removed])
     after = sum(p.numel() for p in model.parameters())
-    _recover(loaded, ctx)
+    recover_by_distillation(loaded, ctx)
     return {"blocks_before": n, "blocks_removed": removed, "block_influence": [round(s, 6) for s in scores],
             "importance": config.importance, "params_kept": after / before,
             "calibration": {"split": split, "windows": len(windows), "tokens_per_window": config.calibration_tokens}}
@@ -136,7 +137,7 @@ def neuron_importance(module: nn.Module, blocks: nn.ModuleList, windows: list[to
         return hook
 
     handles = [b.mlp.down_proj.register_forward_pre_hook(tap(i)) for i, b in enumerate(blocks)]
-    _forward_all(module, windows, handles)
+    run_windows(module, windows, handles)
     return [s / max(1, count[0]) for s in sums]
 
 
@@ -163,7 +164,8 @@ def ffn(loaded, config: FFNPrune, ctx: StepContext) -> dict:
                           f"removes none", hint="a larger sparsity or a smaller multiple")
     ctx.progress(f"ffn pruning: neuron activations on {config.calibration_samples} x {config.calibration_tokens} "
                  "calibration tokens")
-    windows, split = _windows(loaded, ctx, config.calibration_samples, config.calibration_tokens, "ffn pruning")
+    windows, split = calibration_windows_for(loaded, ctx, config.calibration_samples, config.calibration_tokens,
+                                             "ffn pruning")
     scores = neuron_importance(model, blocks, windows)
     before = sum(p.numel() for p in model.parameters())
     for b, s in zip(blocks, scores):
@@ -173,6 +175,6 @@ def ffn(loaded, config: FFNPrune, ctx: StepContext) -> dict:
         _rows(b.mlp.down_proj, keep, 1)
     model.config.intermediate_size = kept
     after = sum(p.numel() for p in model.parameters())
-    _recover(loaded, ctx)
+    recover_by_distillation(loaded, ctx)
     return {"intermediate_before": width, "intermediate_after": kept, "params_kept": after / before,
             "calibration": {"split": split, "windows": len(windows), "tokens_per_window": config.calibration_tokens}}
