@@ -80,3 +80,12 @@ def test_quantize_refuses_a_runtime_a_method_does_not_make_a_model_for(tmp_path)
                                  "--out", str(tmp_path / "q")])
     assert result.exit_code == 1
     assert "--method int4-rtn makes a model for llamacpp, not torch" in " ".join(result.output.split())
+
+
+def test_quantize_max_size_is_read_as_a_size_and_only_where_it_applies(tmp_path):
+    result = runner.invoke(app, ["quantize", "zoo:digits-cnn", "--method", "int4-rtn", "--max-size", "lots",
+                                 "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1 and "--max-size: not a size: 'lots'" in " ".join(result.output.split())
+    result = runner.invoke(app, ["quantize", "zoo:digits-cnn", "--method", "int8-dynamic", "--max-size", "10MB",
+                                 "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1 and "--max-size does not apply to --method int8-dynamic" in " ".join(result.output.split())
