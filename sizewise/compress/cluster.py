@@ -23,7 +23,7 @@ from sizewise.compress.prune.masks import PRUNABLE
 from sizewise.compress.registry import SHARED, Method, StepContext, register
 from sizewise.core.errors import ConfigError
 from sizewise.models.artifact import ENCODING_DEEP_COMPRESSION
-from sizewise.train import TrainConfig, train
+from sizewise.train import TrainConfig
 
 INITS = ("linear", "density", "random")
 
@@ -140,7 +140,7 @@ def finetune_centroids(loaded, ctx: StepContext, finetune: TrainConfig) -> dict[
 
 def cluster(loaded, config: ClusterWeights, ctx: StepContext) -> dict:
     """k-means each layer's non-zero weights into ``2**bits`` shared values, then (optionally) fine-tune them."""
-    dataset, finetune = ctx.data, ctx.train
+    finetune = ctx.train
     layers = shareable_layers(loaded.module)
     if not layers:
         raise ConfigError(f"'{loaded.reference}' has no Linear or Conv layers to share weights in")

@@ -24,7 +24,6 @@ from torch import nn
 from sizewise.compress.registry import SHARED, SPARSE, Method, StepContext, register
 from sizewise.core.errors import ConfigError
 from sizewise.models.lowrank import LOW_RANK, lowrank_like, replace_module
-from sizewise.train import TrainConfig, train
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from every layer, so ``config.intermediate_size`` can say the new FFN width; hea
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from sizewise.compress.prune.config import HeadPrune
@@ -24,7 +23,7 @@ def _attention_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def heads(loaded, config: HeadPrune, ctx: StepContext) -> dict:
-    dataset, finetune = ctx.data, ctx.train
+    finetune = ctx.train
     tp = require("torch_pruning", "prune", "head pruning")
     model = loaded.module.eval()
     blocks = _attention_blocks(model)
@@ -63,8 +62,6 @@ def heads(loaded, config: HeadPrune, ctx: StepContext) -> dict:
     encoder = [p for n, p in model.named_parameters() if ".layer." in n]
     after = sum(p.numel() for p in model.parameters())
     if finetune:
-        from sizewise.train import train
-
         ctx.fit(loaded, finetune)
     return {"heads_before": heads_before, "heads_after": {n: m.num_attention_heads for n, m in blocks},
             "intermediate_size": getattr(getattr(model, "config", None), "intermediate_size", None),

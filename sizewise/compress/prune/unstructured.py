@@ -9,12 +9,11 @@ import torch
 from sizewise.compress.prune.config import GradualPrune, LotteryPrune, MagnitudePrune, NMPrune
 from sizewise.compress.prune.masks import MaskKeeper, magnitude_masks, prunable_weights
 from sizewise.core.errors import ConfigError
-from sizewise.train import TrainConfig, train
 from sizewise.compress.registry import StepContext
 
 
 def magnitude(loaded, config: MagnitudePrune, ctx: StepContext) -> dict:
-    dataset, finetune = ctx.data, ctx.train
+    finetune = ctx.train
     weights = prunable_weights(loaded.module)
     keeper = MaskKeeper(weights, magnitude_masks(weights, config.sparsity, config.scope))
     if finetune:
@@ -81,7 +80,7 @@ def gradual(loaded, config: GradualPrune, ctx: StepContext) -> dict:
 
 
 def lottery(loaded, config: LotteryPrune, ctx: StepContext) -> dict:
-    dataset, finetune = ctx.data, ctx.train
+    finetune = ctx.train
     if not finetune:
         raise ConfigError("lottery-ticket pruning retrains after every round", hint="pass --finetune-epochs 1 or more")
     weights = prunable_weights(loaded.module)
@@ -118,7 +117,7 @@ def nm_masks(weights: dict[str, torch.nn.Parameter], n: int, m: int) -> dict[str
 
 
 def n_m(loaded, config: NMPrune, ctx: StepContext) -> dict:
-    dataset, finetune = ctx.data, ctx.train
+    finetune = ctx.train
     weights = prunable_weights(loaded.module)
     masks = nm_masks(weights, config.n, config.m)
     keeper = MaskKeeper({k: weights[k] for k in masks}, masks)
