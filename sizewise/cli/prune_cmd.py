@@ -69,11 +69,9 @@ def prune(
     arch: str | None = typer.Option(None, "--arch", help="Architecture for a weights-only file."),
 ) -> None:
     """Prune a model and show, measured, whether it became smaller and faster."""
-    from sizewise.compress.registry import get_method
+    from sizewise.compress.registry import get_method, list_methods
     from sizewise.core.errors import ConfigError
     from sizewise.train import TrainConfig
-
-    from sizewise.compress.registry import list_methods
 
     # nm takes the pattern as N and M; wanda as its name ("unstructured" or "2:4")
     named_pattern = method in list_methods("prune") and "pattern" in get_method(method).options

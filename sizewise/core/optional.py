@@ -8,6 +8,16 @@ from types import ModuleType
 from sizewise.core.errors import MissingExtraError
 
 
+def package_version(distribution: str) -> str:
+    """The installed version of ``distribution`` (a pip name), or "?" when it is not installed."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
 def require(module: str, extra: str, purpose: str | None = None) -> ModuleType:
     """Import ``module`` or raise :class:`MissingExtraError` telling which ``sizewise[extra]`` provides it."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 
 def _scaled(value: float, steps: list[tuple[float, str]], digits: int = 3) -> str:
@@ -25,8 +26,6 @@ _BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**1
 
 def parse_bytes(text: str | int) -> int:
     """``"100.6MiB"``, ``"105MB"``, ``"105453856"`` -> bytes (MB = 10^6, MiB = 2^20, as ``format_bytes`` writes)."""
-    import re
-
     if isinstance(text, int) and not isinstance(text, bool):
         value, unit = float(text), ""
     else:

@@ -29,7 +29,7 @@ from sizewise.compress.prune.decoder import (
 )
 from sizewise.compress.prune.masks import MaskKeeper
 from sizewise.compress.registry import StepContext
-from sizewise.core.optional import require
+from sizewise.core.optional import package_version, require
 
 
 def decoder_linear_weights(module: torch.nn.Module, blocks: torch.nn.ModuleList) -> dict[str, torch.nn.Parameter]:
@@ -46,7 +46,8 @@ def wanda(loaded, config: WandaPrune, ctx: StepContext) -> dict:
     weights = decoder_linear_weights(model, blocks)
     ctx.progress(f"wanda: activation norms on {config.calibration_samples} x {config.calibration_tokens} "
                  "calibration tokens")
-    windows, split = calibration_windows_for(loaded, ctx, config.calibration_samples, config.calibration_tokens, "wanda pruning")
+    windows, split = calibration_windows_for(loaded, ctx, config.calibration_samples, config.calibration_tokens,
+                                             "wanda pruning")
     two_four = config.pattern == "2:4"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchao warns that 2:4 fixes the sparsity at 50%: the config says so
@@ -61,19 +62,9 @@ def wanda(loaded, config: WandaPrune, ctx: StepContext) -> dict:
     sparsifier.squash_mask()
     weights = decoder_linear_weights(model, blocks)  # squash_mask hands back plain parameters
     keeper = MaskKeeper(weights, {name: (w != 0).to(w.dtype) for name, w in weights.items()})
-    zeroed = keeper.sparsity()
     recover_by_distillation(loaded, ctx, after_step=keeper.apply)
-    return {"pattern": config.pattern, "weight_sparsity": keeper.sparsity(), "sparsity_after_pruning": zeroed,
-            "layers": len(weights), "library": f"torchao {_version('torchao')} WandaSparsifier",
+    return {"pattern": config.pattern, "weight_sparsity": keeper.sparsity(),
+            "layers": len(weights), "library": f"torchao {package_version('torchao')} WandaSparsifier",
             "comparison_group": "4 consecutive input weights" if two_four else "the whole layer",
             "calibration": {"split": split, "windows": len(windows), "tokens_per_window": config.calibration_tokens},
             "kernel": "none on CPU: llama.cpp and PyTorch run the zeros as dense weights"}
-
-
-def _version(package: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"

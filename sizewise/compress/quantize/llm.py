@@ -245,9 +245,7 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
     candidate_module = copy.deepcopy(source)
     if config.max_bytes is not None:
         upgrades, tried = _fill_to_size(candidate_module, source, targets, codes, config, error, write, ctx)
-        value = tried[0]["metric"]
-        if metric:
-            value = tried[0]["metric"] = _score(candidate_module, loaded, texts, config.eval_tokens)
+        value = tried[0]["metric"] = _score(candidate_module, loaded, texts, config.eval_tokens) if metric else None
     else:
         upgrades, value, tried = _fallback(candidate_module, source, targets, codes, config, ranked, metric,
                                            baseline, lambda m: _score(m, loaded, texts, config.eval_tokens), ctx)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.metadata
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from sizewise.core.errors import ConfigError
-from sizewise.core.optional import require
+from sizewise.core.optional import package_version, require
 from sizewise.models.gguf_writer import GroupCodes
 
 LINEAR_SUFFIXES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -128,8 +127,7 @@ def awq_float_targets(floats: dict[str, np.ndarray], codes: dict[str, GroupCodes
     NNCF does not hand s back, so it is fitted per row by least squares from the up projection's dequantized codes:
     s_i = <w_i, w_i> / <w_i, q_i>. Both layers of a pair at 8 bits give the model's function for any s; one of the
     two at 8 bits needs s only as closely as the 4-bit codes hold it. This lets the fallback raise one layer of a
-    pair instead of both (on SmolLM2-135M at Q4_K_M's bytes, validation perplexity in torch from an ad-hoc script:
-    14.35 with single layers, 14.61 when pairs had to move together)."""
+    pair instead of both, so the bytes a pair's partner would take go to another layer."""
     targets = dict(floats)
     input_scales: dict[str, np.ndarray] = {}
     for up in [n for n in codes if n.endswith("mlp.up_proj.weight")]:
@@ -148,10 +146,7 @@ def awq_float_targets(floats: dict[str, np.ndarray], codes: dict[str, GroupCodes
 # ------------------------------------------------------------------------------------------------- NNCF
 
 def nncf_version() -> str:
-    try:
-        return importlib.metadata.version("nncf")
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
+    return package_version("nncf")
 
 
 class _Captured(Exception):

@@ -8,8 +8,8 @@ instead); written here because it needs the layers' measured errors, which only 
 
 Measured on SmolLM2-135M with the cap at llama.cpp's Q4_K_M file (``benchmarks/results/llm.md``, llama.cpp, 8,192
 tokens): validation perplexity 14.41 against Q4_K_M's 14.48 and the all-4-bit AWQ file's 15.89; test 26.55 against
-26.52 (fp32 24.83). In a first look on validation (torch, an ad-hoc script), the same cap spent by the budget
-fallback's order (the k worst layers at Q8_0, AWQ pairs together) gave 15.18 and Q5_0 everywhere 14.61.
+26.52 (fp32 24.83). Spending the same cap in the budget fallback's order or on Q5_0 everywhere was only tried in an
+uncommitted exploration (both looked worse on validation), so no number is quoted for them.
 """
 
 from __future__ import annotations
