@@ -197,13 +197,29 @@ def compress_snapshot(out: Path) -> dict[str, Any]:
             "done": bool(_read_json(out / "card.json"))}
 
 
+def _storage(url: str) -> Any:
+    """The storage to read a study through. A database URL gets one RDBStorage per URL for the whole test run:
+    ``optuna.load_study(storage=url)`` builds a new engine with its own connection pool each call, and a loop polling
+    every 50 ms left PostgreSQL with no free connection slots for the search under test (seen in CI)."""
+    if url.startswith("sqlite"):
+        return url
+    if url not in _STORAGES:
+        import optuna
+
+        _STORAGES[url] = optuna.storages.RDBStorage(url)
+    return _STORAGES[url]
+
+
+_STORAGES: dict[str, Any] = {}
+
+
 def study_trials(storage: str, study: str = STUDY) -> list[Any]:
     """The study's trials (FrozenTrial), or [] when there is no such study yet."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+        return optuna.load_study(study_name=study, storage=_storage(storage)).get_trials(deepcopy=False)
     except KeyError:
         return []
 
