@@ -1,6 +1,7 @@
 """Write a transformers Llama-architecture causal LM as a GGUF file that llama.cpp runs, with each weight in the
-encoding asked for: F32, F16, Q8_0 (round to nearest, llama.cpp's reference rounding), or 4-bit group codes that a
-quantizer already chose (:class:`GroupCodes`), packed exactly into Q4_0 / Q4_1 blocks.
+encoding asked for: F32, F16, Q5_0 / Q8_0 (round to nearest, llama.cpp's reference rounding), or codes that a
+quantizer already chose, packed exactly: 4-bit group codes (:class:`GroupCodes`) into Q4_0 / Q4_1 blocks, Q5_0 / Q8_0
+codes with scales of the quantizer's choosing (:class:`BlockCodes`).
 
 Written here with the ``gguf`` package (llama.cpp's own Python writer and quantizers) rather than by running
 llama.cpp's ``convert_hf_to_gguf.py`` + ``llama-quantize``: those ship with llama.cpp's sources, not with any
@@ -95,6 +96,54 @@ class GroupCodes:
             parts.append(np.repeat(self.offset, reps, axis=1).astype(np.float16).view(np.uint8).reshape(rows, blocks, 2))
         parts.append(nibbles.astype(np.uint8))
         return np.concatenate(parts, axis=-1).reshape(rows, -1)
+
+
+BLOCK_LEVELS = {"Q5_0": (-16, 15), "Q8_0": (-127, 127)}  # signed code range of each BlockCodes type
+
+
+@dataclass(frozen=True)
+class BlockCodes:
+    """A (rows, cols) weight on a Q5_0 or Q8_0 grid chosen by a quantizer: ``w = scale * q`` with one fp16 ``scale``
+    per block of 32 columns and signed codes ``q`` (Q5_0: -16..15, Q8_0: -127..127). gguf's own quantizers fix each
+    block's scale by llama.cpp's reference rule; these codes let a calibrated choice of scale reach the file."""
+
+    q: np.ndarray  # int8 (rows, cols)
+    scale: np.ndarray  # float32 (rows, cols // 32), fp16-representable, may be negative
+    kind: str
+
+    def __post_init__(self) -> None:
+        rows, cols = self.q.shape
+        lo, hi = BLOCK_LEVELS[self.kind]
+        if cols % BLOCK or self.scale.shape != (rows, cols // BLOCK):
+            raise ValueError(f"scale shape {self.scale.shape} does not fit q {self.q.shape} in blocks of {BLOCK}")
+        if self.q.size and (self.q.min() < lo or self.q.max() > hi):
+            raise ValueError(f"{self.kind} codes must lie in {lo}..{hi}")
+
+    @property
+    def gguf_type(self) -> str:
+        return self.kind
+
+    def dequantize(self) -> np.ndarray:
+        scale = np.repeat(self.scale.astype(np.float16).astype(np.float32), BLOCK, axis=1)
+        return scale * self.q.astype(np.float32)
+
+    def permute_rows(self, order: np.ndarray) -> BlockCodes:
+        return BlockCodes(self.q[order], self.scale[order], self.kind)
+
+    def pack(self) -> np.ndarray:
+        """The GGUF bytes, (rows, blocks per row x block bytes) uint8: Q8_0 = fp16 ``d`` + 32 int8; Q5_0 = fp16 ``d``,
+        32 high bits (little-endian, bit j for weight j), 16 bytes of low nibbles (weights j and j + 16), codes
+        stored + 16."""
+        rows, cols = self.q.shape
+        blocks = cols // BLOCK
+        d = self.scale.astype(np.float16).view(np.uint8).reshape(rows, blocks, 2)
+        q = self.q.reshape(rows, blocks, BLOCK)
+        if self.kind == "Q8_0":
+            return np.concatenate([d, q.astype(np.int8).view(np.uint8)], axis=-1).reshape(rows, -1)
+        u = (q.astype(np.int16) + 16).astype(np.uint8)
+        low = (u[..., :BLOCK // 2] & 0x0F) | ((u[..., BLOCK // 2:] & 0x0F) << 4)
+        high = np.packbits(u >> 4, axis=-1, bitorder="little")
+        return np.concatenate([d, high, low.astype(np.uint8)], axis=-1).reshape(rows, -1)
 
 
 def rope_permutation(rows: int, heads: int) -> np.ndarray:
@@ -201,12 +250,14 @@ def _hf_tokenizer(gguf, writer, tokenizer: Any, vocab_size: int) -> None:
     writer.add_add_bos_token(False)
 
 
-def write_gguf(module: Any, tokenizer: Any, path: str | os.PathLike, *, codes: dict[str, GroupCodes] | None = None,
+def write_gguf(module: Any, tokenizer: Any, path: str | os.PathLike, *,
+               codes: dict[str, GroupCodes | BlockCodes] | None = None,
                encodings: dict[str, str] | None = None, default: str = "F32", source_gguf: str | None = None,
                name: str | None = None) -> Path:
     """Write ``module`` (a transformers ``LlamaForCausalLM``) to ``path``.
 
-    ``codes`` maps parameter names (``model.layers.0.mlp.up_proj.weight``) to the 4-bit codes a quantizer chose;
+    ``codes`` maps parameter names (``model.layers.0.mlp.up_proj.weight``) to the codes a quantizer chose (4-bit
+    group codes, or Q5_0 / Q8_0 block codes);
     ``encodings`` maps others to F32 / F16 / Q5_0 / Q8_0; 1-D tensors (norms) are always F32, as llama.cpp keeps them;
     everything else gets ``default``. ``source_gguf``: a GGUF file whose tokenizer is copied.
     """

@@ -107,6 +107,45 @@ def test_a_weight_already_on_a_q4_1_grid_comes_back_unchanged():
     np.testing.assert_allclose(again, grid, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["Q5_0", "Q8_0"])
+def test_block_codes_pack_into_the_bytes_gguf_reads_back(kind):
+    from sizewise.compress.quantize.llm_codes import block_codes
+
+    torch.manual_seed(4)
+    weight = torch.randn(6, 128).numpy()
+    codes = block_codes(weight, kind, torch.rand(128))
+    back = gguf.quants.dequantize(codes.pack(), gguf.GGMLQuantizationType[kind])
+    np.testing.assert_array_equal(back, codes.dequantize())
+    assert codes.pack().shape == (6, 4 * {"Q5_0": 22, "Q8_0": 34}[kind])
+
+
+@pytest.mark.parametrize("kind", ["Q5_0", "Q8_0"])
+def test_block_scales_beat_the_reference_rounding_on_the_weighted_error_block_by_block(kind):
+    """Heavy-tailed weights (one outlier coarsens the reference rule's step for a whole block) and uneven input
+    moments: every block's weighted error is at most the reference quantizer's, and the total clearly below."""
+    from sizewise.compress.quantize.llm_codes import block_codes
+
+    rng = np.random.default_rng(5)
+    weight = (rng.standard_t(3, size=(64, 256)) * 0.02).astype(np.float32)
+    moment = torch.from_numpy(rng.gamma(0.5, 1.0, size=256).astype(np.float32))
+    qtype = gguf.GGMLQuantizationType[kind]
+    reference = gguf.quants.dequantize(gguf.quants.quantize(weight, qtype), qtype)
+    ours = block_codes(weight, kind, moment).dequantize()
+
+    def per_block(approx):
+        return ((approx - weight) ** 2 * moment.numpy()).reshape(64, 8, 32).sum(-1)
+
+    assert np.all(per_block(ours) <= per_block(reference) * (1 + 1e-5) + 1e-12)
+    assert per_block(ours).sum() < 0.95 * per_block(reference).sum()
+
+
+def test_block_codes_refuse_codes_off_their_grid():
+    from sizewise.models.gguf_writer import BlockCodes
+
+    with pytest.raises(ValueError, match="-16..15"):
+        BlockCodes(np.full((1, 32), 16, np.int8), np.ones((1, 1), np.float32), "Q5_0")
+
+
 def test_group_codes_refuse_a_group_that_is_not_whole_blocks():
     with pytest.raises(ConfigError, match="multiple of 32"):
         GroupCodes(np.zeros((2, 96), np.uint8), np.ones((2, 2), np.float32), None, 48)
@@ -125,19 +164,18 @@ def _codes_for(module, symmetric=False):
 
 def test_exported_file_reloads_with_the_very_weights_the_torch_model_carries(tiny, tmp_path):
     from sizewise.compress.quantize.llm import _apply
+    from sizewise.compress.quantize.llm_codes import block_codes
     from sizewise.models.gguf import load_gguf
 
     source = tiny.module
     carrier = _llama()
     codes = _codes_for(source)
     floats = {n: p.detach().numpy() for n, p in source.named_parameters()}
-    _apply(carrier, source, floats, codes, "Q8_0", {"model.layers.1.mlp.down_proj.weight": "Q8_0",
-                                                     "model.layers.0.mlp.up_proj.weight": "Q5_0"})
-    path = write_gguf(carrier, tiny.inputs.tokenizer, tmp_path / "m.gguf",
-                      codes={n: c for n, c in codes.items() if not n.endswith(("1.mlp.down_proj.weight",
-                                                                               "0.mlp.up_proj.weight"))},
-                      encodings={"model.layers.1.mlp.down_proj.weight": "Q8_0", "model.embed_tokens.weight": "Q8_0",
-                                 "model.layers.0.mlp.up_proj.weight": "Q5_0"})
+    upgrades = {"model.layers.1.mlp.down_proj.weight": "Q8_0", "model.layers.0.mlp.up_proj.weight": "Q5_0"}
+    raised = {n: block_codes(floats[n], k, torch.rand(floats[n].shape[1])) for n, k in upgrades.items()}
+    _apply(carrier, source, codes, "Q8_0", upgrades, lambda n, _kind: raised[n])
+    path = write_gguf(carrier, tiny.inputs.tokenizer, tmp_path / "m.gguf", codes={**codes, **raised},
+                      encodings={"model.embed_tokens.weight": "Q8_0"})
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
     assert types["blk.0.attn_q.weight"] == "Q4_1" and types["blk.1.ffn_down.weight"] == "Q8_0"
     assert types["blk.0.ffn_up.weight"] == "Q5_0"
@@ -163,10 +201,15 @@ def test_llama_cpp_logits_agree_with_the_torch_model_carrying_the_same_weights(t
     from sizewise.compress.quantize.llm import _apply
     from sizewise.models.llamacpp import LlamaCppModule
 
+    from sizewise.compress.quantize.llm_codes import block_codes
+
     carrier = _llama()
     codes = _codes_for(tiny.module, symmetric)
-    _apply(carrier, tiny.module, {}, codes, "F32", {})
-    path = write_gguf(carrier, tiny.inputs.tokenizer, tmp_path / "m.gguf", codes=codes)
+    # two layers raised with searched block scales, so llama.cpp reads those blocks too
+    upgrades = {"model.layers.0.mlp.down_proj.weight": "Q5_0", "model.layers.1.self_attn.q_proj.weight": "Q8_0"}
+    raised = {n: block_codes(dict(tiny.module.named_parameters())[n].detach().numpy(), k) for n, k in upgrades.items()}
+    _apply(carrier, tiny.module, codes, "F32", upgrades, lambda n, _kind: raised[n])
+    path = write_gguf(carrier, tiny.inputs.tokenizer, tmp_path / "m.gguf", codes={**codes, **raised})
     ids = torch.tensor([tiny.inputs.tokenizer(LINES[0])["input_ids"][:24]])
     with torch.no_grad():
         want = carrier(input_ids=ids).logits

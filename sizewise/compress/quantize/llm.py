@@ -14,6 +14,8 @@ relative output error on the calibration windows and the k worst kept at 8 bits 
 it holds; if nothing holds, the closest candidate is handed back and the details say so. With ``max_bytes`` the
 file is instead filled up to that size with the upgrades (Q5_0 or Q8_0) that remove the most output error per byte
 (:mod:`sizewise.compress.quantize.llm_mix`): the best model at a given size, e.g. at another file's bytes.
+A layer raised to Q5_0 / Q8_0 gets block scales chosen to minimise its output error on the calibration windows
+(:func:`~sizewise.compress.quantize.llm_codes.block_codes`), not llama.cpp's reference rounding.
 """
 
 from __future__ import annotations
@@ -146,16 +148,14 @@ def _rounded(array: np.ndarray, kind: str) -> np.ndarray:
     return gguf.quants.dequantize(gguf.quants.quantize(np.ascontiguousarray(array, dtype=np.float32), qtype), qtype)
 
 
-def _apply(module, source, targets: dict[str, np.ndarray], codes: dict, embeddings: str,
-           upgrades: dict[str, str]) -> None:
+def _apply(module, source, codes: dict, embeddings: str, upgrades: dict[str, str], upgrade) -> None:
     """Put the weights the GGUF file will hold into ``module``: 4-bit codes, or for the layers in ``upgrades`` their
-    float target (:func:`~sizewise.compress.quantize.llm_codes.awq_float_targets`) rounded to Q5_0 / Q8_0, and the
-    token embedding of ``source`` in its encoding."""
+    Q5_0 / Q8_0 codes (``upgrade(name, kind)``), and the token embedding of ``source`` in its encoding."""
     params = dict(module.named_parameters())
     floats = dict(source.named_parameters())
     with torch.no_grad():
         for name, group in codes.items():
-            value = _rounded(targets[name], upgrades[name]) if name in upgrades else group.dequantize()
+            value = upgrade(name, upgrades[name]).dequantize() if name in upgrades else group.dequantize()
             params[name].copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
         for name in ("model.embed_tokens.weight", "lm_head.weight"):  # an untied output: the embedding's encoding
             if name in params:  # a tied output matrix is one parameter, listed once
@@ -165,6 +165,7 @@ def _apply(module, source, targets: dict[str, np.ndarray], codes: dict, embeddin
 def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -> StepOutput:
     from sizewise.compress.quantize.llm_codes import (
         awq_float_targets,
+        block_codes,
         input_moments,
         linear_weights,
         nncf_codes,
@@ -213,11 +214,23 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
     floats = {n: layer.weight.detach().numpy() for n, layer in layers.items()}
     targets, input_scales = awq_float_targets(floats, codes) if "awq" in config.algorithm else (floats, {})
 
-    def error(name: str, approx: np.ndarray) -> float:
+    def moment_of(name: str) -> torch.Tensor | None:
         moment = moments.get(name)
         if moment is not None and name in input_scales:  # the scaled layer's inputs are divided by s
             moment = moment / torch.from_numpy(input_scales[name]) ** 2
-        return output_error(torch.from_numpy(targets[name]), approx, moment)
+        return moment
+
+    def error(name: str, approx: np.ndarray) -> float:
+        return output_error(torch.from_numpy(targets[name]), approx, moment_of(name))
+
+    upgraded: dict[tuple[str, str], Any] = {}
+
+    def upgrade(name: str, kind: str):
+        """A layer's Q5_0 / Q8_0 codes: its float target (:func:`awq_float_targets`) with the block scales that
+        minimise its output error on the calibration windows (:func:`block_codes`)."""
+        if (name, kind) not in upgraded:
+            upgraded[name, kind] = block_codes(targets[name], kind, moment_of(name))
+        return upgraded[name, kind]
 
     errors = sorted(((error(n, c.dequantize()), n) for n, c in codes.items()), reverse=True)
     details["sensitivity"] = [{"node": n, "op_type": "Linear", "output_error": e} for e, n in errors[:12]]
@@ -228,8 +241,8 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
 
     def write(module, upgrades: dict[str, str]) -> Path:
         return write_gguf(module, loaded.inputs.tokenizer, workdir / GGUF_FILE,
-                          codes={n: c for n, c in codes.items() if n not in upgrades},
-                          encodings={**upgrades, "model.embed_tokens.weight": config.embeddings,
+                          codes={n: upgrade(n, upgrades[n]) if n in upgrades else c for n, c in codes.items()},
+                          encodings={"model.embed_tokens.weight": config.embeddings,
                                      "lm_head.weight": config.embeddings},
                           default="F32", source_gguf=gguf_meta.get("path"),
                           name=f"{loaded.metadata.get('name') or loaded.reference} ({_name(config)})")
@@ -244,10 +257,10 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
     baseline = _score(source, loaded, texts, config.eval_tokens) if metric else None
     candidate_module = copy.deepcopy(source)
     if config.max_bytes is not None:
-        upgrades, tried = _fill_to_size(candidate_module, source, targets, codes, config, error, write, ctx)
+        upgrades, tried = _fill_to_size(candidate_module, source, codes, config, error, upgrade, write, ctx)
         value = tried[0]["metric"] = _score(candidate_module, loaded, texts, config.eval_tokens) if metric else None
     else:
-        upgrades, value, tried = _fallback(candidate_module, source, targets, codes, config, ranked, metric,
+        upgrades, value, tried = _fallback(candidate_module, source, codes, upgrade, config, ranked, metric,
                                            baseline, lambda m: _score(m, loaded, texts, config.eval_tokens), ctx)
     for t in tried:
         t["split"] = split
@@ -274,7 +287,7 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
                      "tokens": config.eval_tokens}})
 
 
-def _fallback(module, source, targets, codes, config: LLMWeightInt4, ranked: list[str], metric, baseline, score,
+def _fallback(module, source, codes, upgrade, config: LLMWeightInt4, ranked: list[str], metric, baseline, score,
               ctx: StepContext) -> tuple[dict[str, str], float | None, list[dict]]:
     """The k most sensitive layers at Q8_0 for k = 0, 1, 2, 4, ... until the budget holds (or the closest)."""
     from sizewise.compress.quantize.sensitivity import fallback_steps
@@ -283,7 +296,7 @@ def _fallback(module, source, targets, codes, config: LLMWeightInt4, ranked: lis
     for k in fallback_steps(len(ranked)):
         upgrades = dict.fromkeys(ranked[:k], EIGHT_BIT)
         ctx.progress(f"{_name(config)}: {k} layer(s) at 8 bits" + (", scoring" if metric else ""))
-        _apply(module, source, targets, codes, config.embeddings, upgrades)
+        _apply(module, source, codes, config.embeddings, upgrades, upgrade)
         value = score(module) if metric else None
         tried.append({"kept_8bit": k, "metric": value})
         if chosen is None or (value is not None and quality_drop(metric, chosen[1], value) < 0):
@@ -293,17 +306,17 @@ def _fallback(module, source, targets, codes, config: LLMWeightInt4, ranked: lis
             break
     k, value = chosen
     upgrades = dict.fromkeys(ranked[:k], EIGHT_BIT)
-    _apply(module, source, targets, codes, config.embeddings, upgrades)
+    _apply(module, source, codes, config.embeddings, upgrades, upgrade)
     return upgrades, value, tried
 
 
-def _fill_to_size(module, source, targets, codes, config: LLMWeightInt4, error, write, ctx: StepContext
+def _fill_to_size(module, source, codes, config: LLMWeightInt4, error, upgrade, write, ctx: StepContext
                   ) -> tuple[dict[str, str], list[dict]]:
     """Raise layers to Q5_0 / Q8_0 where they remove the most output error per byte, up to ``config.max_bytes``."""
     from sizewise.compress.quantize.llm_mix import UPGRADES, allocate, tensor_bytes
     from sizewise.core.units import format_bytes
 
-    _apply(module, source, targets, codes, config.embeddings, {})
+    _apply(module, source, codes, config.embeddings, {}, upgrade)
     base_bytes = write(module, {}).stat().st_size
     if base_bytes > config.max_bytes:
         raise ConfigError(f"the all-4-bit file is {format_bytes(base_bytes)} ({base_bytes:,} B), above the "
@@ -312,11 +325,11 @@ def _fill_to_size(module, source, targets, codes, config: LLMWeightInt4, error, 
                                "embeddings smaller")
     ctx.progress(f"{_name(config)}: choosing Q5_0 / Q8_0 layers within {format_bytes(config.max_bytes)}")
     base = next(iter(codes.values())).gguf_type
-    errors = {n: {base: error(n, c.dequantize()), **{kind: error(n, _rounded(targets[n], kind)) for kind in UPGRADES}}
+    errors = {n: {base: error(n, c.dequantize()), **{kind: error(n, upgrade(n, kind).dequantize()) for kind in UPGRADES}}
               for n, c in codes.items()}
     numel = {n: int(c.q.size) for n, c in codes.items()}
     upgrades, spent = allocate(errors, numel, base, config.max_bytes - base_bytes)
-    _apply(module, source, targets, codes, config.embeddings, upgrades)
+    _apply(module, source, codes, config.embeddings, upgrades, upgrade)
     predicted = base_bytes + sum(tensor_bytes(numel[n], k) - tensor_bytes(numel[n], base) for n, k in upgrades.items())
     return upgrades, [{"kept_8bit": sum(k == EIGHT_BIT for k in upgrades.values()),
                        "kept_5bit": sum(k == "Q5_0" for k in upgrades.values()), "metric": None,

@@ -37,7 +37,7 @@ import torch
 
 from sizewise.core.errors import ConfigError
 from sizewise.core.optional import package_version, require
-from sizewise.models.gguf_writer import GroupCodes
+from sizewise.models.gguf_writer import BLOCK_LEVELS, BlockCodes, GroupCodes
 
 LINEAR_SUFFIXES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -76,6 +76,59 @@ def rtn_codes(weight: torch.Tensor, group_size: int, symmetric: bool) -> GroupCo
         q = np.clip(np.floor((g - offset[..., None]) * inv[..., None] + 0.5), 0, 15)
     return GroupCodes(q.reshape(rows, cols).astype(np.uint8), scale.astype(np.float32),
                       None if offset is None else offset.astype(np.float32), group_size)
+
+
+SCALE_FACTORS = tuple(0.80 + 0.02 * i for i in range(16))  # candidate scales, x the reference rule's (0.80..1.10)
+
+
+def block_codes(weight: np.ndarray, kind: str, moment: torch.Tensor | None = None) -> BlockCodes:
+    """Q5_0 / Q8_0 codes for a float weight with each block's scale chosen to minimise the layer's output error,
+    sum_j m_j (w_j - d q_j)^2 (m: the input's second moments, :func:`input_moments`; 1 without calibration data),
+    instead of llama.cpp's reference rule (the value of largest magnitude maps to the end of the grid), which one
+    outlier in a block can make coarse for the other 31 weights.
+
+    The search llama.cpp runs when given an importance matrix (``make_qx_quants``), vectorised over all blocks:
+    for each candidate scale (``SCALE_FACTORS`` x the reference one) round the block to the grid, refit the scale
+    to those codes by weighted least squares, round it to fp16 as the file stores it, and keep per block the
+    candidate with the least weighted error. The reference codes compete too, so no block ends up worse than
+    gguf's own quantizer would make it."""
+    lo, hi = BLOCK_LEVELS[kind]
+    w = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
+    rows, cols = w.shape
+    if cols % 32:
+        raise ConfigError(f"a {kind} weight needs a multiple of 32 columns, got {cols}", hint="keep it F16 or F32")
+    x = w.reshape(rows, cols // 32, 32)
+    m = (torch.ones(cols) if moment is None else moment.to(torch.float32).clamp_min(0)).reshape(1, cols // 32, 32)
+    if kind == "Q5_0":  # the signed extreme maps to -16 (ggml's quantize_row_q5_0_ref)
+        extreme = torch.gather(x, -1, x.abs().argmax(-1, keepdim=True))[..., 0]
+        reference = extreme / lo
+    else:  # the magnitude maximum maps to 127 (quantize_row_q8_0_ref)
+        reference = x.abs().amax(-1) / hi
+
+    def fp16(d: torch.Tensor) -> torch.Tensor:
+        return d.to(torch.float16).to(torch.float32)
+
+    def codes_for(d: torch.Tensor) -> torch.Tensor:
+        inv = torch.where(d == 0, torch.zeros_like(d), 1.0 / d)
+        return torch.clamp(torch.floor(x * inv[..., None] + 0.5), lo, hi)
+
+    def error(d: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return (m * (x - d[..., None] * q) ** 2).sum(-1)
+
+    best_d = fp16(reference)
+    best_q = codes_for(best_d)
+    best_err = error(best_d, best_q)
+    for factor in SCALE_FACTORS:
+        q = codes_for(reference * factor)
+        den = (m * q * q).sum(-1)
+        d = fp16(torch.where(den > 0, (m * x * q).sum(-1) / torch.where(den > 0, den, 1.0), best_d))
+        for codes in (q, codes_for(d)):  # the codes the scale was fitted to, and those nearest the fitted scale
+            err = error(d, codes)
+            better = err < best_err
+            best_d = torch.where(better, d, best_d)
+            best_q = torch.where(better[..., None], codes, best_q)
+            best_err = torch.where(better, err, best_err)
+    return BlockCodes(best_q.reshape(rows, cols).to(torch.int8).numpy(), best_d.numpy().astype(np.float32), kind)
 
 
 # ------------------------------------------------------------------------------------------------- activations
