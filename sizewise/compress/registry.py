@@ -106,6 +106,7 @@ class SearchSpace:
     # the distinct input widths of the model's linear layers (torch models; empty for ONNX graphs): a grouped
     # quantizer offers only group sizes that divide every one of them
     linear_widths: tuple[int, ...] = ()
+    decoder_blocks: int = 0  # a causal LM's transformer blocks (0 for other models): how many depth pruning may drop
 
 
 @dataclass

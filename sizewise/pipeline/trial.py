@@ -80,7 +80,11 @@ def search_space(loaded, runtime: str, objective: str):
 
     widths = () if loaded.is_onnx else tuple(sorted({m.in_features for m in loaded.module.modules()
                                                      if isinstance(m, nn.Linear)}))
-    return SearchSpace(loaded.task, "onnx" if loaded.is_onnx else loaded.inputs.kind, runtime, objective, widths)
+    blocks = 0
+    if loaded.task == "causal-lm" and not loaded.is_onnx:
+        blocks = int(getattr(loaded.module.config, "num_hidden_layers", 0) or 0)
+    return SearchSpace(loaded.task, "onnx" if loaded.is_onnx else loaded.inputs.kind, runtime, objective, widths,
+                       blocks)
 
 
 def slot_methods(methods: tuple[str, ...], space, has_train: bool) -> tuple[dict[str, list[str]], list[str]]:

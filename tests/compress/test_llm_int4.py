@@ -358,6 +358,22 @@ def test_max_bytes_fills_the_file_up_to_the_size_and_no_further(tiny, text, tmp_
                           tmp_path / "small")
 
 
+def test_keep_8bit_raises_exactly_the_most_sensitive_layers(tiny, text, tmp_path):
+    from sizewise.models.gguf_writer import tensor_encodings
+
+    out = quantize_llm_step(tiny, LLMWeightInt4(algorithm="rtn", symmetric=True, keep_8bit=3, **SMALL), text, tmp_path)
+    d = out.details
+    assert len(d["kept_8bit"]) == 3 and d["kept_5bit"] == [] and d["tried"][0]["kept_8bit"] == 3
+    ranked = [row["node"] for row in d["sensitivity"]]
+    assert set(d["kept_8bit"]) == set(ranked[:3])  # the three with the largest output error
+    kinds = tensor_encodings(out.model.metadata["gguf_file"])
+    assert sum(k == "Q8_0" for name, k in kinds.items() if name.startswith("blk.")) == 3
+    with pytest.raises(ConfigError, match="not both"):
+        LLMWeightInt4(keep_8bit=2, max_bytes=10**8)
+    with pytest.raises(ConfigError, match="keep_8bit"):
+        LLMWeightInt4(keep_8bit=-1)
+
+
 def quantize_llm_step(tiny, config, text, workdir):
     from sizewise.compress.quantize.llm import quantize_llm
 

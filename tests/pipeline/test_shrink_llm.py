@@ -25,7 +25,8 @@ from sizewise.report.shrink_report import shrink  # noqa: E402
 def test_on_llamacpp_only_the_methods_whose_result_runs_there_are_searched():
     space = SearchSpace("causal-lm", "tokens", "llamacpp", "latency")
     slots, left_out = slot_methods(resolve_methods(("prune", "quantize")), space, has_train=True)
-    assert slots == {"deploy": ["int4-awq", "int4-rtn"]}
+    # pruning a decoder LLM (blocks, MLP neurons, Wanda's sparsity) comes before the int4 GGUF step
+    assert slots == {"structure": ["depth", "ffn", "wanda"], "deploy": ["int4-awq", "int4-rtn"]}
     assert any(reason.startswith("int8-dynamic (its result runs on torch or onnxruntime, not llamacpp")
                for reason in left_out)
     # and an image model on onnxruntime is not offered the int4 GGUF methods
@@ -75,3 +76,37 @@ def test_the_int4_search_offers_only_group_sizes_that_divide_the_rows():
 
     assert sizes((576, 1536)) == {32, 64}  # SmolLM2: 576 = 4.5 x 128
     assert sizes((512, 2048)) == {32, 64, 128}
+
+
+def _sampled(method: str, space, n: int = 60) -> list:
+    import optuna
+
+    from sizewise.compress.registry import get_method
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        configs.append(get_method(method).search(trial, space))
+        study.tell(trial, 1.0)
+    return configs
+
+
+def test_the_int4_search_chooses_how_many_layers_stay_at_8_bits():
+    from sizewise.compress.quantize.llm import KEEP_8BIT
+
+    space = SearchSpace("causal-lm", "tokens", "llamacpp", "latency", (576, 1536), 30)
+    kept = {c.keep_8bit for c in _sampled("int4-awq", space)}
+    assert kept == set(KEEP_8BIT) and 0 in kept
+
+
+def test_the_pruning_searches_stay_in_their_ranges():
+    space = SearchSpace("causal-lm", "tokens", "llamacpp", "latency", (576, 1536), 30)
+    assert {c.blocks for c in _sampled("depth", space)} <= set(range(1, 8)) and \
+        max(c.blocks for c in _sampled("depth", space)) == 7  # a quarter of 30 blocks
+    assert {c.blocks for c in _sampled("depth", SearchSpace("causal-lm", "tokens", "torch", "latency", (), 2))} == {1}
+    assert all(0.1 <= c.sparsity <= 0.5 for c in _sampled("ffn", space))
+    wanda = _sampled("wanda", space)
+    assert {c.pattern for c in wanda} == {"unstructured", "2:4"}
+    assert all(c.sparsity == 0.5 for c in wanda if c.pattern == "2:4")
+    assert all(0.2 <= c.sparsity <= 0.6 for c in wanda)

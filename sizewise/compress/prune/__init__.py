@@ -31,6 +31,21 @@ def _head_search(trial, space):
     return HeadPrune(trial.suggest_float("head.sparsity", 0.1, 0.7, step=0.05))
 
 
+def _depth_search(trial, space):
+    # at most a quarter of the blocks: ShortGPT's range; beyond it perplexity rises several-fold before recovery
+    return DepthPrune(trial.suggest_int("depth.blocks", 1, max(1, space.decoder_blocks // 4)))
+
+
+def _ffn_search(trial, space):
+    return FFNPrune(trial.suggest_float("ffn.sparsity", 0.1, 0.5, step=0.05))
+
+
+def _wanda_search(trial, space):
+    pattern = trial.suggest_categorical("wanda.pattern", ("unstructured", "2:4"))
+    sparsity = 0.5 if pattern == "2:4" else trial.suggest_float("wanda.sparsity", 0.2, 0.6, step=0.05)
+    return WandaPrune(sparsity, pattern)
+
+
 _UNSTRUCTURED = {"leaves": frozenset({SPARSE}), "runtimes": ("torch", "onnxruntime")}
 register(Method("magnitude", "prune", MagnitudePrune, unstructured.magnitude,
                 "one-shot magnitude pruning (Han et al. 2015)", options=("sparsity", "scope"),
@@ -56,15 +71,17 @@ _DECODER = {"structured": True, "needs_data": True, "breaks": frozenset({SHARED}
             "runtimes": ("torch", "llamacpp", "ortgenai"), "applies": lambda s: s.task == "causal-lm"}
 register(Method("depth", "prune", DepthPrune, decoder.depth,
                 "remove the least influential decoder blocks of an LLM (ShortGPT block influence), then distil",
-                options=("blocks", "importance", "calibration_samples", "calibration_tokens"), **_DECODER))
+                options=("blocks", "importance", "calibration_samples", "calibration_tokens"), search=_depth_search,
+                **_DECODER))
 register(Method("ffn", "prune", FFNPrune, decoder.ffn,
                 "remove the least active MLP neurons of every decoder block of an LLM (Minitron width), then distil",
-                options=("sparsity", "multiple", "calibration_samples", "calibration_tokens"), **_DECODER))
+                options=("sparsity", "multiple", "calibration_samples", "calibration_tokens"), search=_ffn_search,
+                **_DECODER))
 
 register(Method("wanda", "prune", WandaPrune, wanda.wanda,
                 "one-shot unstructured or 2:4 sparsity of an LLM's decoder layers by |weight| x input norm (Wanda, "
                 "torchao)", needs_data=True, leaves=frozenset({SPARSE}), runtimes=("torch", "llamacpp"),
-                options=("sparsity", "pattern", "calibration_samples", "calibration_tokens"),
+                options=("sparsity", "pattern", "calibration_samples", "calibration_tokens"), search=_wanda_search,
                 applies=lambda s: s.task == "causal-lm"))
 
 __all__ = ["ChannelPrune", "DepthPrune", "FFNPrune", "GradualPrune", "HeadPrune", "LotteryPrune", "MagnitudePrune",

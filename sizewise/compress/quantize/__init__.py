@@ -51,7 +51,7 @@ register(Method("qat", config=QuantizationAwareTraining, kernel="int8", summary=
 
 _LLM = {"family": "quantize", "apply": quantize_llm, "config": LLMWeightInt4, "runtimes": ("llamacpp",),
         "encoding": "gguf", "kernel": "int4", "applies": is_causal_lm,
-        "options": ("group_size", "symmetric", "calibration_samples", "max_bytes")}
+        "options": ("group_size", "symmetric", "calibration_samples", "max_bytes", "keep_8bit")}
 register(Method("int4-rtn", preset={"algorithm": "rtn"}, summary="causal LMs: int4 weights rounded to nearest "
                 "(GGUF Q4_1/Q4_0 for llama.cpp), the baseline", search=llm_search("int4-rtn", "rtn"), **_LLM))
 register(Method("int4-awq", preset={"algorithm": "awq+scale-estimation"}, needs_data=True,

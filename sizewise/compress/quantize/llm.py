@@ -54,6 +54,8 @@ class LLMWeightInt4:
     embeddings: str = EIGHT_BIT  # the token embedding (and a tied output matrix): Q8_0, F16 or F32
     runtime: str = "llamacpp"
     max_bytes: int | None = None  # fill the file up to this size with Q5_0 / Q8_0 layers where they help most
+    keep_8bit: int | None = None  # exactly this many of the most sensitive layers at Q8_0 (a search's choice);
+    # None: as many as the budget needs (k = 0, 1, 2, 4, ...)
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -72,6 +74,12 @@ class LLMWeightInt4:
         if self.max_bytes is not None and (not isinstance(self.max_bytes, int) or isinstance(self.max_bytes, bool)
                                            or self.max_bytes < 1):
             raise ConfigError(f"max bytes must be a positive number of bytes, got {self.max_bytes!r}")
+        if self.keep_8bit is not None and (not isinstance(self.keep_8bit, int) or isinstance(self.keep_8bit, bool)
+                                           or self.keep_8bit < 0):
+            raise ConfigError(f"keep_8bit must be a number of layers >= 0, got {self.keep_8bit!r}")
+        if self.keep_8bit is not None and self.max_bytes is not None:
+            raise ConfigError("give either a number of layers to keep at 8 bits or a file size, not both",
+                              hint="--max-size fills the file with the upgrades that help most")
         if self.runtime != "llamacpp":
             raise ConfigError(f"int4 GGUF quantization runs on llama.cpp, not {self.runtime!r}",
                               hint="for onnxruntime use --method int4-weight")
@@ -81,6 +89,9 @@ class LLMWeightInt4:
         return self.algorithm != "rtn"
 
 
+# the most sensitive linear layers a search may keep at Q8_0: a trial has no budget to fall back against (the search
+# holds it), so how many layers to keep is one of its choices, traded against size and speed by the search
+KEEP_8BIT = (0, 4, 8, 16, 32, 64)
 GROUP_SIZES = (32, 64, 128)  # what shrink tries, where they divide every linear layer's rows (SearchSpace.linear_widths)
 
 
@@ -92,7 +103,8 @@ def llm_search(method: str, algorithm: str):
         sizes = tuple(g for g in GROUP_SIZES if all(w % g == 0 for w in space.linear_widths)) or GROUP_SIZES[:1]
         return LLMWeightInt4(algorithm=algorithm,
                              group_size=trial.suggest_categorical(f"{method}.group_size", sizes),
-                             symmetric=trial.suggest_categorical(f"{method}.symmetric", (False, True)))
+                             symmetric=trial.suggest_categorical(f"{method}.symmetric", (False, True)),
+                             keep_8bit=trial.suggest_categorical(f"{method}.keep_8bit", KEEP_8BIT))
 
     return search
 
@@ -256,7 +268,12 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
     metric = "perplexity" if texts and ctx.budget is not None else None
     baseline = _score(source, loaded, texts, config.eval_tokens) if metric else None
     candidate_module = copy.deepcopy(source)
-    if config.max_bytes is not None:
+    if config.keep_8bit is not None:
+        upgrades = dict.fromkeys(ranked[:config.keep_8bit], EIGHT_BIT)
+        _apply(candidate_module, source, codes, config.embeddings, upgrades, upgrade)
+        value = _score(candidate_module, loaded, texts, config.eval_tokens) if metric else None
+        tried = [{"kept_8bit": len(upgrades), "metric": value}]
+    elif config.max_bytes is not None:
         upgrades, tried = _fill_to_size(candidate_module, source, codes, config, error, upgrade, write, ctx)
         value = tried[0]["metric"] = _score(candidate_module, loaded, texts, config.eval_tokens) if metric else None
     else:
