@@ -479,3 +479,33 @@ def test_smollm2s_weights_already_lie_on_the_q4_1_grid_rtn_reproduces():
         w = layer.weight.detach()
         np.testing.assert_allclose(rtn_codes(w, 32, symmetric=False).dequantize(), w.numpy(), rtol=0, atol=1e-6)
         assert np.abs(rtn_codes(w, 32, symmetric=True).dequantize() - w.numpy()).max() > 1e-3  # Q4_0 is not
+
+
+def test_a_search_trying_one_grid_again_reuses_its_calibration(tiny, text, tmp_path, monkeypatch):
+    """Trials that differ only in the layers kept at 8 bits calibrate once; other weights or another grid do not
+    reuse it."""
+    import sizewise.compress.quantize.llm as llm_module
+
+    monkeypatch.setattr(llm_module, "_CALIBRATED", llm_module.OrderedDict())
+    from sizewise.compress.quantize import llm_codes
+
+    calls, real = [], llm_codes.rtn_codes
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm_codes, "rtn_codes", counting)  # the step imports it from llm_codes when it runs
+    first = quantize_llm_step(tiny, LLMWeightInt4(algorithm="rtn", symmetric=True, keep_8bit=0, **SMALL), text,
+                              tmp_path / "a")
+    n = len(calls)
+    again = quantize_llm_step(tiny, LLMWeightInt4(algorithm="rtn", symmetric=True, keep_8bit=2, **SMALL), text,
+                              tmp_path / "b")
+    assert len(calls) == n and again.details["calibration"].get("reused") and "reused" not in first.details["calibration"]
+    quantize_llm_step(tiny, LLMWeightInt4(algorithm="rtn", symmetric=False, keep_8bit=2, **SMALL), text, tmp_path / "c")
+    assert len(calls) == 2 * n  # another grid
+    other = copy.deepcopy(tiny)
+    with torch.no_grad():
+        next(other.module.parameters()).add_(1e-3)
+    quantize_llm_step(other, LLMWeightInt4(algorithm="rtn", symmetric=True, keep_8bit=2, **SMALL), text, tmp_path / "d")
+    assert len(calls) == 3 * n  # other weights

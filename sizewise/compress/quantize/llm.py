@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,23 +207,34 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
     ctx.progress(f"{_name(config)}: calibrating on {len(windows)} x {config.calibration_tokens} tokens"
                  if config.calibrated else f"{_name(config)}: rounding to nearest")
     started = time.perf_counter()
-    with PeakRss() as rss, torch.no_grad():
-        moments: dict[str, torch.Tensor] = {}
-        if windows:
-            with input_moments(layers) as moments:
-                for w in windows:
-                    source(input_ids=w)
-        if config.calibrated:
-            awq = "awq" in config.algorithm
-            codes = nncf_codes(source, windows, config.group_size, config.symmetric, awq=awq, progress=ctx.progress,
-                               scale_estimation="scale-estimation" in config.algorithm)
-            details["library"] = f"nncf {nncf_version()}"
-        else:
-            codes = {name: rtn_codes(layer.weight, config.group_size, config.symmetric) for name, layer in layers.items()}
-            details["library"] = "sizewise (llama.cpp's reference rounding)"
-    details["calibration"] = {"split": calib_split, "windows": len(windows), "tokens_per_window":
-                              config.calibration_tokens, "seconds": time.perf_counter() - started,
-                              "peak_rss_bytes": rss.peak, "rss_increase_bytes": rss.peak - rss.start}
+    key = _calibration_key(source, windows, config)
+    if key in _CALIBRATED:  # a search trying this grid again (another number of layers at 8 bits)
+        _CALIBRATED.move_to_end(key)
+        moments, codes, details["library"] = _CALIBRATED[key]
+        details["calibration"] = {"split": calib_split, "windows": len(windows), "tokens_per_window":
+                                  config.calibration_tokens, "reused": True}
+    else:
+        with PeakRss() as rss, torch.no_grad():
+            moments: dict[str, torch.Tensor] = {}
+            if windows:
+                with input_moments(layers) as moments:
+                    for w in windows:
+                        source(input_ids=w)
+            if config.calibrated:
+                awq = "awq" in config.algorithm
+                codes = nncf_codes(source, windows, config.group_size, config.symmetric, awq=awq,
+                                   progress=ctx.progress, scale_estimation="scale-estimation" in config.algorithm)
+                details["library"] = f"nncf {nncf_version()}"
+            else:
+                codes = {name: rtn_codes(layer.weight, config.group_size, config.symmetric)
+                         for name, layer in layers.items()}
+                details["library"] = "sizewise (llama.cpp's reference rounding)"
+        details["calibration"] = {"split": calib_split, "windows": len(windows), "tokens_per_window":
+                                  config.calibration_tokens, "seconds": time.perf_counter() - started,
+                                  "peak_rss_bytes": rss.peak, "rss_increase_bytes": rss.peak - rss.start}
+        _CALIBRATED[key] = (moments, codes, details["library"])
+        while len(_CALIBRATED) > CALIBRATIONS_KEPT:
+            _CALIBRATED.popitem(last=False)
     floats = {n: layer.weight.detach().numpy() for n, layer in layers.items()}
     targets, input_scales = awq_float_targets(floats, codes) if "awq" in config.algorithm else (floats, {})
 
@@ -302,6 +314,24 @@ def quantize_llm(loaded: LoadedModel, config: LLMWeightInt4, ctx: StepContext) -
         "decision": {"metric": metric, "split": split, "baseline": baseline, "chosen": value, "meets_budget": meets,
                      "scored_on": "torch, with the weights the GGUF file holds",
                      "tokens": config.eval_tokens}})
+
+
+# Calibrations by (weights, calibration windows, grid, algorithm). A search tries one grid with several numbers of
+# layers at 8 bits, and NNCF's calibration is most of such a trial's time (minutes on SmolLM2-135M) while its codes
+# depend on nothing else. Few entries: each holds about a byte per weight.
+_CALIBRATED: OrderedDict[tuple, tuple[dict, dict, str]] = OrderedDict()
+CALIBRATIONS_KEPT = 4
+
+
+def _calibration_key(source, windows: list[torch.Tensor], config: LLMWeightInt4) -> tuple:
+    import hashlib
+
+    from sizewise.models.gguf import weights_fingerprint
+
+    tokens = hashlib.blake2b(digest_size=16)
+    for w in windows:
+        tokens.update(w.to(torch.int64).numpy().tobytes())
+    return (weights_fingerprint(source), tokens.hexdigest(), config.algorithm, config.group_size, config.symmetric)
 
 
 def _fallback(module, source, codes, upgrade, config: LLMWeightInt4, ranked: list[str], metric, baseline, score,
