@@ -17,7 +17,10 @@ from _common import DATA, RESULTS, finish_meta, log, new_meta  # noqa: E402
 
 FILES = {"llama.cpp Q4_K_M": "smollm2-q4_k_m.gguf", "sizewise int4-awq Q4_0 g32": "sizewise-int4-awq-Q4_0-g32.gguf",
          "sizewise int4-awq Q4_0 g32 + Q5_0/Q8_0 at Q4_K_M's bytes": "sizewise-mixed.gguf",
-         "F16 (sizewise writer)": "smollm2-f16.gguf"}
+         "F16 (sizewise writer)": "smollm2-f16.gguf",
+         # the same --max-size file as written before Q5_0/Q8_0 layers got searched block scales (commit b4ee702,
+         # gguf's reference rounding), kept in the cache by hand for this one comparison; skipped when absent
+         "the same at b4ee702 (reference rounding of the Q5_0/Q8_0 layers)": "sizewise-mixed-b4ee702.gguf"}
 
 
 def main() -> None:
@@ -34,6 +37,9 @@ def main() -> None:
     texts = split_texts(sizewise.load_dataset(str(DATA / "wikitext2")), "validation")
     out = {}
     for name, file in FILES.items():
+        if not (args.cache / file).is_file():
+            log(f"{name}: {args.cache / file} is not there, skipped")
+            continue
         llm = lm.open_llama(str(args.cache / file), 2, lm.CONTEXT, logits_all=True)
         try:
             r = lm.stage_ppl(lm.LlamaWindows(llm, loaded.module.config), loaded.inputs.tokenizer, texts, args.tokens, 2)
