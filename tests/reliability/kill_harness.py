@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -197,20 +198,16 @@ def compress_snapshot(out: Path) -> dict[str, Any]:
             "done": bool(_read_json(out / "card.json"))}
 
 
+@functools.cache
 def _storage(url: str) -> Any:
     """The storage to read a study through. A database URL gets one RDBStorage per URL for the whole test run:
     ``optuna.load_study(storage=url)`` builds a new engine with its own connection pool each call, and a loop polling
     every 50 ms left PostgreSQL with no free connection slots for the search under test (seen in CI)."""
     if url.startswith("sqlite"):
         return url
-    if url not in _STORAGES:
-        import optuna
+    import optuna
 
-        _STORAGES[url] = optuna.storages.RDBStorage(url)
-    return _STORAGES[url]
-
-
-_STORAGES: dict[str, Any] = {}
+    return optuna.storages.RDBStorage(url)
 
 
 def study_trials(storage: str, study: str = STUDY) -> list[Any]:
