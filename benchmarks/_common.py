@@ -230,6 +230,14 @@ def ratio_summary(a_ms, b_ms) -> tuple[float, list[float]]:
     return float(np.median(r)), list(median_ci95(r))
 
 
+def ratio_text(a_ms, b_ms) -> str:
+    """b's speed over a's from interleaved rounds, as a table cell: the median ratio (floored) [95% interval] and a
+    verdict that claims a difference only when the whole interval is on one side of 1."""
+    value, (lo, hi) = ratio_summary(a_ms, b_ms)
+    verdict = "faster" if lo > 1 else "slower" if hi < 1 else "no difference shown"
+    return f"{floor_to(value, 2):.2f}x [{lo:.2f}, {hi:.2f}] {verdict}"
+
+
 def time_modules(modules: Mapping[str, Any], inputs: dict, *, threads: int, rounds: int, seconds: float,
                  min_rounds: int = 10, order: str = "abba", warmup: int = 3, load: MachineLoad | None = None):
     """Per-module call times (ms), interleaved round by round on the same inputs at ``threads`` torch threads; with

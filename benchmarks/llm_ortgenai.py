@@ -44,13 +44,12 @@ from _common import (  # noqa: E402
     RESULTS,
     cached,
     finish_meta,
-    floor_to,
     header_lines,
     log,
     md_table,
     new_meta,
     parse_args,
-    ratio_summary,
+    ratio_text,
 )
 
 VERSIONED = ("sizewise", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "onnx", "llama_cpp_python",
@@ -268,11 +267,7 @@ def write_report(meta: dict, res: dict, args) -> None:
     names = [TORCH, *FOLDERS, ANCHOR]
 
     def ratio(a: str, b: str, key: str) -> str:
-        """b's speed over a's from the interleaved rounds: median of per-round ratios [95% interval]; a speed-up is
-        claimed only when the whole interval is above 1."""
-        value, (lo, hi) = ratio_summary(engines[a][key], engines[b][key])
-        verdict = "faster" if lo > 1 else "slower" if hi < 1 else "no difference shown"
-        return f"{floor_to(value, 2):.2f}x [{lo:.2f}, {hi:.2f}] {verdict}"
+        return ratio_text(engines[a][key], engines[b][key])
 
     rows = []
     for name in names:

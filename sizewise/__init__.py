@@ -25,7 +25,7 @@ __all__ = [
     "FFNPrune", "WandaPrune", "Int8Dynamic",
     "Int8Static", "WeightOnly", "HalfPrecision", "QuantizationAwareTraining", "Factorize", "ClusterWeights",
     "Distill", "Finetune", "HuffmanEncode", "OnnxExport", "OrtOptimize", "LLMWeightInt4",
-    "OrtGenAIInt4",
+    "OrtGenAIInt4", "SmoothQuantW8A8",
 ]
 
 

@@ -43,6 +43,7 @@ from sizewise.compress.quantize import (
     LLMWeightInt4,
     OrtGenAIInt4,
     QuantizationAwareTraining,
+    SmoothQuantW8A8,
     WeightOnly,
 )
 from sizewise.compress.registry import StepContext, StepOutput
@@ -210,4 +211,5 @@ PUBLIC = {
     "Factorize": Factorize, "ClusterWeights": ClusterWeights, "Distill": Distill, "Finetune": FinetuneConfig,
     "HuffmanEncode": HuffmanEncode, "OnnxExport": OnnxExport, "OrtOptimize": OrtOptimize,
     "LLMWeightInt4": LLMWeightInt4, "OrtGenAIInt4": OrtGenAIInt4,
+    "SmoothQuantW8A8": SmoothQuantW8A8,
 }

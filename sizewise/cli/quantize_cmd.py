@@ -45,7 +45,7 @@ def quantize(
                                                                 "lists them all)."),
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime (default) or torch: where it will be "
                                                                "deployed (int4-rtn / int4-awq: llamacpp; "
-                                                               "int4-ortgenai: ortgenai)."),
+                                                               "int4-ortgenai, int8-smoothquant: ortgenai)."),
     max_drop: str | None = typer.Option(None, "--max-drop", help="Accuracy budget: 0.01 = 1% of the baseline, "
                                                                  "0.5pp = half a point. Layers are kept in float "
                                                                  "until it holds."),
@@ -59,6 +59,9 @@ def quantize(
     max_size: str | None = typer.Option(None, "--max-size", help="int4-rtn / int4-awq: fill the GGUF file up to "
                                                                  "this size (100MB, 95.5MiB) with the Q5_0 / Q8_0 "
                                                                  "layers that help most."),
+    alpha: float | None = typer.Option(None, "--alpha", help="int8-smoothquant: how much of the activations' range "
+                                                             "moves into the weights, 0-1 (default: chosen on "
+                                                             "validation from 0, 0.5, 0.8)."),
     per_channel: bool = typer.Option(False, "--per-channel", help="int8-dynamic: one scale per output channel."),
     qat_epochs: int | None = typer.Option(None, "--qat-epochs", help="qat: fine-tuning epochs with fake-quantized "
                                                                      "weights (default 2)."),
@@ -94,7 +97,7 @@ def quantize(
             raise ConfigError(f"--max-size: {e}") from None
     config = method_config("quantize", method, {
         "runtime": runtime, "calibration": calibration, "calibration_samples": calibration_samples,
-        "group_size": group_size, "symmetric": symmetric, "per_channel": per_channel or None, "epochs": qat_epochs,
+        "group_size": group_size, "symmetric": symmetric, "alpha": alpha, "per_channel": per_channel or None, "epochs": qat_epochs,
         "max_bytes": max_bytes},
         flags={"epochs": "--qat-epochs", "max_bytes": "--max-size"},
         defaults={"runtime": where[0] if where and not {"torch", "onnxruntime"} & set(where) else "onnxruntime"})

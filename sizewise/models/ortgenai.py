@@ -41,7 +41,7 @@ from sizewise.core.optional import require
 EXTRA = "ortgenai"
 MODEL_FILE = "model.onnx"
 GENAI_CONFIG = "genai_config.json"
-PRECISIONS = ("fp32", "int4")
+PRECISIONS = ("fp32", "int4", "int8")
 
 
 def _genai():
@@ -100,7 +100,7 @@ def build(module: nn.Module, tokenizer: Any, out_dir: str | os.PathLike, precisi
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = []
-    if precision == "int4":
+    if precision in ("int4", "int8"):
         options = [f"block_size={block_size}", f"accuracy_level={accuracy_level}",
                    f"is_symmetric={'true' if symmetric else 'false'}"]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -138,20 +138,25 @@ def genai_config(folder: str | os.PathLike) -> dict:
 
 def _dequantize_nbits(packed: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None, k: int, bits: int,
                       block: int) -> np.ndarray:
-    """MatMulNBits' ``B`` ([N, blocks, block*bits/8] bytes, low nibble first) as the float [N, K] matrix it stands
-    for: ``(q - zero point) * scale`` per block; no zero points means the midpoint, 2^(bits-1)."""
-    if bits != 4:
-        raise ModelReferenceError(f"reading {bits}-bit MatMulNBits weights is not supported (4-bit only)")
+    """MatMulNBits' ``B`` as the float [N, K] matrix it stands for: ``(q - zero point) * scale`` per block; no zero
+    points means the midpoint, 2^(bits-1). 4 bits: [N, blocks, block/2] bytes, low nibble first (zero points packed
+    the same way); 8 bits: [N, blocks, block] bytes (a zero point per byte)."""
+    if bits not in (4, 8):
+        raise ModelReferenceError(f"reading {bits}-bit MatMulNBits weights is not supported (4- and 8-bit only)")
     n = packed.shape[0]
     blocks = -(-k // block)
-    low, high = packed & 0x0F, packed >> 4
-    q = np.stack([low, high], axis=-1).reshape(n, blocks, block).astype(np.float32)
+    if bits == 4:
+        q = np.stack([packed & 0x0F, packed >> 4], axis=-1)
+    else:
+        q = packed
+    q = q.reshape(n, blocks, block).astype(np.float32)
     if zero_points is None:
-        zp = np.full((n, blocks, 1), 8.0, dtype=np.float32)
+        zp = np.full((n, blocks, 1), float(2 ** (bits - 1)), dtype=np.float32)
     else:
         zp_bytes = zero_points.reshape(n, -1)
-        zp = np.stack([zp_bytes & 0x0F, zp_bytes >> 4], axis=-1).reshape(n, -1)[:, :blocks]
-        zp = zp.astype(np.float32)[..., None]
+        if bits == 4:
+            zp_bytes = np.stack([zp_bytes & 0x0F, zp_bytes >> 4], axis=-1).reshape(n, -1)
+        zp = zp_bytes[:, :blocks].astype(np.float32)[..., None]
     w = (q - zp) * scales.reshape(n, blocks, 1).astype(np.float32)
     return w.reshape(n, blocks * block)[:, :k]
 
@@ -224,6 +229,11 @@ def load_weights(module: nn.Module, folder: str | os.PathLike) -> nn.Module:
         raise ModelReferenceError(f"the ONNX graph in {folder} does not map onto {type(module).__name__}: "
                                   f"missing {missing[:4]}, unknown {unknown[:4]}",
                                   hint="sizewise reads back Llama-family graphs of the ORT GenAI builder")
+    if tied and not torch.equal(state["lm_head.weight"], state["model.embed_tokens.weight"]):
+        # an int8 build keeps the embedding in float32 and the output matrix at 8 bits: two tensors, as in the graph
+        module.lm_head.weight = nn.Parameter(state["lm_head.weight"].clone())
+        module.config.tie_word_embeddings = False
+        params, tied = dict(module.named_parameters(remove_duplicate=False)), False
     with torch.no_grad():
         for name, value in state.items():
             if tied and name == "lm_head.weight" and "model.embed_tokens.weight" in state:
