@@ -80,11 +80,20 @@ def _quiet():
     sizewise command's screen."""
     previous = logging.root.manager.disable
     logging.disable(logging.INFO)
+    quantizer = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    quantizer.addFilter(_harmless)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             yield
     finally:
+        quantizer.removeFilter(_harmless)
         logging.disable(previous)
+
+
+def _harmless(record: logging.LogRecord) -> bool:
+    """An int8 build logs this ERROR for the float token embedding it leaves as it is (8-bit Gather is not supported;
+    the graph is complete): not an error for the user."""
+    return "Gather only supports 4 bits quantization" not in record.getMessage()
 
 
 def build(module: nn.Module, tokenizer: Any, out_dir: str | os.PathLike, precision: str = "int4",
