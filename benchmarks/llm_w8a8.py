@@ -42,12 +42,14 @@ from _common import (  # noqa: E402
     md_table,
     new_meta,
     parse_args,
+    ratio_summary,
     ratio_text,
 )
 
 VERSIONED = ("sizewise", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "onnx", "llama_cpp_python",
              "gguf", "numpy")
-TORCH, ORT_FP32, ANCHOR = "torch fp32 eager", "ORT GenAI fp32", "llama.cpp Q8_0"
+TORCH, ORT_FP32, Q8, Q4KM = "torch fp32 eager", "ORT GenAI fp32", "llama.cpp Q8_0", "llama.cpp Q4_K_M"
+ANCHORS = {Q8: "LLAMA_FTYPE_MOSTLY_Q8_0", Q4KM: "LLAMA_FTYPE_MOSTLY_Q4_K_M"}  # llama.cpp's own quantizer
 BLOCKS = (32, 128)
 
 
@@ -73,8 +75,9 @@ def main() -> None:
     from sizewise.compress.quantize.smoothquant import quantize_smoothquant
     from sizewise.compress.registry import StepContext
     from sizewise.core.serialize import to_dict
-    from sizewise.measure.llm import _Generator, kv_cache_stats, measure_read_bandwidth, prompt_ids, weights_bytes
-    from sizewise.measure.ortgenai import folder_size
+    from sizewise.measure import llamacpp, ortgenai
+    from sizewise.measure.llm import _Generator, kv_cache_stats, measure_read_bandwidth, prompt_ids, step_read_bytes
+    from sizewise.measure.llm import weights_bytes
     from sizewise.models.gguf_writer import write_gguf
     from sizewise.models.ortgenai import build
     from sizewise.tasks.perplexity import split_texts
@@ -113,19 +116,25 @@ def main() -> None:
         build(loaded.module, loaded.inputs.tokenizer, fp32_dir, "fp32")
     builds[ORT_FP32] = {"path": str(fp32_dir)}
     for name, b in builds.items():
-        size = folder_size(b["path"])
-        b.update(bytes=size.disk_bytes, weight_bytes=size.memory_bytes, by_dtype=size.memory_by_dtype)
-    f16, q8 = cache / "smollm2-f16.gguf", cache / "smollm2-q8_0.gguf"
-    if not q8.is_file():
-        log("writing the F16 GGUF, then llama.cpp's Q8_0 from it")
+        size = ortgenai.folder_size(b["path"])
+        b.update(bytes=size.disk_bytes, weight_bytes=size.memory_bytes, by_dtype=size.memory_by_dtype,
+                 read_bytes=ortgenai.step_read_bytes(b["path"]))
+    folders = list(builds)
+    f16 = cache / "smollm2-f16.gguf"
+    if not f16.is_file():
+        log("writing the F16 GGUF that llama.cpp's quantizer starts from")
         write_gguf(loaded.module, loaded.inputs.tokenizer, f16, default="F16",
                    source_gguf=loaded.metadata["gguf"]["path"], name="smollm2-135m-f16")
-        llm_table.llama_quantize(f16, q8, "LLAMA_FTYPE_MOSTLY_Q8_0", args.threads)
-    builds[ANCHOR] = {"path": str(q8), "bytes": q8.stat().st_size, "weight_bytes": lm.gguf_tensor_bytes(str(q8))}
+    for name, ftype in ANCHORS.items():
+        path = cache / f"smollm2-{name.split()[-1].lower()}.gguf"
+        if not path.is_file():
+            log(f"{name}: llama.cpp's quantizer on the F16 file")
+            llm_table.llama_quantize(f16, path, ftype, args.threads)
+        builds[name] = {"path": str(path), "bytes": path.stat().st_size, "weight_bytes": llamacpp.tensor_bytes(path),
+                        "read_bytes": llamacpp.step_read_bytes(path)}
     fp32_bytes = weights_bytes(loaded.module)
-    builds[TORCH] = {"bytes": fp32_bytes, "weight_bytes": fp32_bytes}
+    builds[TORCH] = {"bytes": fp32_bytes, "weight_bytes": fp32_bytes, "read_bytes": step_read_bytes(loaded.module)}
     res["builds"], res["method"] = builds, {str(k): v for k, v in steps.items()}
-    folders = [n for n in builds if n not in (TORCH, ANCHOR)]
 
     # 2: perplexity on test, once, after the choices
     tag = f"n{args.tokens}"
@@ -139,9 +148,11 @@ def main() -> None:
                                    f"{Path(builds[name]['path']).name}-{tag}.json",
                            lambda n=name: lm.stage_ppl(og._ort(builds[n]["path"], args.threads, config),
                                                        loaded.inputs.tokenizer, texts, args.tokens, args.threads))
-    log(f"perplexity: {ANCHOR}")
-    ppl[ANCHOR] = cached(cache / f"ppl-q8_0-{tag}.json",
-                         lambda: llm_table.gguf_ppl(str(q8), loaded, texts, args.tokens, args.threads))
+    for name in ANCHORS:
+        log(f"perplexity: {name}")
+        ppl[name] = cached(cache / f"ppl-{Path(builds[name]['path']).stem}-{tag}.json",
+                           lambda n=name: llm_table.gguf_ppl(builds[n]["path"], loaded, texts, args.tokens,
+                                                             args.threads))
     res["perplexity"] = ppl
 
     # 3: decode, interleaved
@@ -153,12 +164,15 @@ def main() -> None:
         for name in folders:
             module = og._ort(builds[name]["path"], args.threads, config)
             engines[name] = lambda m=module: og._ort_generate(m, ids[0].tolist(), args.new)
-        llm = lm.open_llama(str(q8), args.threads, args.prompt + args.new + 8, logits_all=False)
-        engines[ANCHOR] = lambda: lm.llama_generate(llm, ids[0].tolist(), args.new)
+        opened = [lm.open_llama(builds[n]["path"], args.threads, args.prompt + args.new + 8, logits_all=False)
+                  for n in ANCHORS]
+        for name, llm in zip(ANCHORS, opened):
+            engines[name] = lambda m=llm: lm.llama_generate(m, ids[0].tolist(), args.new)
         try:
             return lm.stage_ab(engines, ids[0].tolist(), args.threads, args.rounds, args.max_wait)
         finally:
-            llm.close()
+            for llm in opened:
+                llm.close()
 
     log(f"decode, interleaved, {args.threads} threads, {args.rounds} rounds")
     res["ab"] = cached(cache / f"ab-p{args.prompt}-n{args.new}-t{args.threads}-r{args.rounds}.json", ab)
@@ -167,8 +181,8 @@ def main() -> None:
 
     # 4: peak RSS, one fresh process per engine
     peaks = {}
-    for name in [TORCH, *folders, ANCHOR]:
-        kind = "torch" if name == TORCH else "llamacpp" if name == ANCHOR else "ortgenai"
+    for name in [TORCH, *folders, *ANCHORS]:
+        kind = "torch" if name == TORCH else "llamacpp" if name in ANCHORS else "ortgenai"
         log(f"peak RSS: {name}")
         peaks[name] = cached(cache / f"rss-{name.replace(' ', '-').replace('(', '').replace(')', '')}-p{args.prompt}"
                                      f"-n{args.new}.json",
@@ -176,7 +190,7 @@ def main() -> None:
                                                                 ids[0].tolist(), args.new))
     res["peak_rss"] = peaks
     context = args.prompt + args.new - 1
-    res["kv_bytes"] = {n: kv_cache_stats(config, context, 1, 2 if n == ANCHOR else 4).bytes for n in builds}
+    res["kv_bytes"] = {n: kv_cache_stats(config, context, 1, 2 if n in ANCHORS else 4).bytes for n in builds}
     meta = finish_meta(meta)
     reused = [k for k, v in {**ppl, "ab": res["ab"]}.items() if isinstance(v, dict) and v.get("reused")]
     if reused:
@@ -189,12 +203,32 @@ def main() -> None:
     log(f"wrote {RESULTS / 'llm_w8a8.md'} and .json")
 
 
+def goal_rows(res: dict, models: list[str], bw: float) -> list[dict[str, str]]:
+    """Per model: decode >= 4x torch fp32 eager, >= llama.cpp Q4_K_M, within 1.5x of the roofline."""
+    engines = res["ab"]["engines"]
+
+    def verdict(a: str, b: str, target: float) -> str:
+        value, (lo, hi) = ratio_summary(engines[a]["decode_step_ms"], engines[b]["decode_step_ms"])
+        word = "yes" if lo >= target else "no" if hi < target else "not resolved"
+        return f"{word} ({value:.2f}x [{lo:.2f}, {hi:.2f}])"
+
+    rows = []
+    for name in models:
+        roofline = bw / (res["builds"][name]["read_bytes"] + res["kv_bytes"][name])
+        tok_s = engines[name]["decode_tok_s"]["median"]
+        rows.append({"model": name, "decode >= 4x torch fp32": verdict(TORCH, name, 4.0),
+                     "decode >= Q4_K_M": verdict(Q4KM, name, 1.0),
+                     "within 1.5x of roofline": f"{'yes' if tok_s >= roofline / 1.5 else 'no'} ({tok_s:.0f} of "
+                                                f"{roofline:.0f} tok/s, {tok_s / roofline * 100:.0f}%)"})
+    return rows
+
+
 def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
     ppl, ab, builds, peaks = res["perplexity"], res["ab"], res["builds"], res["peak_rss"]
     engines = ab["engines"]
     bw = res["bandwidth"]["stats"]["bytes_per_s"]
     base_ppl = ppl[TORCH]["stats"]["token_perplexity"]
-    names = [TORCH, *folders, ANCHOR]
+    names = [TORCH, *folders, *ANCHORS]
 
     def ratio(a: str, b: str, key: str) -> str:
         return ratio_text(engines[a][key], engines[b][key])
@@ -203,7 +237,7 @@ def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
     for name in names:
         e, b = engines[name], builds[name]
         value = ppl[name]["stats"]["token_perplexity"]
-        roofline = bw / (b["weight_bytes"] + res["kv_bytes"][name])
+        roofline = bw / (b["read_bytes"] + res["kv_bytes"][name])
         rows.append({
             "engine": name, "bytes on disk": f"{b['bytes'] / 2**20:.1f} MiB",
             "test ppl": f"{value:.3f}", "vs fp32": f"{(value / base_ppl - 1) * 100:+.2f}%",
@@ -211,6 +245,7 @@ def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
             "decode tok/s [95% CI]": lm.fmt_ci(e["decode_tok_s"]),
             "decode x torch fp32 [CI]": "" if name == TORCH else ratio(TORCH, name, "decode_step_ms"),
             "decode x ORT fp32 [CI]": "" if name in (TORCH, ORT_FP32) else ratio(ORT_FP32, name, "decode_step_ms"),
+            "decode x Q4_K_M [CI]": "" if name in (TORCH, Q4KM) else ratio(Q4KM, name, "decode_step_ms"),
             "% of roofline": f"{e['decode_tok_s']['median'] / roofline * 100:.0f}%",
             "peak RSS": f"{peaks[name]['peak_rss_bytes'] / 2**20:.0f} MiB"})
     choice = []
@@ -223,10 +258,12 @@ def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
                       f"{calib.get('windows')} x {calib.get('tokens_per_window')} tokens of the {calib.get('split')} "
                       f"split in {calib.get('seconds', 0):.0f} s, peak RSS {calib.get('peak_rss_bytes', 0) / 2**20:.0f} "
                       f"MiB; the whole step {step['seconds'] / 60:.1f} min")
+    skipped = builds[folders[0]]["weight_bytes"] - builds[folders[0]]["read_bytes"]
+    goals = goal_rows(res, [n for n in folders if n != ORT_FP32], bw)
     tokens = {n: engines[n].get(f"greedy_tokens_equal_to_{TORCH}") for n in names[1:]}
     build = res["llama_cpp_build"]
     lines = ["# W8A8 on a CPU: SmolLM2-135M with int8-smoothquant on ONNX Runtime GenAI, beside plain W8A8, fp32 and "
-             "llama.cpp Q8_0", "",
+             "llama.cpp Q8_0 / Q4_K_M", "",
              *header_lines(meta),
              f"- llama.cpp: llama-cpp-python {build['version']}, {build['system_info']}",
              f"- model: {res['model']}; torch holds the weights dequantized to float32; every other engine is built "
@@ -242,10 +279,17 @@ def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
              f"{ab['rounds']} interleaved rounds after one warm-up round; other processes' CPU during the rounds "
              f"{ab['load'].get('others_cores', float('nan')):.2f} cores; ratios are medians of per-round ratios with "
              f"a distribution-free 95% interval, floored; roofline = read bandwidth {bw / 1e9:.1f} GB/s / (weight "
-             f"bytes + KV cache at {args.prompt + args.new - 1} tokens)",
+             f"bytes a step reads + KV cache at {args.prompt + args.new - 1} tokens: float32 for torch and ORT "
+             f"GenAI, f16 for llama.cpp); a step reads every weight but one row of a token embedding that is not the "
+             f"output matrix (the W8A8 folders' float32 table, {skipped / 2**20:.0f} MiB, looked up by a Gather; "
+             f"SmolLM2's tied matrix "
+             f"is read whole as the output projection elsewhere)",
              "- peak RSS: the whole process in a fresh process, high-water mark reset after loading, one generation",
              "", "Alpha chosen on validation (perplexity):", "", *choice, "",
-             *md_table(rows, "lrrrrrrrrrr"), "",
+             *md_table(rows, "lrrrrrrrrrrr"), "",
+             "Goals of the LLM issue for these models (a speed goal is met when the 95% interval of the per-round "
+             "ratio clears it, missed when it lies below, otherwise not resolved; roofline: the median decode "
+             "tokens/s against the roofline):", "", *md_table(goals, "lrrr"), "",
              "Greedy tokens equal to torch fp32's (of " + str(args.new) + "): " + ", ".join(
                  f"{n} {t['equal']}" for n, t in tokens.items() if t) + ".", "",
              "Prefill x torch fp32 [CI]: " + ", ".join(f"{n} {ratio(TORCH, n, 'prefill_ms')}" for n in names[1:])

@@ -243,8 +243,9 @@ class LLMStats:
     perplexity: PerplexityStats | None = None
     decoding: str = ("greedy (argmax), no sampling: one prefill forward of the prompt, then new_tokens - 1 one-token "
                      "forwards reusing the KV cache, as model.generate(do_sample=False) does")
-    roofline: str = ("decode reads every weight and the whole KV cache once per step: roofline tokens/s = batch x "
-                     "read bandwidth / (weights bytes + KV cache bytes after the last step)")
+    roofline: str = ("decode reads every weight (but one row of an input embedding that is not the output matrix) and "
+                     "the whole KV cache once per step: roofline tokens/s = batch x read bandwidth / (those bytes + "
+                     "KV cache bytes after the last step)")
 
 
 @dataclass(frozen=True)

@@ -84,16 +84,32 @@ def tensor_bytes(path: str | Path) -> int:
     return sum(bytes_by_type(path).values())
 
 
+def step_read_bytes(path: str | Path) -> int:
+    """The tensor bytes a decode step reads: all, except the token embedding of a file with its own output matrix
+    (the lookup reads one row per token); a tied model's ``token_embd`` is the output matrix and is read whole."""
+    import gguf
+
+    tensors = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    total = sum(int(t.n_bytes) for t in tensors.values())
+    table = tensors.get("token_embd.weight")
+    if table is None or "output.weight" not in tensors:
+        return total
+    rows = int(table.shape[-1]) if len(table.shape) > 1 else 1  # GGUF lists the fastest dimension first
+    return total - int(table.n_bytes) + int(table.n_bytes) // max(1, rows)
+
+
 def measure_llm_llamacpp(loaded: LoadedModel, module: LlamaCppModule, config: LLMConfig | None = None,
                          threads: int = 1, energy: EnergySettings | None = None, texts: list[str] | None = None,
                          split: str | None = None, progress=None) -> LLMStats:
     """The LLM section of the card on llama.cpp (see the module doc)."""
     facts = RuntimeFacts(
         runtime="llamacpp", label="llama.cpp", weight_bytes=tensor_bytes(module.path),
+        read_bytes=step_read_bytes(module.path),
         kv_bytes_per_element=KV_BYTES_PER_ELEMENT, device="cpu (llama.cpp)",
         dtype="+".join(sorted(bytes_by_type(module.path))),
         decoding="greedy (argmax) on llama.cpp (llama-cpp-python), batch 1: one eval of the prompt, then "
                  "new_tokens - 1 one-token evals reusing llama.cpp's f16 KV cache",
-        roofline="decode reads every weight (the GGUF file's tensor bytes) and the whole KV cache once per step: "
-                 "roofline tokens/s = read bandwidth / (tensor bytes + KV cache bytes)")
+        roofline="decode reads every weight (the GGUF file's tensor bytes, but one row of a token embedding that is "
+                 "not the output matrix) and the whole KV cache once per step: roofline tokens/s = read bandwidth / "
+                 "(those bytes + KV cache bytes)")
     return measure_llm_runtime(loaded, module, facts, config, threads, energy, texts, split, progress)

@@ -6,8 +6,9 @@ Generation is a hand-written greedy loop rather than ``model.generate`` so that 
 one-token forwards that reuse the KV cache — the work ``generate(do_sample=False)`` does, without its logits
 processors. A test checks the tokens equal ``generate``'s.
 
-Decode is memory-bound: each step reads every weight and the whole KV cache once. So its speed is set beside a
-roofline, ``batch x read bandwidth / (weight bytes + KV cache bytes)``, with the read bandwidth measured here (a
+Decode is memory-bound: each step reads every weight and the whole KV cache once (an input embedding that is not
+also the output matrix is looked up, one row per token: :func:`step_read_bytes`). So its speed is set beside a
+roofline, ``batch x read bandwidth / (weight bytes read + KV cache bytes)``, with the read bandwidth measured here (a
 ``torch.sum`` over a buffer several times the last-level cache, at the measurement's thread count).
 """
 
@@ -123,6 +124,21 @@ def weights_bytes(module: torch.nn.Module) -> int:
     from sizewise.models.torch_quant import stored_tensors
 
     return sum(part.numel() * part.element_size() for p in module.parameters() for part in stored_tensors(p))
+
+
+def step_read_bytes(module: torch.nn.Module) -> int:
+    """The weight bytes a decode step reads, for its roofline: every parameter, except an input embedding that is not
+    also the output matrix (its lookup reads one row per token, not the table)."""
+    from sizewise.models.torch_quant import stored_tensors
+
+    total = weights_bytes(module)
+    inputs = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
+    outputs = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
+    table = getattr(inputs, "weight", None)
+    if table is None or (outputs is not None and getattr(outputs, "weight", None) is table):
+        return total
+    stored = sum(part.numel() * part.element_size() for part in stored_tensors(table))
+    return total - stored + stored // max(1, table.shape[0])
 
 
 def _float_dtype(module: torch.nn.Module) -> torch.dtype:
@@ -324,7 +340,7 @@ def decode_step(loaded: LoadedModel, prompt_tokens: int) -> Callable[[], None]:
 
 
 def runtime_generation(loaded: LoadedModel, module: Any, config: LLMConfig, threads: int, energy: EnergySettings,
-                       bandwidth: BandwidthStats | None, weight_bytes: int, runtime: str,
+                       bandwidth: BandwidthStats | None, read_bytes: int, runtime: str,
                        kv_bytes_per_element: int) -> GenerationStats:
     """Greedy generation at batch 1 on a runtime that times itself: ``module.generate_timed(ids, new_tokens)`` returns
     a :class:`_Run`'s timings and ``module.decode_step()`` decodes one more token at a fixed context (llama.cpp, ONNX
@@ -346,7 +362,7 @@ def runtime_generation(loaded: LoadedModel, module: Any, config: LLMConfig, thre
     latency = summarize(steps_ms, runtime, 1, threads, config.warmup, other_load_cores=load.cores,
                         cpu_ms_per_call=cpu_ms_per_step)
     energy_stats = measure_energy(module.decode_step, latency, energy, seconds=config.energy_seconds)
-    per_step = weight_bytes + kv.bytes
+    per_step = read_bytes + kv.bytes
     roofline = bandwidth.bytes_per_s / per_step if bandwidth else None
     lo, hi = median_ci95(ttft_ms)
     return GenerationStats(
@@ -363,7 +379,8 @@ class RuntimeFacts:
 
     runtime: str  # the card's runtime name: llamacpp, ortgenai
     label: str  # how progress lines name it
-    weight_bytes: int  # the bytes a decode step reads: the file's tensors / the graph's initializers
+    weight_bytes: int  # the file's tensors / the graph's initializers
+    read_bytes: int  # the weight bytes a decode step reads (an embedding lookup reads a row, not its table)
     kv_bytes_per_element: int
     device: str
     dtype: str
@@ -390,7 +407,7 @@ def measure_llm_runtime(loaded: LoadedModel, module: Any, facts: RuntimeFacts, c
         step(f"measuring this machine's memory read bandwidth ({threads} thread(s))")
         bandwidth = measure_read_bandwidth(threads, config.bandwidth_buffer_bytes)
     step(f"timing greedy generation of {config.new_tokens} tokens on {facts.label} at batch 1")
-    generation = [runtime_generation(loaded, module, config, threads, energy, bandwidth, facts.weight_bytes,
+    generation = [runtime_generation(loaded, module, config, threads, energy, bandwidth, facts.read_bytes,
                                      facts.runtime, facts.kv_bytes_per_element)]
     ppl = None
     if texts is not None:
@@ -410,7 +427,7 @@ def cache_length(cache: Any) -> int:
 
 
 def measure_generation(loaded: LoadedModel, config: LLMConfig, batch: int, threads: int, energy: EnergySettings,
-                       bandwidth: BandwidthStats | None, weight_bytes: int) -> GenerationStats:
+                       bandwidth: BandwidthStats | None, read_bytes: int) -> GenerationStats:
     gen = _Generator(loaded.module)
     ids = prompt_ids(loaded, batch, config.prompt_tokens)
     with torch_threads(threads), torch.inference_mode():
@@ -437,7 +454,7 @@ def measure_generation(loaded: LoadedModel, config: LLMConfig, batch: int, threa
         latency = summarize(steps_ms, "torch", batch, threads, config.warmup, other_load_cores=load.cores,
                             cpu_ms_per_call=cpu_ms_per_step)
         energy_stats = measure_energy(_energy_step(gen, last, batch), latency, energy, seconds=config.energy_seconds)
-    per_step = weight_bytes + kv.bytes
+    per_step = read_bytes + kv.bytes
     roofline = batch * bandwidth.bytes_per_s / per_step if bandwidth else None
     lo, hi = median_ci95(ttft_ms)
     return GenerationStats(
@@ -487,7 +504,8 @@ def measure_llm(loaded: LoadedModel, config: LLMConfig | None = None, threads: i
     generation = []
     for batch in sorted({1, config.batch_size}):
         step(f"timing greedy generation of {config.new_tokens} tokens at batch {batch}")
-        generation.append(measure_generation(loaded, config, batch, threads, energy, bandwidth, weight_bytes))
+        generation.append(measure_generation(loaded, config, batch, threads, energy, bandwidth,
+                                             step_read_bytes(module)))
     ppl = None
     if texts is not None:
         step(f"perplexity on the {split} split")

@@ -63,6 +63,31 @@ def bytes_by_dtype(folder: str | Path) -> dict[str, int]:
     return dict(by_dtype)
 
 
+def step_read_bytes(folder: str | Path) -> int:
+    """The initializer bytes a decode step reads: all, except a table only a ``Gather`` looks rows up in (an int8 or
+    fp32 build's token embedding: one row per token); the int4 build's ``GatherBlockQuantized`` shares the output
+    matrix's blocks, which the last MatMul reads whole."""
+    from sizewise.core.optional import require
+
+    onnx = require("onnx", "ortgenai", "reading an ORT GenAI folder's graph")
+    from onnx import helper
+
+    model = onnx.load(str(Path(folder) / MODEL_FILE), load_external_data=False)
+    sizes = {}
+    for init in model.graph.initializer:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type))
+        sizes[init.name] = (int(np.prod(init.dims, dtype=np.int64)) * dtype.itemsize, list(init.dims))
+    readers: dict[str, set[str]] = defaultdict(set)
+    for node in model.graph.node:
+        for position, name in enumerate(node.input):
+            readers[name].add("lookup" if node.op_type == "Gather" and position == 0 else "other")
+    total = sum(size for size, _ in sizes.values())
+    for name, (size, dims) in sizes.items():
+        if readers.get(name) == {"lookup"}:
+            total -= size - size // max(1, dims[0] if dims else 1)
+    return total
+
+
 def folder_size(folder: str | Path) -> SizeStats:
     """A built folder as shipped: every file in it (graph, weights, genai_config.json, tokenizer)."""
     from sizewise.measure.size import artifact_bytes
@@ -86,10 +111,12 @@ def measure_llm_ortgenai(loaded: LoadedModel, module: OrtGenAIModule, config: LL
     by_dtype = bytes_by_dtype(module.path)
     kv_bytes = _kv_bytes_per_element(module)
     facts = RuntimeFacts(
-        runtime=RUNTIME, label="ORT GenAI", weight_bytes=sum(by_dtype.values()), kv_bytes_per_element=kv_bytes,
+        runtime=RUNTIME, label="ORT GenAI", weight_bytes=sum(by_dtype.values()),
+        read_bytes=step_read_bytes(module.path), kv_bytes_per_element=kv_bytes,
         device=f"cpu (ORT GenAI {genai_version() or '?'})", dtype="+".join(sorted(by_dtype)),
         decoding=f"greedy (argmax) on ONNX Runtime GenAI's Generator, batch 1: append_tokens(prompt), then "
                  f"new_tokens - 1 generate_next_token calls reusing its float{8 * kv_bytes} KV cache",
-        roofline="decode reads every weight (the graph's initializer bytes) and the whole KV cache once per step: "
-                 "roofline tokens/s = read bandwidth / (initializer bytes + KV cache bytes)")
+        roofline="decode reads every weight (the graph's initializers, but one row of a table only a Gather looks "
+                 "up: the token embedding of an int8 or fp32 build) and the whole KV cache once per step: roofline "
+                 "tokens/s = read bandwidth / (those bytes + KV cache bytes)")
     return measure_llm_runtime(loaded, module, facts, config, threads, energy, texts, split, progress)

@@ -203,3 +203,21 @@ def test_the_method_is_registered_for_the_ortgenai_runtime():
     method = get_method("int8-smoothquant")
     assert method.family == "quantize" and method.kernel == "int8" and method.runtimes == ("ortgenai",)
     assert "alpha" in method.options
+
+
+@needs_genai
+def test_a_decode_step_reads_one_row_of_the_float_embedding_not_the_table(tiny, tokenizer, tmp_path):
+    """The int8 folder keeps the token embedding (float32, looked up by a Gather) apart from the 8-bit output
+    matrix: the roofline counts one row of it per step, on ORT GenAI and on the untied torch twin alike."""
+    from sizewise.measure.llm import step_read_bytes, weights_bytes
+    from sizewise.measure.ortgenai import bytes_by_dtype
+    from sizewise.measure.ortgenai import step_read_bytes as folder_read_bytes
+    from sizewise.models.ortgenai import build, load_weights
+
+    table = tiny.module.model.embed_tokens.weight
+    table_bytes, row_bytes = table.numel() * 4, table.shape[1] * 4
+    assert step_read_bytes(tiny.module) == weights_bytes(tiny.module)  # tied: the table is the output matrix
+    folder = build(tiny.module, tokenizer, tmp_path / "int8", "int8", block_size=32)
+    assert folder_read_bytes(folder) == sum(bytes_by_dtype(folder).values()) - table_bytes + row_bytes
+    twin = load_weights(copy.deepcopy(tiny.module), folder)
+    assert step_read_bytes(twin) == weights_bytes(twin) - table_bytes + row_bytes

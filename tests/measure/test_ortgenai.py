@@ -124,6 +124,16 @@ def test_int4_folder_is_smaller_and_its_bytes_are_reported(folders):
 
 
 @needs_genai
+def test_an_output_matrix_shared_with_the_embedding_is_read_whole(folders):
+    from sizewise.measure.ortgenai import bytes_by_dtype, step_read_bytes
+
+    # int4: GatherBlockQuantized looks rows up in the blocks the last MatMulNBits reads whole: nothing is left out
+    assert step_read_bytes(folders["int4"]) == sum(bytes_by_dtype(folders["int4"]).values())
+    # fp32 of a tied model: the Gather reads a Transpose of the output matrix, one initializer read whole
+    assert step_read_bytes(folders["fp32"]) == sum(bytes_by_dtype(folders["fp32"]).values())
+
+
+@needs_genai
 def test_quantize_plan_saves_the_folder_reloads_and_measures_it_on_ort_genai(tiny, text, tmp_path):
     plan = sizewise.Plan((sizewise.Step("int4-ortgenai", OrtGenAIInt4()),))
     result = sizewise.run(tiny, plan, data=text, out=tmp_path / "q", measure_config=FAST)
