@@ -90,7 +90,7 @@ def shrink(
     out: Path = typer.Option(..., "--out", help="Search directory; re-running with the same one resumes."),
     max_drop: str = typer.Option("0.01", "--max-drop", help="Budget: 0.01 = 1% of the baseline metric; 0.5pp."),
     objective: str = typer.Option("latency", "--objective", help="latency, size, energy or flops."),
-    runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime, torch, or llamacpp (causal LMs): where it will run."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime, torch, llamacpp or ortgenai (the last two: causal LMs): where it will run."),
     methods: str | None = typer.Option(None, "--methods", help="Comma-separated method names or families (prune, "
                                        "quantize, distill, factorize, cluster, runtime) to search; default: prune,"
                                        "quantize. An unknown name lists the searchable ones."),

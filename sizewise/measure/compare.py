@@ -43,7 +43,7 @@ from sizewise.models.loaded import LoadedModel
 
 SCHEMA = "sizewise.compare/1"
 ORDERS = ("abba", "random")
-RUNTIMES = ("torch", "onnxruntime", "llamacpp")
+RUNTIMES = ("torch", "onnxruntime", "llamacpp", "ortgenai")
 DECODE_CONTEXT = 128  # tokens of prompt before the timed decode step of a causal LM (seq_len overrides it)
 
 
@@ -244,19 +244,24 @@ def _inputs_for(a: LoadedModel, b: LoadedModel, config: CompareConfig):
 
 
 def _decode_call(loaded: LoadedModel, runtime: str, context: int, threads: int, workdir: str) -> Callable[[], None]:
-    """One greedy decode step of a causal LM at a fixed context, on torch or llama.cpp."""
+    """One greedy decode step of a causal LM at a fixed context, on torch, llama.cpp or ORT GenAI."""
     from sizewise.measure.llm import decode_step, prompt_ids
 
-    if runtime == "llamacpp":
-        from sizewise.measure.llamacpp import llamacpp_module
-
+    if runtime in ("llamacpp", "ortgenai"):  # runtimes that time themselves: a generation, then steps rewound
         Path(workdir).mkdir(parents=True, exist_ok=True)
-        module = llamacpp_module(loaded, workdir, threads, context + 8)
+        if runtime == "llamacpp":
+            from sizewise.measure.llamacpp import llamacpp_module
+
+            module = llamacpp_module(loaded, workdir, threads, context + 8)
+        else:
+            from sizewise.measure.ortgenai import ortgenai_module
+
+            module = ortgenai_module(loaded, workdir, threads)
         module.generate_timed(prompt_ids(loaded, 1, context)[0].tolist(), 2)  # the context the steps decode at
         return module.decode_step
     if runtime != "torch":
-        raise ConfigError(f"decode steps of a causal LM are timed on torch or llamacpp, not {runtime}",
-                          hint="use --runtime torch or llamacpp")
+        raise ConfigError(f"decode steps of a causal LM are timed on torch, llamacpp or ortgenai, not {runtime}",
+                          hint="use --runtime torch, llamacpp or ortgenai")
     return decode_step(loaded, context)
 
 

@@ -14,7 +14,7 @@ from sizewise.core.errors import ConfigError
 OBJECTIVES = ("latency", "size", "energy", "flops")
 # where a search measures its candidates: llama.cpp for causal LMs (their int4 GGUF methods), onnxruntime or torch
 # for the rest
-SEARCH_RUNTIMES = ("onnxruntime", "torch", "llamacpp")
+SEARCH_RUNTIMES = ("onnxruntime", "torch", "llamacpp", "ortgenai")
 EXECUTORS = ("local", "ray")
 # A trial's plan is built slot by slot, in this order; each slot holds at most one step, picked among the searchable
 # methods of its families. Structure first (it trains on the float model), weight sharing next, and last what fixes

@@ -110,3 +110,25 @@ def test_the_pruning_searches_stay_in_their_ranges():
     assert {c.pattern for c in wanda} == {"unstructured", "2:4"}
     assert all(c.sparsity == 0.5 for c in wanda if c.pattern == "2:4")
     assert all(0.2 <= c.sparsity <= 0.6 for c in wanda)
+
+
+@pytest.mark.timeout(600)
+def test_on_ort_genai_the_search_tries_w8a8_folders_and_times_them_there(tmp_path):
+    pytest.importorskip("onnxruntime_genai")
+    model, text = tiny_causal_lm(tmp_path)
+    space = SearchSpace("causal-lm", "tokens", "ortgenai", "latency")
+    slots, _ = slot_methods(resolve_methods(("quantize",)), space, has_train=True)
+    assert "int8-smoothquant" in slots["deploy"]
+    config = ShrinkConfig(max_drop=Budget.parse("10%"), runtime="ortgenai", methods=("int8-smoothquant",), trials=2,
+                          threads=1, latency_seconds=0.05, compare_seconds=0.5)
+    shrink(str(model), str(text), tmp_path / "out", config, command="test")
+    r = json.loads((tmp_path / "out" / "results.json").read_text())
+    trials = r["trials"]
+    assert [t["state"] for t in trials] == ["complete", "complete"]
+    for t in trials:  # each trial's alpha and block are the search's; its latency is timed on ORT GenAI
+        step = t["plan"]["steps"][0]
+        assert step["method"] == "int8-smoothquant" and step["config"]["alpha"] in (0.0, 0.5, 0.8)
+        card = json.loads((Path(t["artifact"]) / "card.json").read_text())["after"]
+        assert card["latency"]["runtime"] == "ortgenai"
+        assert t["objectives"]["latency"] == latency_of(card)[0]
+    assert r["chosen"]["test"]["card"]["metrics"]["split"] == "test"

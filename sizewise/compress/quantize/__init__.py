@@ -10,7 +10,7 @@ from sizewise.compress.quantize.config import (
 )
 from sizewise.compress.quantize.llm import LLMWeightInt4, is_causal_lm, llm_search, quantize_llm
 from sizewise.compress.quantize.ortgenai import OrtGenAIInt4, quantize_ortgenai
-from sizewise.compress.quantize.smoothquant import SmoothQuantW8A8, quantize_smoothquant
+from sizewise.compress.quantize.smoothquant import SmoothQuantW8A8, quantize_smoothquant, smoothquant_search
 from sizewise.compress.quantize.step import onnx_variant, quantize_step
 from sizewise.compress.registry import Method, register
 
@@ -65,7 +65,7 @@ register(Method("int4-ortgenai", family="quantize", apply=quantize_ortgenai, con
                         "nearest), run on ORT GenAI"))
 register(Method("int8-smoothquant", family="quantize", apply=quantize_smoothquant, config=SmoothQuantW8A8, kernel="int8",
                 runtimes=("ortgenai",), encoding="ortgenai", applies=is_causal_lm,
-                options=("alpha", "group_size", "calibration_samples", "runtime"),
+                options=("alpha", "group_size", "calibration_samples", "runtime"), search=smoothquant_search,
                 summary="causal LMs: W8A8 - SmoothQuant scales folded into the norms, int8 MatMulNBits weights and "
                         "int8 activations on ORT GenAI; alpha chosen on validation"))
 

@@ -75,6 +75,13 @@ class SmoothQuantW8A8:
                               f"on {self.runtime!r}", hint="pass --runtime ortgenai")
 
 
+def smoothquant_search(trial, space) -> SmoothQuantW8A8:
+    """``shrink``'s space: the migration strength (0 = plain W8A8) and the block, a search's own choices (a trial
+    then builds one folder instead of choosing alpha itself)."""
+    return SmoothQuantW8A8(alpha=trial.suggest_categorical("int8-smoothquant.alpha", ALPHAS),
+                           group_size=trial.suggest_categorical("int8-smoothquant.group_size", (32, 128)))
+
+
 # ------------------------------------------------------------------------------------------------- smoothing
 
 @dataclass(frozen=True)
