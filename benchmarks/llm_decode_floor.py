@@ -1,14 +1,14 @@
 """Where a llama.cpp decode step's time goes on this CPU: SmolLM2-135M written at five weight encodings (F32, F16,
 Q8_0, Q4_1, Q4_0: the same model, llama.cpp's own quantizer from the F16 file), decoded interleaved round by round
-beside torch fp32 eager, and the step time fitted as ``t = t0 + bytes / B`` over the five files.
+beside torch fp32 eager, at each of --threads (default 1 and 2).
 
     SIZEWISE_DATA=/work/shared/data .venv/bin/python benchmarks/llm_decode_floor.py  # results/llm_decode_floor.md/.json
 
-``B`` is the bandwidth at which extra weight bytes cost time; ``t0`` is the part of a step that does not shrink with
-the weights (attention, norms, the graph, thread hand-offs, the int-dot-product arithmetic itself where it is not
-hidden behind memory). ``t0`` bounds what any smaller encoding can reach on this runtime and thread count:
-tokens/s <= 1 / t0. Run at each of --threads (default 1 and 2), so the split shows whether ``t0`` is compute that
-more cores divide. No quality is measured (no split used); the files are the ones ``benchmarks/llm.py`` scores.
+If decode were bound by reading the weights, a step would take bytes / bandwidth: halving the bytes would halve it.
+The files are set beside two rooflines: the memory's read bandwidth (a buffer 4x the last-level cache) and the
+last-level cache's (a buffer of half of it), which is the bound for weights small enough to stay in the cache from
+step to step. The step times of the files that fit in the cache, across encodings and thread counts, show what does
+bound them. No quality is measured (no split used); the files are the ones ``benchmarks/llm.py`` scores.
 """
 
 from __future__ import annotations
@@ -31,17 +31,6 @@ TYPES = {"F32": None, "F16": None, "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q4_1": "L
          "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
 
 
-def fit(bytes_: list[float], step_ms: list[float]) -> dict[str, float]:
-    """Least squares ``step_ms = t0 + bytes / B``: t0 in ms, B in bytes/s, and r^2."""
-    import numpy as np
-
-    x, y = np.asarray(bytes_, dtype=float), np.asarray(step_ms, dtype=float)
-    slope, t0 = np.polyfit(x, y, 1)
-    pred = t0 + slope * x
-    r2 = 1 - float(((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
-    return {"t0_ms": float(t0), "bandwidth_bytes_per_s": float(1e3 / slope), "r2": r2}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -55,12 +44,11 @@ def main() -> None:
     lm.PROMPT, lm.NEW = args.prompt, args.new
     meta = new_meta(VERSIONED)
 
-    import numpy as np
     import torch
 
     import sizewise
     from sizewise.core.serialize import to_dict
-    from sizewise.measure.llm import _Generator, measure_read_bandwidth, prompt_ids
+    from sizewise.measure.llm import _Generator, last_level_cache_bytes, measure_read_bandwidth, prompt_ids
     from sizewise.models.gguf_writer import write_gguf
 
     cache = args.cache
@@ -80,7 +68,9 @@ def main() -> None:
         files[kind] = path
     weight_bytes = {k: lm.gguf_tensor_bytes(str(p)) for k, p in files.items()}
     ids = prompt_ids(loaded, 1, args.prompt)
-    res: dict[str, Any] = {"llama_cpp_build": lm.llama_build(), "weight_bytes": weight_bytes, "runs": {}}
+    llc = last_level_cache_bytes()
+    res: dict[str, Any] = {"llama_cpp_build": lm.llama_build(), "weight_bytes": weight_bytes, "runs": {},
+                           "last_level_cache_bytes": llc}
     for threads in args.threads:
         torch.set_num_threads(threads)
 
@@ -100,15 +90,11 @@ def main() -> None:
 
         log(f"decode, interleaved, {threads} thread(s), {args.rounds} rounds")
         run = cached(cache / f"ab-p{args.prompt}-n{args.new}-t{threads}-r{args.rounds}.json", ab)
-        steps = {k: float(np.median(run["engines"][f"llama.cpp {k}"]["decode_step_ms"])) for k in files}
-        run["fit"] = fit([weight_bytes[k] for k in files], [steps[k] for k in files])
-        # per round as well: the spread of t0 and B over rounds is the fit's own noise
-        per_round = [fit([weight_bytes[k] for k in files],
-                         [run["engines"][f"llama.cpp {k}"]["decode_step_ms"][r] for k in files])
-                     for r in range(run["rounds"])]
-        run["fit_per_round"] = per_round
         run["bandwidth"] = cached(cache / f"bw-t{threads}.json",
                                   lambda t=threads: {"stats": to_dict(measure_read_bandwidth(t))})
+        if llc:
+            run["cache_bandwidth"] = cached(cache / f"bw-llc-half-t{threads}.json",
+                                            lambda t=threads: {"stats": to_dict(measure_read_bandwidth(t, llc // 2))})
         res["runs"][str(threads)] = run
     meta = finish_meta(meta)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -121,45 +107,52 @@ def main() -> None:
 def write_report(meta: dict, res: dict, args) -> None:
     import numpy as np
 
-    build = res["llama_cpp_build"]
+    build, llc = res["llama_cpp_build"], res.get("last_level_cache_bytes")
+    fits = [k for k, b in res["weight_bytes"].items() if llc and b < llc]
     lines = ["# Where a llama.cpp decode step's time goes: SmolLM2-135M at five weight encodings", "",
              *header_lines(meta),
              f"- llama.cpp: llama-cpp-python {build['version']}, {build['system_info']}",
              "- files: the same model written as F32 / F16 GGUF by sizewise's writer (token embedding in the same "
              "type), Q8_0 / Q4_1 / Q4_0 by llama.cpp's own quantizer from the F16 file; bytes = the GGUF's tensor "
-             "bytes",
+             "bytes (SmolLM2's embedding is the output matrix: a step reads all of them)",
              f"- decode: greedy, {args.prompt} prompt tokens then {args.new} new, batch 1, {args.rounds} interleaved "
              "rounds after a warm-up round, all files and torch fp32 eager in each round; the step time is the "
-             "median step of a generation; fit: least squares `t = t0 + bytes / B` over the five files' median "
-             "steps (and per round, for its spread)", ""]
+             "median step of a generation, then the median over rounds",
+             f"- last-level cache {llc / 2**20:.0f} MiB (as the OS reports it); rooflines: bytes / the memory's read "
+             "bandwidth (a buffer 4x the cache), and bytes / the cache's (a buffer of half of it) for files that fit "
+             "in it" if llc else "- last-level cache: unknown", ""]
+    steps = {}
     for threads, run in res["runs"].items():
-        e, f = run["engines"], run["fit"]
+        e = run["engines"]
         bw = run["bandwidth"]["stats"]["bytes_per_s"]
+        cbw = run.get("cache_bandwidth", {}).get("stats", {}).get("bytes_per_s")
         rows = []
         for kind, b in res["weight_bytes"].items():
             name = f"llama.cpp {kind}"
-            step = float(np.median(e[name]["decode_step_ms"]))
+            step = steps.setdefault(threads, {})[kind] = float(np.median(e[name]["decode_step_ms"]))
+            tok_s = 1e3 / step
             rows.append({"engine": name, "weight bytes": f"{b / 2**20:.1f} MiB", "step ms": f"{step:.2f}",
                          "decode tok/s [95% CI]": lm.fmt_ci(e[name]["decode_tok_s"]),
                          "x torch fp32 [CI]": ratio_text(e[TORCH]["decode_step_ms"], e[name]["decode_step_ms"]),
-                         "fitted t0 + bytes/B, ms": f"{f['t0_ms'] + b / f['bandwidth_bytes_per_s'] * 1e3:.2f}",
-                         "roofline tok/s (bytes / read bw)": f"{bw / b:.0f}"})
-        t0s = [p["t0_ms"] for p in run["fit_per_round"]]
-        bws = [p["bandwidth_bytes_per_s"] / 1e9 for p in run["fit_per_round"]]
-        torch_tok_s = e[TORCH]["decode_tok_s"]["median"]
+                         "% of memory roofline": f"{tok_s / (bw / b) * 100:.0f}%",
+                         "% of cache roofline": f"{tok_s / (cbw / b) * 100:.0f}%" if cbw and kind in fits else ""})
         lines += [f"## {threads} thread(s)", "",
-                  f"torch fp32 eager: {lm.fmt_ci(e[TORCH]['decode_tok_s'])} tokens/s; measured read bandwidth "
-                  f"{bw / 1e9:.1f} GB/s; other processes' CPU during the rounds "
-                  f"{run['load'].get('others_cores', float('nan')):.2f} cores.", "",
-                  *md_table(rows, "lrrrrrr"), "",
-                  f"Fit over the five files: **t0 = {f['t0_ms']:.2f} ms** per step (rounds: {min(t0s):.2f}-"
-                  f"{max(t0s):.2f}), **B = {f['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s** (rounds: {min(bws):.1f}-"
-                  f"{max(bws):.1f}), r^2 = {f['r2']:.3f}. Ceiling for any encoding of this model on this runtime "
-                  f"and thread count: 1 / t0 = {1e3 / f['t0_ms']:.0f} tokens/s = "
-                  f"{1e3 / f['t0_ms'] / torch_tok_s:.2f}x torch fp32 eager's median; 4x torch fp32 "
-                  f"({4 * torch_tok_s:.0f} tokens/s) would need a step of {1e3 / (4 * torch_tok_s):.2f} ms, i.e. "
-                  f"weights of at most {max(0.0, (1e3 / (4 * torch_tok_s) - f['t0_ms'])) * f['bandwidth_bytes_per_s'] / 1e3 / 2**20:.1f}"
-                  f" MiB at the fitted B.", ""]
+                  f"torch fp32 eager: {lm.fmt_ci(e[TORCH]['decode_tok_s'])} tokens/s; read bandwidth: memory "
+                  f"{bw / 1e9:.1f} GB/s" + (f", last-level cache {cbw / 1e9:.1f} GB/s" if cbw else "")
+                  + f"; other processes' CPU during the rounds {run['load'].get('others_cores', float('nan')):.2f} "
+                    "cores.", "", *md_table(rows, "lrrrrrr"), ""]
+        if fits:
+            small = [steps[threads][k] for k in fits]
+            lines += [f"Files that fit in the cache ({', '.join(fits)}: {min(res['weight_bytes'][k] for k in fits) / 2**20:.0f}-"
+                      f"{max(res['weight_bytes'][k] for k in fits) / 2**20:.0f} MiB): a step takes "
+                      f"{min(small):.2f}-{max(small):.2f} ms whatever their bytes.", ""]
+    if len(steps) > 1 and fits:
+        (t1, s1), (t2, s2) = list(steps.items())[0], list(steps.items())[-1]
+        lines += [f"From {t1} to {t2} threads, the in-cache files' step goes from "
+                  + ", ".join(f"{k} {s1[k]:.2f} to {s2[k]:.2f} ms ({s1[k] / s2[k]:.2f}x)" for k in fits)
+                  + "; the out-of-cache files' from "
+                  + ", ".join(f"{k} {s1[k]:.2f} to {s2[k]:.2f} ms ({s1[k] / s2[k]:.2f}x)" for k in s1 if k not in fits)
+                  + ".", ""]
     if getattr(args, "reading", None):
         lines += ["## Reading", "", args.reading.read_text().strip(), ""]
     (RESULTS / "llm_decode_floor.md").write_text("\n".join(lines))
