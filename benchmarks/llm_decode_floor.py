@@ -152,7 +152,9 @@ def write_report(meta: dict, res: dict, args) -> None:
             small = [steps[threads][k] for k in fits]
             lines += [f"Files that fit in the cache ({', '.join(fits)}: {min(res['weight_bytes'][k] for k in fits) / 2**20:.0f}-"
                       f"{max(res['weight_bytes'][k] for k in fits) / 2**20:.0f} MiB): a step takes "
-                      f"{min(small):.2f}-{max(small):.2f} ms whatever their bytes.", ""]
+                      f"{min(small):.2f}-{max(small):.2f} ms ({max(small) / min(small):.2f}x apart) while their bytes "
+                      f"are {max(res['weight_bytes'][k] for k in fits) / min(res['weight_bytes'][k] for k in fits):.2f}x "
+                      "apart.", ""]
     if len(steps) > 1 and fits:
         (t1, s1), (t2, s2) = list(steps.items())[0], list(steps.items())[-1]
         lines += [f"From {t1} to {t2} threads, the in-cache files' step goes from "
