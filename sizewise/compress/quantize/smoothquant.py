@@ -197,25 +197,26 @@ def quantize_smoothquant(loaded: LoadedModel, config: SmoothQuantW8A8, ctx: Step
         texts = texts[:ctx.eval_limit]
     tried, best = [], None
     for alpha in alphas:
-        candidate = copy.deepcopy(source)
+        candidate = copy.deepcopy(source)  # one smoothed copy at a time: the folder keeps what it holds
         smooth(smooth_groups(candidate), maxima, alpha)
         ctx.progress(f"int8-smoothquant: building the int8 folder (alpha {alpha}, block {config.group_size})")
         started = time.perf_counter()
         folder = build(candidate, loaded.inputs.tokenizer, workdir / f"{FOLDER}-alpha{alpha:g}", precision="int8",
                        block_size=config.group_size, accuracy_level=4, symmetric=True,
                        reference=f"'{loaded.reference}'")
+        del candidate
         row = {"alpha": alpha, "build_seconds": time.perf_counter() - started, "split": split, "metric": None}
         if texts:  # scored by the kernel that will run it: onnxruntime on the folder's graph
-            module = OrtGenAIModule(folder, threads=max(1, torch.get_num_threads()), config=candidate.config)
+            module = OrtGenAIModule(folder, threads=max(1, torch.get_num_threads()), config=source.config)
             row["metric"] = perplexity(module, loaded.inputs.tokenizer, texts,
                                        PerplexityConfig(max_tokens=config.eval_tokens)).token_perplexity
             ctx.progress(f"int8-smoothquant: alpha {alpha}: validation perplexity {row['metric']:.3f} (ORT GenAI)")
         tried.append(row)
         if best is None or (row["metric"] is not None and row["metric"] < best[0]["metric"]):
-            best = (row, folder, candidate)
-    row, folder, candidate = best
-    del source
-    twin = load_weights(candidate, folder)
+            best = (row, folder)
+    row, folder = best
+    # every parameter, the smoothed norms included, comes from the chosen folder (load_weights checks it)
+    twin = load_weights(source, folder)
     result = copy.copy(loaded)
     result.module = twin.eval()
     result.metadata = {**loaded.metadata, "encoding": "ortgenai", "ortgenai_dir": str(folder),
