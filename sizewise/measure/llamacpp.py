@@ -56,18 +56,25 @@ def n_ctx_for(loaded: LoadedModel, config: LLMConfig, seq_len: int | None) -> in
 
 
 @lru_cache(maxsize=8)
-def _bytes_by_type(path: str, mtime_ns: int) -> dict[str, int]:
+def _tensors(path: str, mtime_ns: int) -> tuple[tuple[str, str, int, int], ...]:
+    """(name, GGUF type, bytes, rows) of every tensor; parsing the tokenizer's strings takes seconds: read once."""
     import gguf
 
-    by_type: dict[str, int] = defaultdict(int)
-    for tensor in gguf.GGUFReader(path).tensors:  # parsing the tokenizer's strings takes seconds: read once
-        by_type[tensor.tensor_type.name] += int(tensor.n_bytes)
-    return dict(by_type)
+    # GGUF lists the fastest dimension first: a matrix's rows are its last dimension
+    return tuple((t.name, t.tensor_type.name, int(t.n_bytes), int(t.shape[-1]) if len(t.shape) > 1 else 1)
+                 for t in gguf.GGUFReader(path).tensors)
+
+
+def _tensors_of(path: str | Path) -> tuple[tuple[str, str, int, int], ...]:
+    return _tensors(str(path), Path(path).stat().st_mtime_ns)
 
 
 def bytes_by_type(path: str | Path) -> dict[str, int]:
     """Tensor bytes of a GGUF file by GGUF type (F32, Q8_0, Q4_1, ...)."""
-    return _bytes_by_type(str(path), Path(path).stat().st_mtime_ns)
+    by_type: dict[str, int] = defaultdict(int)
+    for _name, kind, nbytes, _rows in _tensors_of(path):
+        by_type[kind] += nbytes
+    return dict(by_type)
 
 
 def gguf_size(path: str | Path) -> SizeStats:
@@ -87,15 +94,12 @@ def tensor_bytes(path: str | Path) -> int:
 def step_read_bytes(path: str | Path) -> int:
     """The tensor bytes a decode step reads: all, except the token embedding of a file with its own output matrix
     (the lookup reads one row per token); a tied model's ``token_embd`` is the output matrix and is read whole."""
-    import gguf
-
-    tensors = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
-    total = sum(int(t.n_bytes) for t in tensors.values())
-    table = tensors.get("token_embd.weight")
-    if table is None or "output.weight" not in tensors:
+    tensors = {name: (nbytes, rows) for name, _kind, nbytes, rows in _tensors_of(path)}
+    total = sum(nbytes for nbytes, _rows in tensors.values())
+    if "token_embd.weight" not in tensors or "output.weight" not in tensors:
         return total
-    rows = int(table.shape[-1]) if len(table.shape) > 1 else 1  # GGUF lists the fastest dimension first
-    return total - int(table.n_bytes) + int(table.n_bytes) // max(1, rows)
+    nbytes, rows = tensors["token_embd.weight"]
+    return total - nbytes + nbytes // max(1, rows)
 
 
 def measure_llm_llamacpp(loaded: LoadedModel, module: LlamaCppModule, config: LLMConfig | None = None,

@@ -47,19 +47,31 @@ def ortgenai_module(loaded: LoadedModel, workdir: str, threads: int) -> OrtGenAI
     return OrtGenAIModule(path, threads=threads, config=loaded.module.config)
 
 
-def bytes_by_dtype(folder: str | Path) -> dict[str, int]:
-    """Initializer bytes of the folder's graph by element type (int4 blocks are packed uint8), read from the graph's
-    tensor headers without loading the weights."""
+def _graph(folder: str | Path):
+    """The folder's graph, its tensor headers only (the weights stay on disk)."""
     from sizewise.core.optional import require
 
     onnx = require("onnx", "ortgenai", "reading an ORT GenAI folder's graph")
+    return onnx.load(str(Path(folder) / MODEL_FILE), load_external_data=False).graph
+
+
+def _initializers(graph) -> dict[str, tuple[str, int, int]]:
+    """Per initializer: element type, bytes, and rows (its first dimension)."""
     from onnx import helper
 
-    by_dtype: dict[str, int] = defaultdict(int)
-    model = onnx.load(str(Path(folder) / MODEL_FILE), load_external_data=False)
-    for init in model.graph.initializer:
+    out = {}
+    for init in graph.initializer:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type))
-        by_dtype[str(dtype)] += int(np.prod(init.dims, dtype=np.int64)) * dtype.itemsize
+        out[init.name] = (str(dtype), int(np.prod(init.dims, dtype=np.int64)) * dtype.itemsize,
+                          int(init.dims[0]) if init.dims else 1)
+    return out
+
+
+def bytes_by_dtype(folder: str | Path) -> dict[str, int]:
+    """Initializer bytes of the folder's graph by element type (int4 blocks are packed uint8)."""
+    by_dtype: dict[str, int] = defaultdict(int)
+    for dtype, nbytes, _rows in _initializers(_graph(folder)).values():
+        by_dtype[dtype] += nbytes
     return dict(by_dtype)
 
 
@@ -67,24 +79,14 @@ def step_read_bytes(folder: str | Path) -> int:
     """The initializer bytes a decode step reads: all, except a table only a ``Gather`` looks rows up in (an int8 or
     fp32 build's token embedding: one row per token); the int4 build's ``GatherBlockQuantized`` shares the output
     matrix's blocks, which the last MatMul reads whole."""
-    from sizewise.core.optional import require
-
-    onnx = require("onnx", "ortgenai", "reading an ORT GenAI folder's graph")
-    from onnx import helper
-
-    model = onnx.load(str(Path(folder) / MODEL_FILE), load_external_data=False)
-    sizes = {}
-    for init in model.graph.initializer:
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type))
-        sizes[init.name] = (int(np.prod(init.dims, dtype=np.int64)) * dtype.itemsize, list(init.dims))
+    graph = _graph(folder)
     readers: dict[str, set[str]] = defaultdict(set)
-    for node in model.graph.node:
+    for node in graph.node:
         for position, name in enumerate(node.input):
             readers[name].add("lookup" if node.op_type == "Gather" and position == 0 else "other")
-    total = sum(size for size, _ in sizes.values())
-    for name, (size, dims) in sizes.items():
-        if readers.get(name) == {"lookup"}:
-            total -= size - size // max(1, dims[0] if dims else 1)
+    total = 0
+    for name, (_dtype, nbytes, rows) in _initializers(graph).items():
+        total += nbytes // max(1, rows) if readers.get(name) == {"lookup"} else nbytes
     return total
 
 

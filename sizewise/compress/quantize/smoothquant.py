@@ -160,6 +160,7 @@ def smooth(groups: list[SmoothGroup], maxima: list[torch.Tensor], alpha: float) 
 
 def quantize_smoothquant(loaded: LoadedModel, config: SmoothQuantW8A8, ctx: StepContext) -> StepOutput:
     from sizewise.compress.quantize.llm import calibration_windows
+    from sizewise.measure.ortgenai import bytes_by_dtype
     from sizewise.models.gguf import weights_fingerprint
     from sizewise.models.ortgenai import OrtGenAIModule, build, check_buildable, folder_files, genai_version, \
         load_weights
@@ -227,8 +228,6 @@ def quantize_smoothquant(loaded: LoadedModel, config: SmoothQuantW8A8, ctx: Step
                                  f"symmetric) with int8 activations (accuracy level 4), built by ONNX Runtime "
                                  f"GenAI {genai_version()}'s model builder"]}
     files = folder_files(folder)
-    from sizewise.measure.ortgenai import bytes_by_dtype
-
     return StepOutput(result, details | {
         "alpha": row["alpha"], "tried": tried, "folder_bytes": sum(f.stat().st_size for f in files),
         "files": [f.name for f in files], "initializer_bytes_by_dtype": bytes_by_dtype(folder), "kept_in_float": [],
