@@ -125,6 +125,7 @@ def write_report(meta: dict, res: dict, args) -> None:
              f"- decode: greedy, {args.prompt} prompt tokens then {args.new} new, batch 1, {args.rounds} interleaved "
              "rounds after a warm-up round, all files and torch fp32 eager in each round; the step time is the "
              "median step of a generation, then the median over rounds",
+             "- splits: none; no quality is measured and nothing is decided on data (only speed and bandwidth)",
              f"- last-level cache {llc / 2**20:.0f} MiB (as the OS reports it); rooflines: bytes / the memory's read "
              "bandwidth (a buffer 4x the cache), and bytes / the cache's (a buffer of half of it) for files of at most "
              "half the cache" if llc else "- last-level cache: unknown", ""]

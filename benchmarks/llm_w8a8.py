@@ -237,6 +237,18 @@ def goal_rows(res: dict, models: list[str], bw: float) -> list[dict[str, str]]:
     return rows
 
 
+def pairs(folders: list[str]) -> list[tuple[str, str]]:
+    """(a, b) pairs whose ratio b over a the reading needs: smoothing against none at each block, block 128 against
+    32, and every W8A8 folder against llama.cpp's own 8-bit file."""
+    w8a8 = [n for n in folders if n != ORT_FP32]
+    plain = {n.split()[1]: n for n in w8a8 if "alpha 0)" in n}
+    smooth = {n.split()[1]: n for n in w8a8 if "SmoothQuant" in n}
+    out = [(plain[b], smooth[b]) for b in plain if b in smooth]
+    if {"b32", "b128"} <= set(smooth):
+        out.append((smooth["b32"], smooth["b128"]))
+    return out + [(Q8, n) for n in w8a8]
+
+
 def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
     ppl, ab, builds, peaks = res["perplexity"], res["ab"], res["builds"], res["peak_rss"]
     engines = ab["engines"]
@@ -254,6 +266,7 @@ def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
         roofline = bw / (b["read_bytes"] + res["kv_bytes"][name])
         rows.append({
             "engine": name, "bytes on disk": f"{b['bytes'] / 2**20:.1f} MiB",
+            "bytes a step reads": f"{b['read_bytes'] / 1e6:.0f} MB",
             "test ppl": f"{value:.3f}", "vs fp32": f"{(value / base_ppl - 1) * 100:+.2f}%",
             "prefill tok/s [95% CI]": lm.fmt_ci(e["prefill_tok_s"], 0), "TTFT ms": f"{e['ttft_ms']['median']:.0f}",
             "decode tok/s [95% CI]": lm.fmt_ci(e["decode_tok_s"]),
@@ -271,7 +284,9 @@ def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
                       f"(onnxruntime on each folder) -> alpha {d['alpha']:g}; calibration "
                       f"{calib.get('windows')} x {calib.get('tokens_per_window')} tokens of the {calib.get('split')} "
                       f"split in {calib.get('seconds', 0):.0f} s, peak RSS {calib.get('peak_rss_bytes', 0) / 2**20:.0f} "
-                      f"MiB; the whole step {step['seconds'] / 60:.1f} min")
+                      f"MiB (the whole process; the ranges' collection raised it by "
+                      f"{calib.get('rss_increase_bytes', 0) / 1e6:.0f} MB); the whole step {step['seconds'] / 60:.1f} "
+                      "min")
     skipped = builds[folders[0]]["weight_bytes"] - builds[folders[0]]["read_bytes"]
     goals = goal_rows(res, [n for n in folders if n != ORT_FP32], bw)
     tokens = {n: engines[n].get(f"greedy_tokens_equal_to_{TORCH}") for n in names[1:]}
@@ -300,7 +315,7 @@ def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
              f"is read whole as the output projection elsewhere)",
              "- peak RSS: the whole process in a fresh process, high-water mark reset after loading, one generation",
              "", "Alpha chosen on validation (perplexity):", "", *choice, "",
-             *md_table(rows, "lrrrrrrrrrrr"), "",
+             *md_table(rows, "lrrrrrrrrrrrr"), "",
              "Goals of the LLM issue for these models (a speed goal is met when the 95% interval of the per-round "
              "ratio clears it, missed when it lies below, otherwise not resolved; roofline: the median decode "
              "tokens/s against the roofline; the cache roofline divides the last-level cache's read bandwidth, "
@@ -310,6 +325,8 @@ def write_report(meta: dict, res: dict, args, folders: list[str]) -> None:
              + "by the same bytes: the bound for weights that stay in the cache from step to step):", "", *md_table(goals, "lrrrr"), "",
              "Greedy tokens equal to torch fp32's (of " + str(args.new) + "): " + ", ".join(
                  f"{n} {t['equal']}" for n, t in tokens.items() if t) + ".", "",
+             "Decode, more pairs from the same rounds [CI]: " + "; ".join(
+                 f"{b} over {a}: {ratio(a, b, 'decode_step_ms')}" for a, b in pairs(folders)) + ".", "",
              "Prefill x torch fp32 [CI]: " + ", ".join(f"{n} {ratio(TORCH, n, 'prefill_ms')}" for n in names[1:])
              + ".", ""]
     if getattr(args, "reading", None):
