@@ -1,10 +1,12 @@
-"""SmolLM2-135M pruned in depth and recovered by distillation (issue goal: >= 25% fewer parameters, perplexity within
+"""SmolLM2-135M pruned in depth or width and recovered by distillation (issue goal: >= 25% fewer parameters, perplexity within
 10% of the original, measurably faster).
 
     .venv/bin/python benchmarks/llm_prune.py --blocks 10 --kd-paragraphs 1500   # writes results/llm_prune.{md,json}
+    .venv/bin/python benchmarks/llm_prune.py --prune ffn --ffn-sparsity 0.46    # width: 46% of every MLP's neurons
 
 What runs: ``DepthPrune(blocks)`` ranks SmolLM2's 30 decoder blocks by block influence on calibration windows of the
-recovery text and removes the least influential; the pruned model then learns from the original token by token
+recovery text and removes the least influential, or ``FFNPrune(sparsity)`` removes the MLP neurons of every block with
+the smallest mean |activation| on those windows (Minitron's width axis); the pruned model then learns from the original token by token
 (``StepContext.fit``: KL of each next-token distribution at T=2 plus half the cross-entropy) on ``--kd-paragraphs``
 paragraphs, for ``--epochs`` epochs. The shared WikiText-2 copy has no training split, so the recovery text is the
 first 80% of valid.txt's paragraphs and the last 20% are held out (validation perplexity per epoch and in the table).
@@ -30,7 +32,10 @@ MODEL = "smollm2-135m"
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--blocks", type=int, default=10, help="decoder blocks removed (10 of 30: 26%% of params)")
+    parser.add_argument("--prune", choices=("depth", "ffn"), default="depth")
+    parser.add_argument("--blocks", type=int, default=10, help="depth: decoder blocks removed (10 of 30: 26%% of params)")
+    parser.add_argument("--ffn-sparsity", type=float, default=0.46,
+                        help="ffn: fraction of every MLP's neurons removed (0.46 keeps 832 of 1536: 27%% of params)")
     parser.add_argument("--kd-paragraphs", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -48,7 +53,7 @@ def main() -> None:
     import torch
 
     import sizewise
-    from sizewise.compress.prune import DepthPrune
+    from sizewise.compress.prune import DepthPrune, FFNPrune
     from sizewise.compress.registry import StepContext, get_method
     from sizewise.data.dataset import Split
     from sizewise.measure.compare import CompareConfig, compare
@@ -89,11 +94,14 @@ def main() -> None:
     pruned = copy.copy(original)
     pruned.module = copy.deepcopy(original.module)
     started = time.perf_counter()
-    details = get_method("depth").apply(pruned, DepthPrune(args.blocks), StepContext(data=kd_data))
+    step = DepthPrune(args.blocks) if args.prune == "depth" else FFNPrune(args.ffn_sparsity)
+    details = get_method(args.prune).apply(pruned, step, StepContext(data=kd_data))
     prune_s = time.perf_counter() - started
+    removed = (f"blocks removed: {details['blocks_removed']}" if args.prune == "depth" else
+               f"MLP neurons kept per block: {details['intermediate_after']} of {details['intermediate_before']}")
     rows["pruned, no recovery"] = {"params": params(pruned), "test_ppl": ppl(pruned, "test"),
                                    "validation_ppl": ppl(pruned, "validation")}
-    log(f"pruned: {rows['pruned, no recovery']}, removed {details['blocks_removed']}")
+    log(f"pruned: {rows['pruned, no recovery']}, {removed}")
     recovery = sizewise.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer="adamw",
                                     schedule="cosine", warmup_epochs=0.05, weight_decay=0.0, precision="auto",
                                     threads=args.threads, seed=0)
@@ -132,11 +140,13 @@ def main() -> None:
                 f"- measurably faster: {'MET' if lo > 1 else 'NOT MET'} (one greedy decode step on torch fp32 eager, "
                 f"{args.threads} thread(s), interleaved: {speed['speedup']:.2f}x [{lo:.2f}-{hi:.2f}], other load "
                 f"{speed.get('other_load_cores') or 0:.2f} cores)"]
-    lines = [f"# {args.model}: depth pruning + distillation", "", *header_lines(meta),
+    importance = "block influence" if args.prune == "depth" else "mean |activation| of each MLP neuron"
+    lines = [f"# {args.model}: {'depth' if args.prune == 'depth' else 'width (MLP)'} pruning + distillation", "",
+             *header_lines(meta),
              f"- CPU flags that matter here: {flags_text(cpu_flags())}",
-             f"- pruning: `DepthPrune({args.blocks})`, block influence on {details['calibration']['windows']} x "
+             f"- pruning: `{step!r}`, {importance} on {details['calibration']['windows']} x "
              f"{details['calibration']['tokens_per_window']} tokens of the {details['calibration']['split']} split "
-             f"({prune_s:.0f} s); blocks removed: {details['blocks_removed']}",
+             f"({prune_s:.0f} s); {removed}",
              f"- recovery: {args.epochs} epoch(s) on {len(pick):,} paragraphs (seeded sample) of {split_text}, AdamW lr "
              f"{args.lr:g}, cosine, batch {args.batch_size}, at most {CausalLM(pruned, kd_data).max_length} tokens per "
              "paragraph; "
