@@ -22,7 +22,7 @@ __all__ = [
     "TrainConfig", "CompareConfig", "Comparison", "ShrinkConfig",
     # method configs
     "MagnitudePrune", "GradualPrune", "LotteryPrune", "NMPrune", "ChannelPrune", "HeadPrune", "DepthPrune",
-    "FFNPrune", "WandaPrune", "Int8Dynamic",
+    "FFNPrune", "AttentionHeadPrune", "WandaPrune", "Int8Dynamic",
     "Int8Static", "WeightOnly", "HalfPrecision", "QuantizationAwareTraining", "Factorize", "ClusterWeights",
     "Distill", "Finetune", "HuffmanEncode", "OnnxExport", "OrtOptimize", "LLMWeightInt4",
     "OrtGenAIInt4", "SmoothQuantW8A8",

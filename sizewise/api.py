@@ -26,6 +26,7 @@ from sizewise.compress.encode import HuffmanEncode
 from sizewise.compress.export import OnnxExport, OrtOptimize
 from sizewise.compress.factorize import Factorize
 from sizewise.compress.prune import (
+    AttentionHeadPrune,
     ChannelPrune,
     DepthPrune,
     FFNPrune,
@@ -206,7 +207,7 @@ PUBLIC = {
     # method configs, one per registered method family
     "MagnitudePrune": MagnitudePrune, "GradualPrune": GradualPrune, "LotteryPrune": LotteryPrune, "NMPrune": NMPrune,
     "ChannelPrune": ChannelPrune, "HeadPrune": HeadPrune, "DepthPrune": DepthPrune, "FFNPrune": FFNPrune,
-    "WandaPrune": WandaPrune, "Int8Dynamic": Int8Dynamic, "Int8Static": Int8Static,
+    "AttentionHeadPrune": AttentionHeadPrune, "WandaPrune": WandaPrune, "Int8Dynamic": Int8Dynamic, "Int8Static": Int8Static,
     "WeightOnly": WeightOnly, "HalfPrecision": HalfPrecision, "QuantizationAwareTraining": QuantizationAwareTraining,
     "Factorize": Factorize, "ClusterWeights": ClusterWeights, "Distill": Distill, "Finetune": FinetuneConfig,
     "HuffmanEncode": HuffmanEncode, "OnnxExport": OnnxExport, "OrtOptimize": OrtOptimize,

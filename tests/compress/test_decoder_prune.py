@@ -1,4 +1,4 @@
-"""Structured pruning of decoder LLMs (depth: whole blocks; ffn: MLP neurons) and their recovery by token-level
+"""Structured pruning of decoder LLMs (depth: whole blocks; ffn: MLP neurons; attn-heads: query heads) and their recovery by token-level
 distillation from the original model, on a 2-block Llama small enough to train in seconds."""
 
 import copy
@@ -9,7 +9,7 @@ import torch
 
 import sizewise
 from sizewise.compress.distill import DistillConfig, Distillation
-from sizewise.compress.prune import DepthPrune, FFNPrune
+from sizewise.compress.prune import AttentionHeadPrune, DepthPrune, FFNPrune
 from sizewise.compress.registry import StepContext, get_method
 from sizewise.core.errors import ConfigError
 
@@ -53,6 +53,78 @@ def test_ffn_keeps_the_most_active_neurons(tiny_lm):
     with pytest.raises(ConfigError, match="removes none"):
         get_method("ffn").apply(model, too_little, StepContext(data=text.without_test()))
 
+
+
+def _head_outputs(model, windows) -> list[torch.Tensor]:
+    """Per block, the summed L2 norm of each head's output over the windows (what the ranking should see)."""
+    layers = model.module.model.layers
+    found = [torch.zeros(4) for _ in layers]
+
+    def tap(i):
+        def hook(_module, args):
+            found[i] += args[0].reshape(-1, 4, 16).norm(dim=-1).sum(0)
+        return hook
+
+    hooks = [b.self_attn.o_proj.register_forward_pre_hook(tap(i)) for i, b in enumerate(layers)]
+    with torch.no_grad():
+        for w in windows:
+            model.module(input_ids=w)
+    for h in hooks:
+        h.remove()
+    return found
+
+
+def _heads_masked(model, removed: list[list[int]], head_dim: int):
+    """The unpruned model with the removed heads' outputs zeroed: what the pruned model must compute exactly."""
+    masked = copy.deepcopy(model.module)
+    with torch.no_grad():
+        for block, heads in zip(masked.model.layers, removed):
+            for h in heads:
+                block.self_attn.o_proj.weight[:, h * head_dim:(h + 1) * head_dim] = 0
+    return masked
+
+
+@pytest.mark.parametrize("kv_heads", [2, 4], ids=["grouped-query", "multi-head"])
+def test_attention_heads_removes_the_weakest_heads_and_computes_the_rest_exactly(tmp_path, kv_heads):
+    import transformers
+
+    model_dir, text_dir = tiny_causal_lm(tmp_path / "lm")
+    if kv_heads == 4:  # the same tiny Llama with plain multi-head attention (a key/value head per query head)
+        config = transformers.AutoConfig.from_pretrained(model_dir)
+        config.num_key_value_heads = 4
+        torch.manual_seed(1)
+        transformers.LlamaForCausalLM(config).save_pretrained(model_dir)
+    model, text = sizewise.load(str(model_dir)), sizewise.load_dataset(str(text_dir))
+    ctx = StepContext(data=text.without_test())
+    from sizewise.compress.prune.decoder import calibration_windows_for
+
+    scores = _head_outputs(model, calibration_windows_for(model, ctx, 2, 32, "test")[0])  # QUICK's windows
+    units = [s.split(2) if kv_heads == 2 else (s,) for s in scores]  # groups of 2 query heads, or all 4 heads
+    removed = [[int(torch.argmin(u)) + i * len(u) for i, u in enumerate(parts)] if kv_heads == 2 else
+               sorted(torch.topk(parts[0], 2, largest=False).indices.tolist()) for parts in units]
+    masked = _heads_masked(model, removed, 16)
+    details = get_method("attn-heads").apply(model, AttentionHeadPrune(0.5, **QUICK), ctx)
+    # grouped-query: one of each group's 2 query heads goes, both key/value heads stay; multi-head: 2 of 4 heads go
+    # with their keys and values
+    assert (details["heads_before"], details["heads_after"], details["key_value_heads"]) == (4, 2, 2)
+    config = model.module.config
+    assert (config.num_attention_heads, config.num_key_value_heads, config.head_dim) == (2, 2, 16)
+    assert [sorted(set(range(4)) - set(k)) for k in details["heads_kept"]] == removed
+    sample = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.module(input_ids=sample).logits, masked(input_ids=sample).logits)
+    out = model.module.generate(sample, max_new_tokens=3, do_sample=False)  # the KV cache holds the narrower heads
+    assert out.shape == (1, 9)
+    model.module.save_pretrained(tmp_path / "saved")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "saved").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=sample).logits, masked(input_ids=sample).logits)
+
+
+def test_attention_heads_refuses_a_sparsity_that_removes_no_head(tiny_lm):
+    model, text = tiny_lm
+    with pytest.raises(ConfigError, match="removes none"):  # groups of 2 query heads: 10% of 2 rounds to none
+        get_method("attn-heads").apply(model, AttentionHeadPrune(0.1, **QUICK), StepContext(data=text.without_test()))
 
 def test_next_token_training_and_distillation_teach_a_pruned_student(tiny_lm):
     model, text = tiny_lm
@@ -107,3 +179,28 @@ def test_the_prune_command_removes_blocks_of_a_decoder(tmp_path):
     result = CliRunner().invoke(app, ["prune", "zoo:digits-cnn", "--data", "digits", "--method", "depth",
                                       "--blocks", "1", "--out", str(tmp_path / "d")])
     assert result.exit_code == 1 and "not a decoder LLM" in result.output
+
+
+@pytest.mark.parametrize("runtime", ["llamacpp", "ortgenai"])
+def test_a_head_pruned_llm_runs_on_the_deployment_runtimes_with_torchs_logits(tiny_lm, tmp_path, runtime):
+    # fewer query heads than hidden_size / head size: llama.cpp and the ORT GenAI builder must read the head size
+    # from the config, not derive it
+    model, text = tiny_lm
+    get_method("attn-heads").apply(model, AttentionHeadPrune(0.5, **QUICK), StepContext(data=text.without_test()))
+    ids = torch.tensor([model.inputs.tokenizer(text.split("test").inputs[0])["input_ids"][:24]])
+    with torch.no_grad():
+        want = model.module(input_ids=ids).logits
+    if runtime == "llamacpp":
+        pytest.importorskip("llama_cpp")
+        from sizewise.models.gguf_writer import write_gguf
+        from sizewise.models.llamacpp import LlamaCppModule
+
+        path = write_gguf(model.module, model.inputs.tokenizer, tmp_path / "m.gguf")
+        got = LlamaCppModule(path, threads=1, n_ctx=64, config=model.module.config)(input_ids=ids).logits
+    else:
+        pytest.importorskip("onnxruntime_genai")
+        from sizewise.models.ortgenai import OrtGenAIModule, build
+
+        folder = build(model.module, model.inputs.tokenizer, tmp_path / "fp32", "fp32")
+        got = OrtGenAIModule(folder, threads=1, config=model.module.config)(input_ids=ids).logits
+    torch.testing.assert_close(torch.as_tensor(got, dtype=want.dtype), want, rtol=1e-3, atol=1e-3 * want.abs().max().item())

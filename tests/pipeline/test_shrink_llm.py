@@ -25,8 +25,8 @@ from sizewise.report.shrink_report import shrink  # noqa: E402
 def test_on_llamacpp_only_the_methods_whose_result_runs_there_are_searched():
     space = SearchSpace("causal-lm", "tokens", "llamacpp", "latency")
     slots, left_out = slot_methods(resolve_methods(("prune", "quantize")), space, has_train=True)
-    # pruning a decoder LLM (blocks, MLP neurons, Wanda's sparsity) comes before the int4 GGUF step
-    assert slots == {"structure": ["depth", "ffn", "wanda"], "deploy": ["int4-awq", "int4-rtn"]}
+    # pruning a decoder LLM (blocks, MLP neurons, query heads, Wanda's sparsity) comes before the int4 GGUF step
+    assert slots == {"structure": ["attn-heads", "depth", "ffn", "wanda"], "deploy": ["int4-awq", "int4-rtn"]}
     assert any(reason.startswith("int8-dynamic (its result runs on torch or onnxruntime, not llamacpp")
                for reason in left_out)
     # and an image model on onnxruntime is not offered the int4 GGUF methods
@@ -106,6 +106,7 @@ def test_the_pruning_searches_stay_in_their_ranges():
         max(c.blocks for c in _sampled("depth", space)) == 7  # a quarter of 30 blocks
     assert {c.blocks for c in _sampled("depth", SearchSpace("causal-lm", "tokens", "torch", "latency", (), 2))} == {1}
     assert all(0.1 <= c.sparsity <= 0.5 for c in _sampled("ffn", space))
+    assert {c.sparsity for c in _sampled("attn-heads", space)} == {0.25, 0.5}
     wanda = _sampled("wanda", space)
     assert {c.pattern for c in wanda} == {"unstructured", "2:4"}
     assert all(c.sparsity == 0.5 for c in wanda if c.pattern == "2:4")

@@ -1,8 +1,9 @@
 """Pruning: unstructured (magnitude, gradual, lottery), semi-structured N:M, structured channels and heads, and for
-decoder LLMs their blocks, MLP neurons, and Wanda's one-shot unstructured / 2:4 sparsity."""
+decoder LLMs their blocks, MLP neurons, attention heads, and Wanda's one-shot unstructured / 2:4 sparsity."""
 
 from sizewise.compress.prune import decoder, structured, transformer, unstructured, wanda
 from sizewise.compress.prune.config import (
+    AttentionHeadPrune,
     ChannelPrune,
     DepthPrune,
     FFNPrune,
@@ -38,6 +39,12 @@ def _depth_search(trial, space):
 
 def _ffn_search(trial, space):
     return FFNPrune(trial.suggest_float("ffn.sparsity", 0.1, 0.5, step=0.05))
+
+
+def _attention_heads_search(trial, space):
+    # a quarter or half of each group's query heads, rounded to whole heads (SmolLM2's groups of 3 lose 1 either way
+    # at 0.25 and 2 at 0.5): attention holds few of a small LLM's parameters, so more is rarely worth its damage
+    return AttentionHeadPrune(trial.suggest_float("attn-heads.sparsity", 0.25, 0.5, step=0.25))
 
 
 def _wanda_search(trial, space):
@@ -77,6 +84,11 @@ register(Method("ffn", "prune", FFNPrune, decoder.ffn,
                 "remove the least active MLP neurons of every decoder block of an LLM (Minitron width), then distil",
                 options=("sparsity", "multiple", "calibration_samples", "calibration_tokens"), search=_ffn_search,
                 **_DECODER))
+register(Method("attn-heads", "prune", AttentionHeadPrune, decoder.attention_heads,
+                "remove the least important query heads of every decoder block of an LLM (Minitron width; under "
+                "grouped-query attention alike in every key/value group), then distil",
+                options=("sparsity", "calibration_samples", "calibration_tokens"), search=_attention_heads_search,
+                **_DECODER))
 
 register(Method("wanda", "prune", WandaPrune, wanda.wanda,
                 "one-shot unstructured or 2:4 sparsity of an LLM's decoder layers by |weight| x input norm (Wanda, "
@@ -84,5 +96,5 @@ register(Method("wanda", "prune", WandaPrune, wanda.wanda,
                 options=("sparsity", "pattern", "calibration_samples", "calibration_tokens"), search=_wanda_search,
                 applies=lambda s: s.task == "causal-lm"))
 
-__all__ = ["ChannelPrune", "DepthPrune", "FFNPrune", "GradualPrune", "HeadPrune", "LotteryPrune", "MagnitudePrune",
-           "NMPrune", "WandaPrune"]
+__all__ = ["AttentionHeadPrune", "ChannelPrune", "DepthPrune", "FFNPrune", "GradualPrune", "HeadPrune", "LotteryPrune",
+           "MagnitudePrune", "NMPrune", "WandaPrune"]

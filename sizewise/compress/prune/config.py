@@ -178,6 +178,22 @@ class FFNPrune:
             raise ConfigError("calibration needs at least one window of at least 2 tokens")
 
 
+@dataclass(frozen=True)
+class AttentionHeadPrune:
+    """Remove query heads of every decoder block of a causal LM alike, the least important first: under grouped-query
+    attention the same number from each group that shares a key/value head (the K/V heads stay), under plain
+    multi-head attention a head's key and value go with it. Importance: the mean norm of each head's output."""
+
+    sparsity: float  # fraction of each block's query heads (of each key/value group's) removed, rounded to whole heads
+    calibration_samples: int = 16
+    calibration_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity)
+        if self.calibration_samples < 1 or self.calibration_tokens < 2:
+            raise ConfigError("calibration needs at least one window of at least 2 tokens")
+
+
 WANDA_PATTERNS = ("unstructured", "2:4")
 
 

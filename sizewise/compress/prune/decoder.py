@@ -1,24 +1,27 @@
 """Structured pruning of decoder LLMs (Llama-family blocks: ``self_attn`` and a gated ``mlp``), after Minitron
 (Muralidharan et al. 2024): remove whole blocks (depth) or MLP neurons (width) ranked by what calibration text
-measures, then recover by distillation from the original model (``StepContext.fit`` distils a causal LM token by
+measures, or query heads (width of attention), then recover by distillation from the original model (``StepContext.fit`` distils a causal LM token by
 token when the step has a teacher). The result is a smaller ordinary transformers model whose config says so
-(``num_hidden_layers``, ``intermediate_size``), so it saves, reloads, exports to GGUF and runs on llama.cpp as any
+(``num_hidden_layers``, ``intermediate_size``, ``num_attention_heads``), so it saves, reloads, exports to GGUF and runs on llama.cpp as any
 model of its architecture.
 
 Written here rather than taken from a library: Torch-Pruning's LLM examples prune heads/channels of an HF model but
 neither drop blocks nor keep the config consistent for GGUF export, and no maintained CPU library ships Minitron's
 depth/width ranking. The rankings are small: block influence (ShortGPT, Men et al. 2024) is one minus the mean
 cosine similarity between a block's input and output hidden states; a neuron's importance is the mean absolute value
-of its activation (the down projection's input), Minitron's activation-based score.
+of its activation (the down projection's input), Minitron's activation-based score; a head's is the mean L2 norm of
+its output (the attention output projection's input slice), Minitron's head score.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from sizewise.compress.distill import encoder_layers
-from sizewise.compress.prune.config import DepthPrune, FFNPrune
+from sizewise.compress.prune.config import AttentionHeadPrune, DepthPrune, FFNPrune
 from sizewise.compress.registry import StepContext
 from sizewise.core.errors import ConfigError
 
@@ -177,4 +180,72 @@ def ffn(loaded, config: FFNPrune, ctx: StepContext) -> dict:
     after = sum(p.numel() for p in model.parameters())
     recover_by_distillation(loaded, ctx)
     return {"intermediate_before": width, "intermediate_after": kept, "params_kept": after / before,
+            "calibration": {"split": split, "windows": len(windows), "tokens_per_window": config.calibration_tokens}}
+
+
+def head_importance(module: nn.Module, blocks: nn.ModuleList, windows: list[torch.Tensor],
+                    head_dim: int) -> list[torch.Tensor]:
+    """Per block: the mean L2 norm of each query head's output over the tokens (the slice of the attention output
+    projection's input that the head writes)."""
+    sums = [torch.zeros(b.self_attn.o_proj.in_features // head_dim) for b in blocks]
+
+    def tap(i):
+        def hook(_module, args):
+            x = args[0].detach().float()
+            sums[i] += x.reshape(-1, x.shape[-1] // head_dim, head_dim).norm(dim=-1).sum(0)
+        return hook
+
+    handles = [b.self_attn.o_proj.register_forward_pre_hook(tap(i)) for i, b in enumerate(blocks)]
+    run_windows(module, windows, handles)
+    return sums  # a sum over the same tokens for every head: the ranking needs no division
+
+
+def _head_rows(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+
+
+def attention_heads(loaded, config: AttentionHeadPrune, ctx: StepContext) -> dict:
+    blocks = decoder_blocks(loaded)
+    model = loaded.module.eval()
+    mc = model.config
+    heads, kv_heads = mc.num_attention_heads, getattr(mc, "num_key_value_heads", None) or mc.num_attention_heads
+    head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // heads
+    group = heads // kv_heads  # query heads that share one key/value head; 1 is plain multi-head attention
+    # whole heads, half rounded up; a group keeps at least one head (its key/value head would otherwise be unused)
+    unit = group if group > 1 else heads
+    removed = min(math.floor(unit * config.sparsity + 0.5), unit - 1)
+    if removed < 1:
+        raise ConfigError(f"removing {config.sparsity:.0%} of {unit} query heads "
+                          f"{'per key/value group' if group > 1 else 'per block'} removes none",
+                          hint=f"at least {1 / unit:.0%} removes one head")
+    ctx.progress(f"attention head pruning: head outputs on {config.calibration_samples} x "
+                 f"{config.calibration_tokens} calibration tokens")
+    windows, split = calibration_windows_for(loaded, ctx, config.calibration_samples, config.calibration_tokens,
+                                             "attention head pruning")
+    scores = head_importance(model, blocks, windows, head_dim)
+    before = sum(p.numel() for p in model.parameters())
+    kept_heads = []
+    for b, s in zip(blocks, scores):
+        attn = b.self_attn
+        # rank within each group of `unit` consecutive heads (query head i reads key/value head i // group)
+        keep = torch.cat([torch.sort(torch.topk(part, unit - removed).indices).values + g * unit
+                          for g, part in enumerate(s.split(unit))])
+        kept_heads.append(keep.tolist())
+        rows = _head_rows(keep, head_dim)
+        _rows(attn.q_proj, rows, 0)
+        _rows(attn.o_proj, rows, 1)
+        if group == 1:  # multi-head attention: the head's key and value leave with it
+            _rows(attn.k_proj, rows, 0)
+            _rows(attn.v_proj, rows, 0)
+        else:
+            attn.num_key_value_groups = group - removed
+        attn.head_dim = head_dim
+    mc.head_dim = head_dim  # explicit: hidden_size // num_attention_heads no longer gives it
+    mc.num_attention_heads = heads - removed * (heads // unit)
+    if group == 1:
+        mc.num_key_value_heads = mc.num_attention_heads
+    after = sum(p.numel() for p in model.parameters())
+    recover_by_distillation(loaded, ctx)
+    return {"heads_before": heads, "heads_after": mc.num_attention_heads, "key_value_heads": mc.num_key_value_heads,
+            "heads_kept": kept_heads, "params_kept": after / before,
             "calibration": {"split": split, "windows": len(windows), "tokens_per_window": config.calibration_tokens}}
