@@ -30,6 +30,27 @@ from _common import DATA, RESULTS, cpu_flags, finish_meta, flags_text, header_li
 MODEL = "smollm2-135m"
 
 
+def recovery_data(data, paragraphs: int):
+    """The data a pruned model calibrates and recovers on: ``paragraphs`` (a seeded sample) of the train split as
+    "train", and held-out validation text; the test split is left out. WikiText-2 here has no training split (the
+    shared copy holds valid.txt and wiki.test.raw only): then the first 80% of valid.txt's paragraphs are the train
+    text and the last 20% stay out of it. Returns (data, the sampled paragraph indices, a sentence saying so)."""
+    import numpy as np
+
+    from sizewise.data.dataset import Split
+
+    source = data.split("train") if "train" in data.splits else data.split("validation")
+    cut = len(source) if "train" in data.splits else int(0.8 * len(source))
+    pick = np.sort(np.random.default_rng(0).choice(cut, size=min(paragraphs, cut), replace=False))
+    heldout = data.split("validation") if "train" in data.splits else Split(source.inputs[cut:], source.labels[cut:])
+    kd_data = dataclasses.replace(data.without_test(), splits={
+        "train": Split([source.inputs[i] for i in pick], source.labels[pick]), "validation": heldout})
+    split_text = ("the train split" if "train" in data.splits else
+                  f"the first {cut:,} of the validation split's {len(source):,} paragraphs (valid.txt; no train split "
+                  f"in this copy), the other {len(source) - cut:,} held out as validation")
+    return kd_data, pick, split_text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prune", choices=("depth", "ffn"), default="depth")
@@ -49,13 +70,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS), help="folder for llm_prune.{md,json}")
     args = parser.parse_args()
 
-    import numpy as np
     import torch
 
     import sizewise
     from sizewise.compress.prune import DepthPrune, FFNPrune
     from sizewise.compress.registry import StepContext, get_method
-    from sizewise.data.dataset import Split
     from sizewise.measure.compare import CompareConfig, compare
     from sizewise.tasks.perplexity import PerplexityConfig, perplexity
     from sizewise.train.objectives import CausalLM
@@ -65,19 +84,8 @@ def main() -> None:
     log(f"loading {args.model} and {args.data}")
     original = sizewise.load(args.model)
     data = sizewise.load_dataset(args.data)
-    # WikiText-2 here has no training split (the shared copy holds valid.txt and wiki.test.raw only): the recovery
-    # learns from the first 80% of valid.txt's paragraphs and the last 20% stay out of it, for the per-epoch validation
-    # perplexity; the test split is never read before the reported scores
-    source = data.split("train") if "train" in data.splits else data.split("validation")
-    cut = len(source) if "train" in data.splits else int(0.8 * len(source))
-    pick = np.sort(np.random.default_rng(0).choice(cut, size=min(args.kd_paragraphs, cut), replace=False))
-    heldout = data.split("validation") if "train" in data.splits else Split(
-        source.inputs[cut:], source.labels[cut:])
-    kd_data = dataclasses.replace(data.without_test(), splits={
-        "train": Split([source.inputs[i] for i in pick], source.labels[pick]), "validation": heldout})
-    split_text = ("the train split" if "train" in data.splits else
-                  f"the first {cut:,} of the validation split's {len(source):,} paragraphs (valid.txt; no train split "
-                  f"in this copy), the other {len(source) - cut:,} held out as validation")
+    kd_data, pick, split_text = recovery_data(data, args.kd_paragraphs)
+    heldout = kd_data.split("validation")
 
     def ppl(model, split: str) -> float:
         texts = list((heldout if split == "validation" else data.split(split)).inputs)
