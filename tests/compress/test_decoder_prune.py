@@ -1,5 +1,5 @@
-"""Structured pruning of decoder LLMs (depth: whole blocks; ffn: MLP neurons; attn-heads: query heads) and their recovery by token-level
-distillation from the original model, on a 2-block Llama small enough to train in seconds."""
+"""Structured pruning of decoder LLMs (depth: whole blocks; ffn: MLP neurons; attn-heads: query heads) and their
+recovery by token-level distillation from the original model, on a 2-block Llama small enough to train in seconds."""
 
 import copy
 
@@ -203,4 +203,5 @@ def test_a_head_pruned_llm_runs_on_the_deployment_runtimes_with_torchs_logits(ti
 
         folder = build(model.module, model.inputs.tokenizer, tmp_path / "fp32", "fp32")
         got = OrtGenAIModule(folder, threads=1, config=model.module.config)(input_ids=ids).logits
-    torch.testing.assert_close(torch.as_tensor(got, dtype=want.dtype), want, rtol=1e-3, atol=1e-3 * want.abs().max().item())
+    torch.testing.assert_close(torch.as_tensor(got, dtype=want.dtype), want, rtol=1e-3,
+                               atol=1e-3 * want.abs().max().item())

@@ -1,9 +1,9 @@
 """Structured pruning of decoder LLMs (Llama-family blocks: ``self_attn`` and a gated ``mlp``), after Minitron
-(Muralidharan et al. 2024): remove whole blocks (depth) or MLP neurons (width) ranked by what calibration text
-measures, or query heads (width of attention), then recover by distillation from the original model (``StepContext.fit`` distils a causal LM token by
-token when the step has a teacher). The result is a smaller ordinary transformers model whose config says so
-(``num_hidden_layers``, ``intermediate_size``, ``num_attention_heads``), so it saves, reloads, exports to GGUF and runs on llama.cpp as any
-model of its architecture.
+(Muralidharan et al. 2024): remove whole blocks (depth), MLP neurons or query heads (width), ranked by what
+calibration text measures, then recover by distillation from the original model (``StepContext.fit`` distils a
+causal LM token by token when the step has a teacher). The result is a smaller ordinary transformers model whose
+config says so (``num_hidden_layers``, ``intermediate_size``, ``num_attention_heads``), so it saves, reloads, exports
+to GGUF and runs on llama.cpp as any model of its architecture.
 
 Written here rather than taken from a library: Torch-Pruning's LLM examples prune heads/channels of an HF model but
 neither drop blocks nor keep the config consistent for GGUF export, and no maintained CPU library ships Minitron's
@@ -239,7 +239,6 @@ def attention_heads(loaded, config: AttentionHeadPrune, ctx: StepContext) -> dic
             _rows(attn.v_proj, rows, 0)
         else:
             attn.num_key_value_groups = group - removed
-        attn.head_dim = head_dim
     mc.head_dim = head_dim  # explicit: hidden_size // num_attention_heads no longer gives it
     mc.num_attention_heads = heads - removed * (heads // unit)
     if group == 1:
