@@ -44,6 +44,14 @@ def encoder_params(module) -> int:
     return sum(p.numel() for n, p in module.named_parameters() if "encoder.layer." in n)
 
 
+def unlabeled_sentences(stsb, sst2, skip: int, count: int) -> tuple[list[str], int]:
+    """Every unique sentence of the STS-B train pairs, then SST-2 train sentences skip+1..skip+count not already
+    there; and how many of them came from STS-B."""
+    stsb_sentences = list(dict.fromkeys(s for pair in stsb.split("train").inputs for s in pair))
+    sst2_part = list(sst2.split("train").inputs[skip:skip + count])
+    return list(dict.fromkeys(stsb_sentences + sst2_part)), len(stsb_sentences)
+
+
 def main() -> None:
     import torch
 
@@ -67,9 +75,7 @@ def main() -> None:
     torch.set_num_threads(1)
     stsb = sizewise.load_dataset(str(DATA / "stsb"))
     sst2 = sizewise.load_dataset(str(DATA / "sst2"))
-    stsb_sentences = list(dict.fromkeys(s for pair in stsb.split("train").inputs for s in pair))
-    sst2_part = list(sst2.split("train").inputs[args.sst2_skip:args.sst2_skip + args.sst2_sentences])
-    sentences = list(dict.fromkeys(stsb_sentences + sst2_part))
+    sentences, n_stsb = unlabeled_sentences(stsb, sst2, args.sst2_skip, args.sst2_sentences)
     sentences = sentences[:args.max_sentences]
     teacher = sizewise.load("minilm")
     student, info = build_student(teacher, "layers:3")
@@ -134,9 +140,8 @@ def main() -> None:
     enc_t, enc_s = encoder_params(teacher.module), encoder_params(student.module)
     all_t = sum(p.numel() for p in teacher.module.parameters())
     all_s = sum(p.numel() for p in student.module.parameters())
-    n_stsb = len(stsb_sentences)
-    sst2_range = (f"SST-2 train sentences {args.sst2_skip + 1:,}-{args.sst2_skip + len(sst2_part):,}" if args.sst2_skip
-                  else f"the first {len(sst2_part):,} SST-2 train sentences")
+    sst2_range = (f"SST-2 train sentences {args.sst2_skip + 1:,}-{args.sst2_skip + args.sst2_sentences:,}" if args.sst2_skip
+                  else f"the first {args.sst2_sentences:,} SST-2 train sentences")
     this = (f"{args.epochs} epoch(s) on {len(sentences):,} unlabeled sentences ({n_stsb:,} unique sentences of the "
             f"STS-B train pairs + {len(sentences) - n_stsb:,} new ones from {sst2_range}), MSE to the teacher's "
             f"mean-pooled embedding; AdamW lr {args.lr}, weight decay 1e-4 on weight matrices only, {args.warmup} "
