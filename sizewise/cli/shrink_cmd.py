@@ -106,6 +106,9 @@ def shrink(
                                                                             "(default: --finetune-epochs)."),
     distill_lr: float | None = typer.Option(None, "--distill-lr", help="A student's learning rate (default: "
                                             "--finetune-lr; students relearn more, e.g. 1e-4 for MiniLM)."),
+    distill_unlabeled: str | None = typer.Option(None, "--distill-unlabeled", help="A text file of sentences (one "
+                                                 "per line, no labels) distillation students learn on instead of the "
+                                                 "train split."),
     finetune_samples: int | None = typer.Option(None, "--finetune-samples", help="Recover on N training examples "
                                                                                  "drawn from the split (seeded)."),
     recovery_teacher: bool = typer.Option(True, "--recovery-teacher/--labels-only", help="Recovery training after "
@@ -131,7 +134,7 @@ def shrink(
         trials=trials,
         time_budget_s=parse_duration(time_budget), executor=executor, ray_address=ray_address, parallel=parallel,
         storage=storage, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, finetune_samples=finetune_samples,
-        distill_epochs=distill_epochs, distill_lr=distill_lr, seed=seed, threads=threads, batch_size=batch_size,
+        distill_epochs=distill_epochs, distill_lr=distill_lr, distill_unlabeled=distill_unlabeled, seed=seed, threads=threads, batch_size=batch_size,
         recovery_teacher=recovery_teacher, compare_seconds=compare_seconds)
     from sizewise.models.loader import trusting_remote_code
 

@@ -32,6 +32,15 @@ class RemoteCodeError(ModelReferenceError):
     """A model directory asks to run its own Python code and the user has not said they trust it."""
 
 
+def attention_shape(config: Any) -> dict[str, int]:
+    """Query heads, key/value heads, head size and layers of a decoder's transformers config (``head_dim`` where the
+    config states it: after head pruning ``hidden_size // num_attention_heads`` no longer gives it)."""
+    heads = int(config.num_attention_heads)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return {"heads": heads, "kv_heads": int(getattr(config, "num_key_value_heads", None) or heads),
+            "head_dim": int(head_dim), "layers": int(config.num_hidden_layers)}
+
+
 def task_of(model_dir: Path, config: dict) -> str:
     """The task a directory's model is for, read from ``architectures`` and the files beside it."""
     archs = config.get("architectures") or []

@@ -37,6 +37,7 @@ from torch import nn
 
 from sizewise.core.errors import ConfigError, ModelReferenceError
 from sizewise.core.optional import require
+from sizewise.models.hf import attention_shape
 
 EXTRA = "ortgenai"
 MODEL_FILE = "model.onnx"
@@ -57,17 +58,9 @@ def genai_version() -> str | None:
         return None
 
 
-def _shape(config: Any) -> dict[str, int]:
-    """Heads, KV heads and head size of a Llama-family transformers config."""
-    heads = int(config.num_attention_heads)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return {"heads": heads, "kv_heads": int(getattr(config, "num_key_value_heads", None) or heads),
-            "head_dim": int(head_dim), "layers": int(config.num_hidden_layers)}
-
-
 def check_buildable(config: Any, reference: str = "the model") -> None:
     """The checks the builder makes late or not at all, as one line each."""
-    shape = _shape(config)
+    shape = attention_shape(config)
     if shape["head_dim"] % 16:
         raise ConfigError(f"ONNX Runtime GenAI's CPU attention (GroupQueryAttention) needs a head size that is a "
                           f"multiple of 16; {reference} has {shape['head_dim']}",
@@ -197,7 +190,7 @@ def folder_state(folder: str | os.PathLike, config: Any) -> dict[str, torch.Tens
     model = onnx.load(str(Path(folder) / MODEL_FILE), load_external_data=True)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     linear = _linear_weights(model.graph, inits)
-    shape = _shape(config)
+    shape = attention_shape(config)
     q_rows, kv_rows = shape["heads"] * shape["head_dim"], shape["kv_heads"] * shape["head_dim"]
     state: dict[str, np.ndarray] = {}
     for prefix, w in linear.items():

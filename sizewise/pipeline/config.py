@@ -7,6 +7,7 @@ holds no list of its own, so a method registered with a ``search`` function is a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sizewise.core.budget import Budget
 from sizewise.core.errors import ConfigError
@@ -47,6 +48,9 @@ class ShrinkConfig:
     # where a recovery fine-tune of the same encoder uses 2e-5); None = finetune_lr
     distill_lr: float | None = None
     finetune_samples: int | None = None  # train on N training examples drawn from the split (large sets, small CPUs)
+    # a text file of sentences (one per line, no labels) distillation students learn on instead of the train split:
+    # students of a sentence encoder come within a point of the teacher only on tens of thousands of sentences
+    distill_unlabeled: str | None = None
     proxy_fraction: float = 0.25  # share of the validation split a trial must pass before its full measurement
     batch_size: int = 1
     seq_len: int | None = None
@@ -81,6 +85,9 @@ class ShrinkConfig:
             raise ConfigError(f"distill_lr must be > 0, got {self.distill_lr}")
         if self.distill_epochs is not None and self.distill_epochs < 1:
             raise ConfigError(f"distill_epochs must be a positive integer, got {self.distill_epochs}")
+        if self.distill_unlabeled is not None and not Path(self.distill_unlabeled).is_file():
+            raise ConfigError(f"the unlabeled sentences file {self.distill_unlabeled} does not exist",
+                              hint="one sentence per line, for distillation students to learn on")
 
     @property
     def student_epochs(self) -> int:

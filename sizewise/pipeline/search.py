@@ -411,6 +411,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
         raise ConfigError(f"none of --methods {','.join(config.methods)} applies to this model",
                           hint="; ".join(left_out) or "choose other methods")
     recovery, student = _training(config, has_train)
+    # absolute: a trial may run in another working directory (a Ray worker)
+    unlabeled = str(Path(config.distill_unlabeled).resolve()) if config.distill_unlabeled else None
     search = _Search(out, config, command, metric, baseline_card, slots=slots, left_out=left_out)
     proxy_n = max(1, int(len(dataset.split("validation")) * config.proxy_fraction))
     proxy_base = evaluate(load(str(out / "baseline")), dataset, split="validation", limit=proxy_n)[metric]
@@ -467,7 +469,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
             batch = [study.ask() for _ in range(wanted)]
             for trial in batch:
                 trial.set_user_attr(WORKER, _this_worker())
-            jobs = [TrialJob(t.number, sample_plan(t, slots, space, recovery, student)) for t in batch]
+            jobs = [TrialJob(t.number, sample_plan(t, slots, space, recovery, student, unlabeled)) for t in batch]
             dropped = hopeless()
             keep = []
             for trial, job in zip(batch, jobs, strict=True):

@@ -117,8 +117,12 @@ def _choices(slots: dict[str, list[str]], slot: str) -> list[str]:
     return slots[slot] if len(slots) == 1 else [NONE, *slots[slot]]
 
 
-def sample_plan(trial, slots: dict[str, list[str]], space, recovery=None, student=None) -> Plan | None:
-    """Optuna define-by-run: for each slot in order, a method (or none), then that method's own config."""
+def sample_plan(trial, slots: dict[str, list[str]], space, recovery=None, student=None,
+                unlabeled: str | None = None) -> Plan | None:
+    """Optuna define-by-run: for each slot in order, a method (or none), then that method's own config.
+    ``unlabeled`` (a sentences file) goes to every method whose config reads one (distillation students)."""
+    import dataclasses
+
     from sizewise.compress.registry import get_method
 
     steps = []
@@ -130,7 +134,10 @@ def sample_plan(trial, slots: dict[str, list[str]], space, recovery=None, studen
             continue
         method = get_method(name)
         train = student if method.trains else (recovery if slot != "deploy" else None)
-        steps.append(Step(name, method.search(trial, space), train))
+        config = method.search(trial, space)
+        if unlabeled and "unlabeled" in {f.name for f in dataclasses.fields(config)}:
+            config = dataclasses.replace(config, unlabeled=unlabeled)
+        steps.append(Step(name, config, train))
     return Plan(tuple(steps), name=f"trial {trial.number}") if steps else None
 
 

@@ -128,7 +128,9 @@ def test_attention_heads_refuses_a_sparsity_that_removes_no_head(tiny_lm):
 
 def test_next_token_training_and_distillation_teach_a_pruned_student(tiny_lm):
     model, text = tiny_lm
-    train = sizewise.TrainConfig(epochs=3, lr=3e-3, batch_size=8, seed=0)
+    # fp32 pinned: precision "auto" picks bf16 autocast on a CPU with avx512_bf16, which this tiny model learns less
+    # well in 3 epochs; what is tested here is the objective, on any CPU
+    train = sizewise.TrainConfig(epochs=3, lr=3e-3, batch_size=8, seed=0, precision="fp32")
     result = sizewise.train(model, text.without_test(), train)  # the causal-LM objective: next-token cross-entropy
     perplexities = [e.val_accuracy for e in result.epochs]  # the loop's validation metric: perplexity here
     assert perplexities[-1] < 0.8 * perplexities[0]

@@ -245,11 +245,12 @@ def test_initial_design_tries_each_family_once_at_the_middle_of_its_space():
 
     slots = {"structure": ["channel", "distill", "factorize"], "deploy": ["int8-dynamic"]}
     design = initial_design(slots, IMAGES, trials=8)
+    per_tensor = {"int8-dynamic.per_channel": False}  # onnxruntime's default scales, before per channel is tried
     assert design == [
-        {"structure": "none", "deploy": "int8-dynamic"},
-        {"structure": "channel", "deploy": "int8-dynamic", "channel.sparsity": 0.4, "channel.round_to": 8},
-        {"structure": "distill", "deploy": "int8-dynamic", "distill.width": 0.5},
-        {"structure": "factorize", "deploy": "int8-dynamic", "factorize.target_params": 0.55}]
+        {"structure": "none", "deploy": "int8-dynamic", **per_tensor},
+        {"structure": "channel", "deploy": "int8-dynamic", "channel.sparsity": 0.4, "channel.round_to": 8, **per_tensor},
+        {"structure": "distill", "deploy": "int8-dynamic", "distill.width": 0.5, **per_tensor},
+        {"structure": "factorize", "deploy": "int8-dynamic", "factorize.target_params": 0.55, **per_tensor}]
     assert len(initial_design(slots, IMAGES, trials=5)) == 4  # every family once, even past half the trials
     assert len(initial_design(slots, IMAGES, trials=2)) == 2  # but never more than the trials
     # every deploy method alone comes before any plan that trains: seconds each, and a time budget reaches them
@@ -257,6 +258,23 @@ def test_initial_design_tries_each_family_once_at_the_middle_of_its_space():
     order = [(d["structure"], d["deploy"]) for d in initial_design(many, IMAGES, trials=12)]
     assert order[:3] == [("none", "int4-weight"), ("none", "int8-dynamic"), ("none", "ort-optimize")]
     assert order[3][0] == "channel"
+
+
+def test_students_learn_on_the_unlabeled_sentences_file(tmp_path):
+    import optuna
+
+    from sizewise.pipeline.trial import sample_plan
+
+    text = SearchSpace("sentence-similarity", "tokens", "onnxruntime", "latency")
+    slots = {"structure": ["distill"], "deploy": ["int8-dynamic"]}
+    picks = {"structure": "distill", "distill.layers": 3, "deploy": "int8-dynamic", "int8-dynamic.per_channel": True}
+    plan = sample_plan(optuna.trial.FixedTrial(picks), slots, text, unlabeled=str(tmp_path / "s.txt"))
+    distill, int8 = (step.config for step in plan.steps)
+    assert (distill.student, distill.unlabeled) == ("layers:3", str(tmp_path / "s.txt"))
+    assert int8.per_channel is True and not hasattr(int8, "unlabeled")  # only a config that reads sentences gets it
+    assert sample_plan(optuna.trial.FixedTrial(picks), slots, text).steps[0].config.unlabeled is None
+    with pytest.raises(ConfigError, match="does not exist"):
+        ShrinkConfig(distill_unlabeled=str(tmp_path / "missing.txt"))
 
 
 def test_unknown_method_lists_the_registry_names(trained_digits_dir, tmp_path):

@@ -24,6 +24,7 @@ from sizewise.compress.distill import encoder_layers
 from sizewise.compress.prune.config import AttentionHeadPrune, DepthPrune, FFNPrune
 from sizewise.compress.registry import StepContext
 from sizewise.core.errors import ConfigError
+from sizewise.models.hf import attention_shape
 
 
 def decoder_blocks(loaded) -> nn.ModuleList:
@@ -208,8 +209,8 @@ def attention_heads(loaded, config: AttentionHeadPrune, ctx: StepContext) -> dic
     blocks = decoder_blocks(loaded)
     model = loaded.module.eval()
     mc = model.config
-    heads, kv_heads = mc.num_attention_heads, getattr(mc, "num_key_value_heads", None) or mc.num_attention_heads
-    head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // heads
+    shape = attention_shape(mc)
+    heads, kv_heads, head_dim = shape["heads"], shape["kv_heads"], shape["head_dim"]
     group = heads // kv_heads  # query heads that share one key/value head; 1 is plain multi-head attention
     # whole heads, half rounded up; a group keeps at least one head (its key/value head would otherwise be unused)
     unit = group if group > 1 else heads
