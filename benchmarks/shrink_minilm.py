@@ -78,10 +78,21 @@ def run_search(args: argparse.Namespace, out: Path, cmd: str) -> dict[str, Any]:
     from sizewise.core.budget import Budget
     from sizewise.pipeline import ShrinkConfig
 
+    unlabeled = None
+    if args.distill_sentences:  # students learn on unlabeled sentences: STS-B train's and SST-2 train's first N
+        from distill_stsb import unlabeled_sentences
+
+        sentences, _ = unlabeled_sentences(sizewise.load_dataset(str(STSB)),
+                                           sizewise.load_dataset(str(DATA / "sst2")), 0, args.distill_sentences)
+        out.mkdir(parents=True, exist_ok=True)
+        unlabeled = out / "unlabeled.txt"
+        unlabeled.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     config = ShrinkConfig(max_drop=Budget.parse(BUDGET), objective="latency", runtime="onnxruntime",
                           methods=tuple(args.methods.split(",")), trials=args.trials,
                           time_budget_s=args.time_budget, finetune_epochs=args.epochs, finetune_lr=2e-5,
-                          distill_epochs=args.distill_epochs, finetune_samples=args.samples, threads=1,
+                          distill_epochs=args.distill_epochs, distill_lr=1e-4 if unlabeled else None,
+                          distill_unlabeled=str(unlabeled) if unlabeled else None,
+                          finetune_samples=args.samples, threads=1,
                           batch_size=1, seq_len=SEQ_LEN, latency_seconds=args.latency_seconds,
                           compare_seconds=args.compare_seconds)
     bench = {"date_start": date_u(), "uptime_start": uptime()}
@@ -389,7 +400,10 @@ def render(out: Path, cmd: str) -> None:
              f"recovery after a structure step: {cfg['finetune_epochs']} epoch on the first {cfg['finetune_samples']:,} "
              f"STS-B train pairs at lr {cfg['finetune_lr']}, distilled from the baseline "
              f"(recovery_teacher={cfg['recovery_teacher']}); distillation students: {cfg['distill_epochs']} epochs on "
-             f"both sentences of the same pairs at the same lr; latency at batch 1, {cfg['seq_len']} tokens, 1 thread, "
+             + ("both sentences of the same pairs at the same lr" if not cfg.get("distill_unlabeled") else
+                f"{_lines(cfg['distill_unlabeled']):,} unlabeled sentences (STS-B train + SST-2 train, "
+                f"--distill-sentences) at lr {cfg['distill_lr']}")
+             + f"; latency at batch 1, {cfg['seq_len']} tokens, 1 thread, "
              f"{cfg['latency_seconds']:g} s per trial; budget: --max-drop 1% of the baseline's Spearman (dev "
              f"{points(metric, val['metrics'][metric]):.2f}, allowed drop {budget_points(results, 'validation')}; test "
              f"{points(metric, base_rt['metrics'][metric]):.2f}, allowed drop {budget_points(results, 'test')})",
@@ -462,6 +476,10 @@ def render(out: Path, cmd: str) -> None:
          "trials": trials}, indent=2) + "\n")
 
 
+def _lines(path: str) -> int:
+    return sum(1 for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+
+
 def slim(card: dict[str, Any] | None) -> dict[str, Any] | None:
     """A card without its per-layer parameter table (OUT keeps the full cards)."""
     if not card:
@@ -478,6 +496,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1500, help="STS-B train pairs for recovery and distillation")
     parser.add_argument("--epochs", type=int, default=1, help="recovery epochs after a structure step")
     parser.add_argument("--distill-epochs", type=int, default=2)
+    parser.add_argument("--distill-sentences", type=int, default=0,
+                        help="students learn on the STS-B train sentences + the first N SST-2 train sentences "
+                             "(unlabeled) instead of the --samples pairs; 0 = the pairs")
     parser.add_argument("--time-budget", type=float, default=1800, help="seconds the search may start trials in")
     parser.add_argument("--latency-seconds", type=float, default=2.0)
     parser.add_argument("--compare-seconds", type=float, default=20.0, help="the search's own interleaved timing")
