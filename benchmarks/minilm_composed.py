@@ -25,7 +25,8 @@ Parts:
    numbers. The side by side (torch fp32 eager, ORT fp32 and every candidate; 1 and 2 threads; batch 1 x 128 tokens
    and the real lengths of 200 test sentences) is shrink_minilm's, so the numbers read the same way.
 
-Writes benchmarks/results/minilm_composed.json and .md.
+Writes benchmarks/results/minilm_composed.json and .md (with minilm_composed_reading.md appended when present;
+``--part render`` rebuilds the .md from the JSON).
 """
 
 from __future__ import annotations
@@ -214,6 +215,9 @@ def render(p: dict[str, Any]) -> list[str]:
     for name in CANDIDATES:
         lines += [f"### Goals for {name}{' (chosen)' if name == p['chosen'] else ''}", "",
                   *md_table(goal_rows(p, name), "lrl", columns=["goal", "measured", "verdict"]), ""]
+    reading = RESULTS / "minilm_composed_reading.md"  # the written interpretation, kept apart so a re-render keeps it
+    if reading.is_file():
+        lines += [reading.read_text().rstrip(), ""]
     return lines
 
 
