@@ -360,7 +360,7 @@ def budget_points(results: dict[str, Any], split: str) -> str:
     return f"{Budget.parse(BUDGET).allowed_drop(metric, base['metrics'][metric]):.2f} points"
 
 
-def render(out: Path, cmd: str) -> None:
+def render(out: Path, cmd: str, section: str = "minilm") -> None:
     from sizewise.core.budget import points
 
     results = json.loads((out / "results.json").read_text())
@@ -376,7 +376,8 @@ def render(out: Path, cmd: str) -> None:
     chosen = results.get("chosen")
     card = (chosen or {}).get("test", {}) and chosen["test"].get("card")
     states = [t["state"] for t in results["trials"]]
-    lines = ["## all-MiniLM-L6-v2 on STS-B: objective latency on onnxruntime, budget 1%", "",
+    scope = f", searching {', '.join(cfg['methods'])}" if section != "minilm" else ""
+    lines = [f"## all-MiniLM-L6-v2 on STS-B: objective latency on onnxruntime, budget 1%{scope}", "",
              f"- date: {bench['date_start']} (search ended {bench['date_search_end']}; run ended {bench['date_end']})",
              f"- command: `{cmd}` (from the repository root); wall time {bench['wall_s'] / 60:.1f} min: search "
              f"{bench['search_wall_s'] / 60:.1f} min (its test measurement and interleaved comparisons included), "
@@ -460,14 +461,14 @@ def render(out: Path, cmd: str) -> None:
               "Time per trial and per step (from each trial's step log):", "", *trials_extra(results)]
     if results.get("left_out"):
         lines += ["", f"Left out by the search: {'; '.join(results['left_out'])}"]
-    reading = RESULTS / "shrink_minilm_reading.md"
+    reading = RESULTS / f"shrink_{section}_reading.md"
     if reading.is_file():
         lines += ["", reading.read_text().rstrip()]
-    replace_section("minilm", "\n".join(lines))
+    replace_section(section, "\n".join(lines))
     trials = [{k: v for k, v in t.items() if k != "card"} | {"card": slim(card_of(t) if t.get("artifact") else None)}
               for t in results["trials"]]
     chosen_json = chosen and {**chosen, "test": {**chosen["test"], "card": slim(chosen["test"].get("card"))}}
-    (RESULTS / "shrink_minilm.json").write_text(json.dumps(
+    (RESULTS / f"shrink_{section}.json").write_text(json.dumps(
         {"command": cmd, **bench, "verdict": results["verdict"], "headline": results.get("headline"),
          "hardware": results.get("hardware"), "speedups": results.get("speedups"),
          "selection_split": results.get("selection_split"), "reported_split": results.get("reported_split"),
@@ -496,6 +497,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1500, help="STS-B train pairs for recovery and distillation")
     parser.add_argument("--epochs", type=int, default=1, help="recovery epochs after a structure step")
     parser.add_argument("--distill-epochs", type=int, default=2)
+    parser.add_argument("--section", default="minilm", help="the shrink.md section (and shrink_SECTION.json, "
+                        "shrink_SECTION_reading.md) this run writes")
     parser.add_argument("--distill-sentences", type=int, default=0,
                         help="students learn on the STS-B train sentences + the first N SST-2 train sentences "
                              "(unlabeled) instead of the --samples pairs; 0 = the pairs")
@@ -530,8 +533,8 @@ def main() -> None:
                   "process_wall_s": time.time() - t0, "cpu": cpu_model(), "isa_flags": isa_flags(),
                   "versions": versions() | {"onnx": _version("onnx")}}
         bench_path.write_text(json.dumps(bench, indent=2))
-    render(out, cmd)
-    print((RESULTS / "shrink.md").read_text().split("<!-- end:minilm -->")[0])
+    render(out, cmd, args.section)
+    print((RESULTS / "shrink.md").read_text().split(f"<!-- end:{args.section} -->")[0])
 
 
 def _version(name: str) -> str:
