@@ -56,6 +56,9 @@ from sizewise.pipeline.trial import (
 
 STUDY = "sizewise-shrink"
 HOPELESS_AFTER = 3  # a method tried this often with no candidate in budget is not run again in this search
+# ... unless one of its trials missed the budget by less than this many times the allowed drop: a near miss says a
+# milder setting of the same method may hold it (MiniLM: a layers:4 student + int8 missed a 0.87-point budget by 0.03)
+NEAR_MISS = 2.0
 MAX_SKIPS_IN_A_ROW = 25  # the sampler keeps drawing hopeless plans: what is left is not worth proposing
 # failed trials do not count towards --trials; a search whose every trial fails (a broken install, a model no method
 # can handle) stops after this many in a row instead of sampling forever
@@ -101,11 +104,13 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def hopeless_methods(outcomes: list[TrialOutcome], in_budget: set[int]) -> dict[str, int]:
+def hopeless_methods(outcomes: list[TrialOutcome], in_budget: set[int],
+                     near_miss: set[int] = frozenset()) -> dict[str, int]:
     """Methods that appeared in ``HOPELESS_AFTER`` or more scored trials (complete or stopped early) and never in one
-    that met the budget: the search stops proposing them (multi-fidelity across trials, not only within one). A trial
-    that failed with an error says nothing about the budget (a group size that does not divide a layer, say) and does
-    not count. Returns each such method with how many trials it failed in."""
+    that met the budget or came near it (``near_miss``: complete trials that missed it by less than ``NEAR_MISS``
+    times the allowed drop): the search stops proposing them (multi-fidelity across trials, not only within one). A
+    trial that failed with an error says nothing about the budget (a group size that does not divide a layer, say)
+    and does not count. Returns each such method with how many trials it failed in."""
     tried: dict[str, int] = {}
     good: set[str] = set()
     for o in outcomes:
@@ -114,7 +119,7 @@ def hopeless_methods(outcomes: list[TrialOutcome], in_budget: set[int]) -> dict[
         names = {step["method"] for step in o.plan["steps"]}
         for name in names:
             tried[name] = tried.get(name, 0) + 1
-        if o.state == "complete" and o.number in in_budget:
+        if o.state == "complete" and (o.number in in_budget or o.number in near_miss):
             good |= names
     return {name: n for name, n in tried.items() if n >= HOPELESS_AFTER and name not in good}
 
@@ -447,7 +452,11 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
 
     def hopeless() -> dict[str, int]:
         final = outcomes()
-        return hopeless_methods(final, {c.trial for c in _candidates(search, final) if c.meets_budget})
+        candidates = _candidates(search, final)
+        allowed = config.max_drop.allowed_drop(metric, search.baseline_metric)
+        return hopeless_methods(final, {c.trial for c in candidates if c.meets_budget},
+                                {c.trial for c in candidates
+                                 if not c.meets_budget and c.drop_points <= NEAR_MISS * allowed})
 
     executor = make_executor(config.executor, config.ray_address)
     started, interrupted, skips, failures = time.monotonic(), False, 0, 0

@@ -193,6 +193,12 @@ def test_a_method_failing_the_budget_again_and_again_is_dropped():
     # a trial that failed with an error (a config the model cannot take) is no evidence about the budget
     errors = [outcome(20 + i, ["int4-rtn"], "failed") for i in range(HOPELESS_AFTER)]
     assert hopeless_methods([*errors, *bad[:2]], in_budget=set()) == {}
+    # a complete trial that missed the budget narrowly keeps its methods proposed: a milder setting may hold it
+    near = [outcome(30 + i, ["distill", "int8-dynamic"]) for i in range(HOPELESS_AFTER)]
+    assert hopeless_methods(near, in_budget=set()) == {"distill": 3, "int8-dynamic": 3}
+    assert hopeless_methods(near, in_budget=set(), near_miss={32}) == {}
+    # only a complete trial is a near miss: trial 0 was stopped early by the proxy
+    assert hopeless_methods([*bad, good], in_budget=set(), near_miss={0}) == {"magnitude": 3, "int8-dynamic": 4}
 
 
 def test_the_uncompressed_baseline_is_a_point_of_the_front():
