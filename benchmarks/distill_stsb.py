@@ -52,6 +52,29 @@ def unlabeled_sentences(stsb, sst2, skip: int, count: int) -> tuple[list[str], i
     return list(dict.fromkeys(stsb_sentences + sst2_part)), len(stsb_sentences)
 
 
+def keep_best_on_validation(student, stsb, work: Path):
+    """The epoch-keeping both STS-B distillation benchmarks use: returns (per_epoch, best_file, on_epoch), where
+    ``on_epoch`` scores the student on the STS-B validation split after each epoch, saves the best epoch's weights to
+    ``best_file`` and records every score in ``per_epoch`` (kept in WORK/validation.json, so it survives a resume)."""
+    import torch
+
+    import sizewise
+
+    work.mkdir(parents=True, exist_ok=True)
+    per_epoch_file, best_file = work / "validation.json", work / "best_state.pt"
+    per_epoch = json.loads(per_epoch_file.read_text()) if per_epoch_file.is_file() else {}
+
+    def on_epoch(stats) -> None:  # the decision split: which epoch's weights are kept
+        score = sizewise.evaluate(student, stsb, split="validation")["spearman"]
+        if not per_epoch or score > max(per_epoch.values()):
+            torch.save(copy.deepcopy(student.module.state_dict()), best_file)
+        per_epoch[str(stats.epoch)] = score
+        per_epoch_file.write_text(json.dumps(per_epoch))
+        log(f"epoch {stats.epoch}: loss {stats.train_loss:.5f}, validation Spearman {score:.2f}, {stats.seconds:.0f} s")
+
+    return per_epoch, best_file, on_epoch
+
+
 def main() -> None:
     import torch
 
@@ -93,17 +116,7 @@ def main() -> None:
     log(f"validation Spearman: teacher {teacher_val:.2f}, student at the start {start_val:.2f}")
 
     work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    per_epoch_file, best_file = work / "validation.json", work / "best_state.pt"
-    per_epoch = json.loads(per_epoch_file.read_text()) if per_epoch_file.is_file() else {}  # survives a resume
-
-    def on_epoch(stats) -> None:  # the decision split: which epoch's weights are kept
-        score = sizewise.evaluate(student, stsb, split=val)["spearman"]
-        if not per_epoch or score > max(per_epoch.values()):
-            torch.save(copy.deepcopy(student.module.state_dict()), best_file)
-        per_epoch[str(stats.epoch)] = score
-        per_epoch_file.write_text(json.dumps(per_epoch))
-        log(f"epoch {stats.epoch}: loss {stats.train_loss:.5f}, validation Spearman {score:.2f}, {stats.seconds:.0f} s")
+    per_epoch, best_file, on_epoch = keep_best_on_validation(student, stsb, work)
 
     started = time.time()
     result = distill(teacher, student, stsb, DistillConfig(), sizewise.TrainConfig(

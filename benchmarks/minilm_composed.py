@@ -32,7 +32,6 @@ Writes benchmarks/results/minilm_composed.json and .md (with minilm_composed_rea
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
@@ -44,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DATA, RESULTS, cpu_flags, finish_meta, flags_text, header_lines, log, md_table,  # noqa: E402
                      new_meta, parse_args)
 from distill_common import exact_command  # noqa: E402
-from distill_stsb import unlabeled_sentences  # noqa: E402
+from distill_stsb import keep_best_on_validation, unlabeled_sentences  # noqa: E402
 from shrink_minilm import (GOAL_BYTES, GOAL_SPEARMAN, GOAL_VS_ORT, GOAL_VS_TORCH, ORT32, SEQ_LEN, TORCH,  # noqa: E402
                            _onnx, _x, fixed_length, real_lengths, side_table, test_sentences)
 
@@ -68,19 +67,10 @@ def student_part(args: argparse.Namespace) -> None:
     sentences = sentences[:args.max_sentences]
     teacher = sizewise.load("minilm")
     student, info = build_student(teacher, f"layers:{args.keep}")
-    per_epoch_file, best_file = work / "validation.json", work / "best_state.pt"
-    per_epoch = json.loads(per_epoch_file.read_text()) if per_epoch_file.is_file() else {}  # survives a resume
+    per_epoch, best_file, on_epoch = keep_best_on_validation(student, stsb, work)
     start_val = sizewise.evaluate(student, stsb, split="validation")["spearman"]
     log(f"layers:{args.keep} (teacher layers {[i + 1 for i in info['kept_layers']]}), {len(sentences):,} sentences; "
         f"validation Spearman at the start {start_val:.2f}")
-
-    def on_epoch(stats) -> None:  # the decision split: which epoch's weights are kept
-        score = sizewise.evaluate(student, stsb, split="validation")["spearman"]
-        if not per_epoch or score > max(per_epoch.values()):
-            torch.save(copy.deepcopy(student.module.state_dict()), best_file)
-        per_epoch[str(stats.epoch)] = score
-        per_epoch_file.write_text(json.dumps(per_epoch))
-        log(f"epoch {stats.epoch}: loss {stats.train_loss:.5f}, validation Spearman {score:.2f}, {stats.seconds:.0f} s")
 
     started = time.time()
     result = distill(teacher, student, stsb, DistillConfig(), sizewise.TrainConfig(
