@@ -164,5 +164,5 @@ def _search(trial, space) -> ClusterWeights:
 
 register(Method("cluster", "cluster", ClusterWeights, cluster,
                 "weight sharing: per-layer k-means codebooks, fine-tuned centroids", leaves=frozenset({SHARED}),
-                options=("bits", "conv_bits", "linear_bits", "init"), search=_search,
+                options=("bits", "conv_bits", "linear_bits", "init"), search=_search, stronger={"cluster.bits": -1},
                 applies=lambda space: space.objective == "size", encoding=ENCODING_DEEP_COMPRESSION))

@@ -473,4 +473,4 @@ def _search(trial, space) -> Distill:
 register(Method("distill", "distill", Distill, distill_step, "knowledge distillation into a smaller student",
                 needs_data=True, trains=True, structured=True, breaks=frozenset({SHARED, SPARSE}),
                 options=("student", "temperature", "alpha", "hidden_loss", "hidden_weight", "unlabeled"),
-                search=_search))
+                search=_search, stronger={"distill.layers": -1, "distill.width": -1}))

@@ -216,4 +216,4 @@ def _search(trial, space) -> Factorize:
 register(Method("factorize", "factorize", Factorize, factorize,
                 "low-rank factorization of Linear/Conv2d weights (truncated SVD)", structured=True,
                 breaks=frozenset({SHARED, SPARSE}), options=("rank", "energy", "target_params", "layers"),
-                search=_search))
+                search=_search, stronger={"factorize.target_params": -1}))

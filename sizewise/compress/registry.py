@@ -131,6 +131,9 @@ class Method:
     options: tuple[str, ...] = ()
     preset: dict[str, Any] = field(default_factory=dict)
     search: Callable | None = None  # (optuna trial, SearchSpace) -> config
+    # the search parameters that set how much the step removes: +1 where a larger value removes more (a sparsity),
+    # -1 where it keeps more (a student's layers). The search steps along them from a trial it learned from.
+    stronger: dict[str, int] = field(default_factory=dict)
     applies: Callable[[Any], bool] = lambda _space: True  # (SearchSpace) -> whether shrink proposes it for a model
     encoding: str | None = None  # the artifact's weight encoding (sizewise.models.artifact.save_model)
     accepts_onnx: bool = False  # can run on a model that is already an ONNX graph

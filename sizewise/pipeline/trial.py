@@ -194,6 +194,42 @@ def initial_design(slots: dict[str, list[str]], space, trials: int) -> list[dict
     return design[:min(trials, max(len(cheap) + len(first), trials // 2))]
 
 
+def stepped(params: dict[str, Any], distributions: dict, method: str, direction: int) -> dict[str, Any] | None:
+    """A trial's ``params`` with ``method``'s strength (its registered ``stronger`` parameters) moved one step:
+    ``direction`` +1 removes more, -1 keeps more. None when every such parameter is already at the end of its range.
+    The search's line search along a structure method: after a trial that met the budget it tries one step
+    stronger, after a near miss one step milder, keeping the rest of the plan (the deploy step) as it was."""
+    from sizewise.compress.registry import get_method
+
+    moved = dict(params)
+    for name, sign in get_method(method).stronger.items():
+        if name in params and name in distributions:
+            value = _step(distributions[name], params[name], sign * direction)
+            if value is not None:
+                moved[name] = value
+    return moved if moved != params else None
+
+
+def _step(distribution, value, sign: int):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):  # ordered numbers (a student's width)
+        order = sorted(distribution.choices)
+        i = order.index(value) + sign
+        return order[i] if 0 <= i < len(order) else None
+    if isinstance(distribution, IntDistribution):
+        moved = value + sign * distribution.step
+        return moved if distribution.low <= moved <= distribution.high else None
+    if isinstance(distribution, FloatDistribution):
+        # a quarter of the range, on the grid: a sparsity's 0.05 grid would take a dozen trials to cross it
+        span = (distribution.high - distribution.low) / 4
+        if distribution.step:
+            span = max(distribution.step, round(span / distribution.step) * distribution.step)
+        moved = round(min(max(value + sign * span, distribution.low), distribution.high), 10)
+        return moved if moved != value else None
+    return None
+
+
 # -- running ----------------------------------------------------------------------------------------------------------
 
 class ProxyStop(Exception):

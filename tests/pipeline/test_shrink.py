@@ -266,6 +266,62 @@ def test_initial_design_tries_each_family_once_at_the_middle_of_its_space():
     assert order[3][0] == "channel"
 
 
+def test_strength_steps_one_notch_and_stops_at_the_ends_of_the_range():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from sizewise.pipeline.trial import stepped
+
+    layers = {"structure": "distill", "distill.layers": 3, "deploy": "int8-dynamic", "int8-dynamic.per_channel": True}
+    ints = {"distill.layers": IntDistribution(2, 4)}
+    # a student keeps more with more layers: milder is one layer more, and the deploy step stays as it was
+    assert stepped(layers, ints, "distill", -1) == {**layers, "distill.layers": 4}
+    assert stepped(layers, ints, "distill", +1) == {**layers, "distill.layers": 2}
+    assert stepped({**layers, "distill.layers": 4}, ints, "distill", -1) is None  # already the mildest
+    widths = {"distill.width": CategoricalDistribution([0.25, 0.5, 0.75])}
+    assert stepped({"distill.width": 0.75}, widths, "distill", +1) == {"distill.width": 0.5}
+    assert stepped({"distill.width": 0.25}, widths, "distill", +1) is None
+    # a sparsity removes more as it grows, a quarter of its range at a time, on its grid, clipped to the range
+    sparsity = {"channel.sparsity": FloatDistribution(0.1, 0.7, step=0.05)}
+    assert stepped({"channel.sparsity": 0.4}, sparsity, "channel", +1) == {"channel.sparsity": 0.55}
+    assert stepped({"channel.sparsity": 0.2}, sparsity, "channel", -1) == {"channel.sparsity": 0.1}
+    assert stepped({"channel.sparsity": 0.1}, sparsity, "channel", -1) is None
+    # every method the search proposes for structure declares which of its parameters sets its strength
+    searchable = [m for m in map(get_method, METHODS.names())
+                  if m.search and m.family in ("prune", "distill", "factorize", "cluster")]
+    assert all(m.stronger for m in searchable), [m.name for m in searchable if not m.stronger]
+
+
+def test_after_the_design_the_search_steps_milder_after_a_near_miss_and_stronger_after_a_hit():
+    import optuna
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    from sizewise.pipeline.search import line_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dists = {"structure": CategoricalDistribution(["none", "distill"]), "distill.layers": IntDistribution(2, 4),
+             "deploy": CategoricalDistribution(["none", "int8-dynamic"])}
+    for layers in (3, 2, 4):
+        study.add_trial(optuna.trial.create_trial(
+            params={"structure": "distill", "distill.layers": layers, "deploy": "int8-dynamic"},
+            distributions=dists, values=[85.0, 10.0]))
+    study.add_trial(optuna.trial.create_trial(params={"structure": "none", "deploy": "int8-dynamic"},
+                                              distributions={k: dists[k] for k in ("structure", "deploy")},
+                                              values=[86.0, 14.0]))
+
+    def verdict(trial, drop, meets):
+        return Candidate(trial, "", 86.7 - drop, 10.0, drop, meets, None)
+
+    allowed = 0.87
+    candidates = [verdict(0, 1.3, False),  # layers:3 missed by little: try layers:4
+                  verdict(1, 3.0, False),  # layers:2 missed by far: nothing
+                  verdict(2, 0.5, True),  # layers:4 held: try layers:3 (already run, so the queue skips it)
+                  verdict(3, 0.2, True)]  # no structure step: nothing to step along
+    assert line_search(study, candidates, allowed) == [
+        {"structure": "distill", "distill.layers": 4, "deploy": "int8-dynamic"},
+        {"structure": "distill", "distill.layers": 3, "deploy": "int8-dynamic"}]
+
+
 def test_students_learn_on_the_unlabeled_sentences_file(tmp_path):
     import optuna
 

@@ -56,7 +56,8 @@ def _wanda_search(trial, space):
 _UNSTRUCTURED = {"leaves": frozenset({SPARSE}), "runtimes": ("torch", "onnxruntime")}
 register(Method("magnitude", "prune", MagnitudePrune, unstructured.magnitude,
                 "one-shot magnitude pruning (Han et al. 2015)", options=("sparsity", "scope"),
-                search=_magnitude_search, applies=lambda s: s.task == "image-classification", **_UNSTRUCTURED))
+                search=_magnitude_search, stronger={"magnitude.sparsity": 1},
+                applies=lambda s: s.task == "image-classification", **_UNSTRUCTURED))
 register(Method("gradual", "prune", GradualPrune, unstructured.gradual,
                 "cubic sparsity schedule while fine-tuning (Zhu & Gupta)", needs_data=True, trains=True,
                 options=("sparsity", "scope"), **_UNSTRUCTURED))
@@ -68,10 +69,12 @@ register(Method("nm", "prune", NMPrune, unstructured.n_m, "semi-structured N:M (
 register(Method("channel", "prune", ChannelPrune, structured.channel,
                 "remove channels/neurons (Torch-Pruning dependency graph)", structured=True, breaks=frozenset({SHARED}),
                 options=("sparsity", "importance", "scope", "skip_unprunable", "round_to"), search=_channel_search,
+                stronger={"channel.sparsity": 1},
                 applies=lambda s: s.task == "image-classification"))
 register(Method("head", "prune", HeadPrune, transformer.heads,
                 "remove attention heads and FFN neurons of BERT-family encoders", structured=True,
                 breaks=frozenset({SHARED}), options=("sparsity", "importance"), search=_head_search,
+                stronger={"head.sparsity": 1},
                 applies=lambda s: s.input_kind == "tokens"))
 
 _DECODER = {"structured": True, "needs_data": True, "breaks": frozenset({SHARED}),
@@ -79,21 +82,25 @@ _DECODER = {"structured": True, "needs_data": True, "breaks": frozenset({SHARED}
 register(Method("depth", "prune", DepthPrune, decoder.depth,
                 "remove the least influential decoder blocks of an LLM (ShortGPT block influence), then distil",
                 options=("blocks", "importance", "calibration_samples", "calibration_tokens"), search=_depth_search,
+                stronger={"depth.blocks": 1},
                 **_DECODER))
 register(Method("ffn", "prune", FFNPrune, decoder.ffn,
                 "remove the least active MLP neurons of every decoder block of an LLM (Minitron width), then distil",
                 options=("sparsity", "multiple", "calibration_samples", "calibration_tokens"), search=_ffn_search,
+                stronger={"ffn.sparsity": 1},
                 **_DECODER))
 register(Method("attn-heads", "prune", AttentionHeadPrune, decoder.attention_heads,
                 "remove the least important query heads of every decoder block of an LLM (Minitron width; under "
                 "grouped-query attention alike in every key/value group), then distil",
                 options=("sparsity", "calibration_samples", "calibration_tokens"), search=_attention_heads_search,
+                stronger={"attn-heads.sparsity": 1},
                 **_DECODER))
 
 register(Method("wanda", "prune", WandaPrune, wanda.wanda,
                 "one-shot unstructured or 2:4 sparsity of an LLM's decoder layers by |weight| x input norm (Wanda, "
                 "torchao)", needs_data=True, leaves=frozenset({SPARSE}), runtimes=("torch", "llamacpp"),
                 options=("sparsity", "pattern", "calibration_samples", "calibration_tokens"), search=_wanda_search,
+                stronger={"wanda.sparsity": 1},
                 applies=lambda s: s.task == "causal-lm"))
 
 __all__ = ["AttentionHeadPrune", "ChannelPrune", "DepthPrune", "FFNPrune", "GradualPrune", "HeadPrune", "LotteryPrune",
