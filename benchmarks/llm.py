@@ -49,7 +49,6 @@ from _common import (  # noqa: E402
     log,
     md_table,
     new_meta,
-    parse_args,
 )
 
 VERSIONED = ("sizewise", "torch", "transformers", "nncf", "llama_cpp_python", "gguf", "numpy")
@@ -137,13 +136,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=8192, help="perplexity on the first N tokens of the test text")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4, help="interleaved decode rounds")
-    parser.add_argument("--prompt", type=int, default=128)
-    parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--windows", type=int, default=16, help="calibration windows of 512 tokens for int4-awq")
-    parser.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait for a quiet machine per stage")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/llm-table"))
-    args = parse_args(parser)
-    lm.PROMPT, lm.NEW = args.prompt, args.new
+    lm.add_decode_options(parser, cache="/tmp/llm-table", reading=False)
+    args = lm.parse_decode_args(parser)
     meta = new_meta(VERSIONED)
 
     import torch

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llm as llm_table  # noqa: E402  (llama_quantize)
 import llm_measure as lm  # noqa: E402  (stage_ab, open_llama, llama_generate, gguf_tensor_bytes)
 import llm_ortgenai as og  # noqa: E402  (_torch_generate)
-from _common import RESULTS, cached, finish_meta, header_lines, log, md_table, new_meta, parse_args, ratio_text  # noqa: E402
+from _common import RESULTS, cached, finish_meta, header_lines, log, md_table, new_meta, ratio_text  # noqa: E402
 
 VERSIONED = ("sizewise", "torch", "llama_cpp_python", "gguf", "numpy")
 TORCH = "torch fp32 eager"
@@ -36,13 +36,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--prompt", type=int, default=128)
-    parser.add_argument("--new", type=int, default=128)
-    parser.add_argument("--max-wait", type=float, default=60.0)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/llm-decode-floor"))
-    parser.add_argument("--reading", type=Path, help="a Markdown file with the written reading to append")
-    args = parse_args(parser)
-    lm.PROMPT, lm.NEW = args.prompt, args.new
+    lm.add_decode_options(parser, cache="/tmp/llm-decode-floor")
+    args = lm.parse_decode_args(parser)
     meta = new_meta(VERSIONED)
 
     import torch

@@ -47,6 +47,26 @@ from _common import (  # noqa: E402
 )
 
 PROMPT, NEW, BATCH = 128, 128, 4
+
+
+def add_decode_options(parser: argparse.ArgumentParser, *, cache: str, max_wait: float = 60.0,
+                       reading: bool = True) -> None:
+    """The options every interleaved prefill/decode benchmark of SmolLM2 takes (each adds its own --rounds)."""
+    parser.add_argument("--prompt", type=int, default=PROMPT, help="prompt tokens")
+    parser.add_argument("--new", type=int, default=NEW, help="new tokens decoded")
+    parser.add_argument("--max-wait", type=float, default=max_wait,
+                        help="seconds to wait for a quiet machine per stage")
+    parser.add_argument("--cache", type=Path, default=Path(cache), help="finished stages' JSON (reused unless --force)")
+    if reading:
+        parser.add_argument("--reading", type=Path, help="a Markdown file with the written reading to append")
+
+
+def parse_decode_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """:func:`_common.parse_args`, then the prompt and new-token counts this module's stages decode with."""
+    global PROMPT, NEW
+    args = parse_args(parser)
+    PROMPT, NEW = args.prompt, args.new
+    return args
 CONTEXT, STRIDE = 1024, 512
 VERSIONED = ("sizewise", "torch", "transformers", "llama_cpp_python", "gguf", "numpy")
 QUIET_LOAD = 1.5
@@ -412,20 +432,14 @@ def write_report(meta, build, res, args) -> None:
 
 
 def main() -> None:
-    global PROMPT, NEW
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=8192, help="perplexity on the first N tokens of the test text")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds at --threads")
     parser.add_argument("--rounds-1", type=int, default=3, help="interleaved rounds at 1 thread (0: skip)")
     parser.add_argument("--runs", type=int, default=2, help="timed generations per card")
-    parser.add_argument("--max-wait", type=float, default=120.0, help="seconds to wait for load < 1.5 per stage")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/llm-bench"))
-    parser.add_argument("--prompt", type=int, default=PROMPT)
-    parser.add_argument("--new", type=int, default=NEW)
-    parser.add_argument("--reading", type=Path, help="a Markdown file with the written reading to append")
-    args = parse_args(parser)
-    PROMPT, NEW = args.prompt, args.new
+    add_decode_options(parser, cache="/tmp/llm-bench", max_wait=120.0)
+    args = parse_decode_args(parser)
     meta = new_meta(VERSIONED)
 
     import torch

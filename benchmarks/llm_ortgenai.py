@@ -48,7 +48,6 @@ from _common import (  # noqa: E402
     log,
     md_table,
     new_meta,
-    parse_args,
     ratio_text,
 )
 
@@ -132,13 +131,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2048, help="perplexity on the first N tokens of the test text")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4, help="interleaved decode rounds")
-    parser.add_argument("--prompt", type=int, default=128)
-    parser.add_argument("--new", type=int, default=128)
-    parser.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait for a quiet machine per stage")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/llm-ortgenai"))
-    parser.add_argument("--reading", type=Path, help="a Markdown file with the written reading to append")
-    args = parse_args(parser)
-    lm.PROMPT, lm.NEW = args.prompt, args.new
+    lm.add_decode_options(parser, cache="/tmp/llm-ortgenai")
+    args = lm.parse_decode_args(parser)
     meta = new_meta(VERSIONED)
 
     import torch

@@ -41,7 +41,6 @@ from _common import (  # noqa: E402
     log,
     md_table,
     new_meta,
-    parse_args,
     ratio_summary,
     ratio_text,
 )
@@ -59,13 +58,8 @@ def main() -> None:
     parser.add_argument("--eval-tokens", type=int, default=8192, help="validation tokens each alpha is scored on")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=6, help="interleaved decode rounds")
-    parser.add_argument("--prompt", type=int, default=128)
-    parser.add_argument("--new", type=int, default=128)
-    parser.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait for a quiet machine per stage")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/llm-w8a8"))
-    parser.add_argument("--reading", type=Path, help="a Markdown file with the written reading to append")
-    args = parse_args(parser)
-    lm.PROMPT, lm.NEW = args.prompt, args.new
+    lm.add_decode_options(parser, cache="/tmp/llm-w8a8")
+    args = lm.parse_decode_args(parser)
     meta = new_meta(VERSIONED)
 
     import torch
