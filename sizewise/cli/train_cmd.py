@@ -65,7 +65,8 @@ def train(
                                                         "overwritten; other options than the run began with are "
                                                         "refused too."),
     runtime: str = typer.Option("torch", "--runtime", help="Runtime the before/after latency is measured on."),
-    threads: int | None = typer.Option(None, "--threads"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads for the training and the "
+                                                               "measurements (default: torch's own count)."),
     no_memory: bool = typer.Option(False, "--no-memory", help="Skip the child-process peak-memory measurement."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture for a weights-only file."),
 ) -> None:
@@ -81,9 +82,16 @@ def train(
 
     torch.manual_seed(seed)  # a zoo or factory model is built with random weights: --seed fixes them too
     loaded, dataset = load_inputs(model, data, arch)
-    result = run_plan(loaded, one_step("train", config), dataset, out, kind="train",
-                      measure=measure_config(runtime, threads, no_memory=no_memory),
-                      title=f"{model} trained for {epochs} epochs", before_name="untrained", after_name="trained")
+    default_threads = torch.get_num_threads()
+    if threads:  # the training runs at the threads asked for, not only the measurements
+        torch.set_num_threads(threads)
+    try:
+        result = run_plan(loaded, one_step("train", config), dataset, out, kind="train",
+                          measure=measure_config(runtime, threads, no_memory=no_memory),
+                          title=f"{model} trained for {epochs} epochs", before_name="untrained",
+                          after_name="trained")
+    finally:
+        torch.set_num_threads(default_threads)
     training = result.details.get("training") or {}
     for reason in (training.get("augment_reason"), training.get("precision_reason")):
         if reason:  # which augmentation and precision "auto" chose, so a reported accuracy can say how it was made

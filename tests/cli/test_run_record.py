@@ -177,20 +177,26 @@ def test_bad_method_options_are_one_red_line_before_anything_runs(args, message,
     assert not (tmp_path / "x").exists()  # refused before the executor wrote anything
 
 
-def test_train_resumes_a_killed_run_only_when_asked_and_refuses_another_plan(tmp_path, monkeypatch):
+def test_train_resumes_a_killed_run_only_when_asked_and_refuses_another_plan(tmp_path, monkeypatch, request):
     loop = importlib.import_module("sizewise.train.loop")  # `sizewise.train` is the verb
 
     out = tmp_path / "t"
     args = ["train", "zoo:digits-cnn", "--data", "digits", "--epochs", "2", "--threads", "1", "--out", out]
     save = loop._save_checkpoint
+    threads_seen = []
 
     def save_then_die(path, state):
+        threads_seen.append(torch.get_num_threads())
         save(path, state)
         raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    request.addfinalizer(functools.partial(torch.set_num_threads, torch.get_num_threads()))
+    torch.set_num_threads(2)
 
     monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
     killed = invoke(*args)
     assert killed.exit_code == 130  # Ctrl-C: what a kill between epochs leaves behind
+    assert threads_seen == [1] and torch.get_num_threads() == 2  # --threads 1 trained at 1 thread, then restored
     monkeypatch.setattr(loop, "_save_checkpoint", save)
     assert (out / "steps" / "01-train" / "work" / "checkpoint.pt").is_file() and not (out / "steps.json").exists()
     refused = invoke(*args)  # without --resume a folder holding a run is not touched
