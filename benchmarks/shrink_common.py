@@ -18,7 +18,7 @@ from typing import Any
 
 from _common import RESULTS, md_table
 from sizewise.core.budget import points
-from sizewise.pipeline.results import format_objective
+from sizewise.pipeline.results import format_objective, trial_note
 
 SHRINK_MD = RESULTS / "shrink.md"
 TITLE = "# `sizewise shrink` benchmarks"
@@ -105,7 +105,7 @@ def trials_table(results: dict[str, Any], objective: str) -> list[str]:
         value = "" if t.get("metric") is None else f"{points(results['metric'], t['metric']):.2f}"
         obj = format_objective(objective, t["objectives"][objective]) if t.get("objectives") else ""
         mark = "chosen" if t["number"] == chosen else ("yes" if t["number"] in pareto else "")
-        rows.append([t["number"], describe(t), t["state"], value, obj, mark, t.get("message", "")])
+        rows.append([t["number"], describe(t), t["state"], value, obj, mark, trial_note(t)])
     split = results.get("selection_split", "validation")
     return md_table(rows, "rllrrcl", columns=["#", "what it did", "state", f"{results['metric']} ({split})",
                                               objective, f"Pareto ({split})", "note"])

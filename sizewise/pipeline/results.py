@@ -85,6 +85,12 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate | None, str]:
                      f"{closest.drop_points:.2f} points")
 
 
+def trial_note(trial: dict[str, Any]) -> str:
+    """A trials table's note: why the search ran the plan (designed start, line search, sampler), then what happened
+    to it beyond its score (stopped early, skipped, failed)."""
+    return "; ".join(part for part in (trial.get("origin"), trial.get("message")) if part)
+
+
 def format_objective(objective: str, value: float | None) -> str:
     """An objective as a person reads it: ``0.074 ms``, ``45.1 KiB``, ``1.2 MFLOP``, ``0.31 J / 1k``."""
     if value is None:

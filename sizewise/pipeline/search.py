@@ -57,6 +57,8 @@ from sizewise.pipeline.trial import (
 )
 
 STUDY = "sizewise-shrink"
+# why a trial ran (a user attribute of the Optuna trial, and TrialOutcome.origin): queued ones say so when queued
+ORIGIN, DESIGNED, SAMPLED, RERUN = "origin", "designed start", "sampler", " (run again after an interruption)"
 HOPELESS_AFTER = 3  # a method tried this often with no candidate in budget is not run again in this search
 # ... unless one of its trials missed the budget by less than this many times the allowed drop: a near miss says a
 # milder setting of the same method may hold it (MiniLM: a layers:4 student + int8 missed a 0.87-point budget by 0.03)
@@ -323,15 +325,18 @@ def _queue_again(study, trial) -> None:
     sampled trial killed before sampling anything has no plan to repeat; the search samples a new one."""
     params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
     if params:
-        study.enqueue_trial(params)
+        origin = trial.user_attrs.get(ORIGIN) or SAMPLED
+        again = origin if origin.endswith(RERUN) else f"{origin}{RERUN}"
+        study.enqueue_trial(params, user_attrs={ORIGIN: again})
 
 
-def line_search(study, candidates, allowed: float) -> list[dict]:
+def line_search(study, candidates, allowed: float) -> list[tuple[dict, str]]:
     """The plans one step along a structure method's strength from each complete trial, in trial order: one step
     stronger after a trial that met the budget, one step milder after a near miss (less than ``NEAR_MISS`` times
     the allowed drop). Computed from the study every time (so a resumed search queues the same), and queued after
     the initial design and before the sampler's own picks: random picks rarely land next to the one plan that came
-    close (MiniLM: a layers:3 student + int8 misses by little; layers:4 + int8 is the plan that holds the budget)."""
+    close (MiniLM: a layers:3 student + int8 misses by little; layers:4 + int8 is the plan that holds the budget).
+    Each comes with why it is run, for the trials table."""
     from sizewise.compress.registry import get_method
 
     verdicts = {c.trial: c for c in candidates}
@@ -347,11 +352,14 @@ def line_search(study, candidates, allowed: float) -> list[dict]:
             if direction and name not in (None, NONE) and get_method(name).stronger:
                 params = stepped(trial.params, trial.distributions, name, direction)
                 if params is not None:
-                    queued.append(params)
+                    why = ("held the budget" if c.meets_budget else
+                           f"missed the budget by {c.drop_points - allowed:.2f} points")
+                    queued.append((params, f"line search: {name} one step {'stronger' if direction > 0 else 'milder'}"
+                                           f" than trial {number}, which {why}"))
     return queued
 
 
-def _queue_design(study, design: list[dict], wanted: int) -> None:
+def _queue_design(study, design: list[tuple[dict, str]], wanted: int) -> None:
     """Queue the designed start's next picks, only as many as the next ask takes (not all at once): a trial a kill
     interrupted is queued again when the search resumes, and Optuna runs queued trials oldest first, so with the
     design queued lazily that trial runs next, as it did before the kill, and a resumed search runs its trials in
@@ -360,11 +368,11 @@ def _queue_design(study, design: list[dict], wanted: int) -> None:
     import optuna
 
     waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-    for params in design:
+    for params, origin in design:
         if waiting >= wanted:
             return
         before = len(study.get_trials(deepcopy=False))
-        study.enqueue_trial(params, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs={ORIGIN: origin}, skip_if_exists=True)
         waiting += len(study.get_trials(deepcopy=False)) - before
 
 
@@ -502,7 +510,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 break
             wanted = min(config.parallel, config.trials - done)
             allowed = config.max_drop.allowed_drop(metric, search.baseline_metric)
-            _queue_design(study, design + line_search(study, _candidates(search, outcomes()), allowed), wanted)
+            _queue_design(study, [(p, DESIGNED) for p in design]
+                          + line_search(study, _candidates(search, outcomes()), allowed), wanted)
             batch = [study.ask() for _ in range(wanted)]
             for trial in batch:
                 trial.set_user_attr(WORKER, _this_worker())
@@ -517,7 +526,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 # Not run: told to the study as pruned (so the sampler learns to avoid it), not counted as a trial.
                 skip = TrialOutcome(job.number, job.plan.to_dict(), job.plan.describe(), "skipped",
                                     message=f"not run: {', '.join(bad)} failed the budget in "
-                                            f"{', '.join(str(dropped[b]) for b in bad)} trial(s) already")
+                                            f"{', '.join(str(dropped[b]) for b in bad)} trial(s) already",
+                                    origin=trial.user_attrs.get(ORIGIN, SAMPLED))
                 trial.set_user_attr("outcome", to_dict(skip))
                 study.tell(trial, state=TrialState.PRUNED)
                 skips += 1
@@ -534,6 +544,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
             trial_ctx = dataclasses.replace(ctx, proxy_may_stop=any_complete,
                                             recovery_ceilings=recovery_ceilings(outcomes(), ctx))
             for trial, outcome in zip(batch, executor.run([(job, trial_ctx) for job in jobs]), strict=True):
+                outcome = dataclasses.replace(outcome, origin=trial.user_attrs.get(ORIGIN, SAMPLED))
                 trial.set_user_attr("outcome", to_dict(outcome))
                 if outcome.state == "complete":
                     study.tell(trial, [outcome.metric, outcome.objectives[config.objective]])

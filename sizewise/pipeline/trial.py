@@ -50,6 +50,8 @@ class TrialOutcome:
     error: str | None = None  # error.txt of a failed trial: the full traceback
     # each recovered step: {"method", "output_error" (before its recovery), "drop_points" (after it, on the proxy)}
     recoveries: list[dict[str, Any]] = field(default_factory=list)
+    # why the search ran this plan: the designed start, a line-search step from an earlier trial, or the sampler
+    origin: str = ""
 
 
 @dataclass(frozen=True)

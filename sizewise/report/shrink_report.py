@@ -13,7 +13,7 @@ from typing import Any
 
 from sizewise.core.budget import points
 from sizewise.core.units import format_bytes, format_flops
-from sizewise.pipeline.results import format_objective, hardware_note, latency_of
+from sizewise.pipeline.results import format_objective, hardware_note, latency_of, trial_note
 from sizewise.report.run_report import sensitivity_section
 from sizewise.report.svg import Point, scatter_svg
 
@@ -94,7 +94,7 @@ def _trial_row(t: dict, metric: str, objective: str) -> str:
     value = "" if t.get("metric") is None else f"{points(metric, t['metric']):.2f}"
     cost = format_objective(objective, t["objectives"][objective]) if t.get("objectives") else ""
     return (f"<tr><td>{t['number']}</td><td>{escape(t['description'])}</td><td>{t['state']}</td>"
-            f"<td>{value}</td><td>{cost}</td><td>{t['seconds']:.1f}</td><td>{escape(t.get('message', ''))}</td></tr>")
+            f"<td>{value}</td><td>{cost}</td><td>{t['seconds']:.1f}</td><td>{escape(trial_note(t))}</td></tr>")
 
 
 def _speedup_lines(r: dict) -> list[str]:
@@ -186,7 +186,7 @@ def render_markdown(r: dict) -> str:
     for t in r["trials"]:
         value = "" if t.get("metric") is None else f"{points(metric, t['metric']):.2f}"
         lines.append(f"| {t['number']} | {t['description']} | {t['state']} | {value} | {t['seconds']:.1f} | "
-                     f"{t.get('message', '')} |")
+                     f"{trial_note(t)} |")
     lines += ["", f"Command: `{r['command']}`", ""]
     return "\n".join(lines)
 

@@ -66,6 +66,12 @@ def test_search_end_to_end_chooses_on_validation_and_reports_on_test(search):
     assert "<svg" in html and "<script" not in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
     assert "chosen on the validation split" in html and "Before and after (test split)" in html
     assert "Pareto front" in (out / "report.md").read_text()
+    # every trial says why it ran: the designed start first (int8 alone, then channel + int8), then the line search
+    # from a trial of a structure method or the sampler
+    origins = [t["origin"] for t in data["trials"]]
+    assert origins[:2] == ["designed start"] * 2, origins
+    assert all(o == "sampler" or o.startswith("line search: channel") for o in origins[2:]), origins
+    assert "designed start" in (out / "report.md").read_text() and "designed start" in html
     # the speed-ups are interleaved timings on test, and the headline claims only what they show
     assert set(data["speedups"]) == {"runtime_fp32", "torch_fp32"}
     same = data["speedups"]["runtime_fp32"]
@@ -318,8 +324,10 @@ def test_after_the_design_the_search_steps_milder_after_a_near_miss_and_stronger
                   verdict(2, 0.5, True),  # layers:4 held: try layers:3 (already run, so the queue skips it)
                   verdict(3, 0.2, True)]  # no structure step: nothing to step along
     assert line_search(study, candidates, allowed) == [
-        {"structure": "distill", "distill.layers": 4, "deploy": "int8-dynamic"},
-        {"structure": "distill", "distill.layers": 3, "deploy": "int8-dynamic"}]
+        ({"structure": "distill", "distill.layers": 4, "deploy": "int8-dynamic"},
+         "line search: distill one step milder than trial 0, which missed the budget by 0.43 points"),
+        ({"structure": "distill", "distill.layers": 3, "deploy": "int8-dynamic"},
+         "line search: distill one step stronger than trial 2, which held the budget")]
 
 
 def test_students_learn_on_the_unlabeled_sentences_file(tmp_path):
@@ -519,7 +527,7 @@ def test_a_trial_killed_mid_run_runs_again_before_the_designed_start_goes_on():
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    design = [{"pick": "a"}, {"pick": "b"}, {"pick": "c"}]
+    design = [({"pick": "a"}, "designed start"), ({"pick": "b"}, "designed start"), ({"pick": "c"}, "line search")]
     dist = {"pick": optuna.distributions.CategoricalDistribution(["a", "b", "c"])}
     _queue_design(study, design, 1)
     first = study.ask(dist)
@@ -535,6 +543,7 @@ def test_a_trial_killed_mid_run_runs_again_before_the_designed_start_goes_on():
     _queue_design(study, design, 2)
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [{"pick": "c"}]  # a queued trial's plan
+    assert [t.user_attrs["origin"] for t in waiting] == ["line search"]  # and why it is queued
 
 
 def test_a_trial_draws_its_random_numbers_from_its_plan_not_its_number(trained_digits_dir, tmp_path, monkeypatch):
@@ -578,13 +587,14 @@ def test_a_queued_trial_killed_before_it_sampled_anything_runs_its_plan_again():
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.enqueue_trial({"pick": "a"})
+    study.enqueue_trial({"pick": "a"}, user_attrs={"origin": "designed start"})
     asked = study.ask()  # RUNNING, nothing suggested yet: the process dies here
     assert asked.params == {}
     study.tell(asked.number, state=optuna.trial.TrialState.FAIL)
     _queue_again(study, study.trials[asked.number])
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [{"pick": "a"}]
+    assert [t.user_attrs["origin"] for t in waiting] == ["designed start (run again after an interruption)"]
     fresh = optuna.create_study(directions=["maximize", "minimize"])
     sampled = fresh.ask()  # a sampled trial killed before sampling: nothing to repeat
     fresh.tell(sampled.number, state=optuna.trial.TrialState.FAIL)
