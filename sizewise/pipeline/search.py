@@ -1,13 +1,15 @@
 """``sizewise.shrink``: from a model and an accuracy budget to a verified smaller/faster model.
 
 Optuna (multi-objective TPE: metric up, objective down) samples plans from the registry's search spaces
-(:mod:`sizewise.pipeline.trial`); the one executor runs each in ``OUT/trials/NNNN`` and scores it on the validation
-split. Multi-fidelity, cheapest signal first: a step whose outputs moved at least as far from the baseline's as those of
-a recovered candidate of the same method that still failed is stopped before its recovery training (the output error
-on 128 validation examples); a candidate far outside the budget on a quarter of the validation split stops before its
-full evaluation; a method that failed three times is not proposed again. The Pareto front and the choice are
-made on validation; then the chosen model and the baseline are measured once on the test split, side by side, for
-the reported numbers. Trials live in an Optuna RDB (SQLite in OUT by default) and their artifacts in OUT/trials, both
+(:mod:`sizewise.pipeline.trial`), after a designed start (each family once, at the middle of its range) and a line
+search along each structure method's strength (one step milder after a near miss, stronger after a hit); the one
+executor runs each in ``OUT/trials/NNNN`` and scores it on the validation split. Multi-fidelity, cheapest signal
+first: a step whose outputs moved at least as far from the baseline's as those of a recovered candidate of the same
+method that still failed is stopped before its recovery training (the output error on 128 validation examples); a
+candidate far outside the budget on a quarter of the validation split stops before its full evaluation; a method
+that failed three times, none of them a near miss, is not proposed again. The Pareto front and the choice are made
+on validation; then the chosen model and the baseline are measured once on the test split, side by side, for the
+reported numbers. Trials live in an Optuna RDB (SQLite in OUT by default) and their artifacts in OUT/trials, both
 written as each finishes, so a search killed at any point resumes with the same OUT and loses no finished trial.
 """
 
