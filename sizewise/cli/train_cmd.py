@@ -80,18 +80,15 @@ def train(
     refuse_earlier_run(out, resume)
     import torch
 
+    from sizewise.train.loop import torch_threads
+
     torch.manual_seed(seed)  # a zoo or factory model is built with random weights: --seed fixes them too
     loaded, dataset = load_inputs(model, data, arch)
-    default_threads = torch.get_num_threads()
-    if threads:  # the training runs at the threads asked for, not only the measurements
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):  # the training runs at the threads asked for, not only the measurements
         result = run_plan(loaded, one_step("train", config), dataset, out, kind="train",
                           measure=measure_config(runtime, threads, no_memory=no_memory),
                           title=f"{model} trained for {epochs} epochs", before_name="untrained",
                           after_name="trained")
-    finally:
-        torch.set_num_threads(default_threads)
     training = result.details.get("training") or {}
     for reason in (training.get("augment_reason"), training.get("precision_reason")):
         if reason:  # which augmentation and precision "auto" chose, so a reported accuracy can say how it was made

@@ -110,6 +110,11 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
+def is_near_miss(candidate, allowed: float) -> bool:
+    """A complete trial that missed the budget by less than ``NEAR_MISS`` times the allowed drop."""
+    return not candidate.meets_budget and candidate.drop_points <= NEAR_MISS * allowed
+
+
 def hopeless_methods(outcomes: list[TrialOutcome], in_budget: set[int],
                      near_miss: set[int] = frozenset()) -> dict[str, int]:
     """Methods that appeared in ``HOPELESS_AFTER`` or more scored trials (complete or stopped early) and never in one
@@ -348,7 +353,7 @@ def line_search(study, candidates, allowed: float) -> list[tuple[dict, str]]:
         trial = trials.get(number)
         if trial is None:
             continue
-        direction = 1 if c.meets_budget else -1 if c.drop_points <= NEAR_MISS * allowed else 0
+        direction = 1 if c.meets_budget else -1 if is_near_miss(c, allowed) else 0
         for slot in ("structure", "cluster"):
             name = trial.params.get(slot)
             if direction and name not in (None, NONE) and get_method(name).stronger:
@@ -458,8 +463,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     search = _Search(out, config, command, metric, baseline_card, slots=slots, left_out=left_out)
     proxy_n = max(1, int(len(dataset.split("validation")) * config.proxy_fraction))
     proxy_base = evaluate(load(str(out / "baseline")), dataset, split="validation", limit=proxy_n)[metric]
-    ctx = TrialContext(str(out / "baseline"), data, str(out), metric, proxy_base,
-                       config.max_drop.allowed_drop(metric, search.baseline_metric), proxy_n,
+    allowed = config.max_drop.allowed_drop(metric, search.baseline_metric)  # points of the metric the budget allows
+    ctx = TrialContext(str(out / "baseline"), data, str(out), metric, proxy_base, allowed, proxy_n,
                        _measure_settings(config), config.seed, config.finetune_samples,
                        recovery_teacher=config.recovery_teacher)
     if config.sensitivity:
@@ -490,10 +495,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
     def hopeless() -> dict[str, int]:
         final = outcomes()
         candidates = _candidates(search, final)
-        allowed = config.max_drop.allowed_drop(metric, search.baseline_metric)
         return hopeless_methods(final, {c.trial for c in candidates if c.meets_budget},
-                                {c.trial for c in candidates
-                                 if not c.meets_budget and c.drop_points <= NEAR_MISS * allowed})
+                                {c.trial for c in candidates if is_near_miss(c, allowed)})
 
     executor = make_executor(config.executor, config.ray_address)
     started, interrupted, skips, failures = time.monotonic(), False, 0, 0
@@ -511,7 +514,6 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 step(f"stopping: the last {failures} trials failed (see their error.txt)")
                 break
             wanted = min(config.parallel, config.trials - done)
-            allowed = config.max_drop.allowed_drop(metric, search.baseline_metric)
             _queue_design(study, [(p, DESIGNED) for p in design]
                           + line_search(study, _candidates(search, outcomes()), allowed), wanted)
             batch = [study.ask() for _ in range(wanted)]

@@ -251,7 +251,8 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch at ``n`` threads inside the block (unchanged for None), its earlier count restored after."""
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -335,7 +336,7 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
 
     started, stopped_early, step = time.perf_counter(), False, start_epoch * steps_per_epoch
-    with _threads(config.threads), _progress(bar, "training", (config.epochs - start_epoch) * steps_per_epoch) \
+    with torch_threads(config.threads), _progress(bar, "training", (config.epochs - start_epoch) * steps_per_epoch) \
             as bar:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             module.train()
