@@ -391,7 +391,8 @@ def render(out: Path, cmd: str, section: str = "minilm") -> None:
     chosen = results.get("chosen")
     card = (chosen or {}).get("test", {}) and chosen["test"].get("card")
     states = [t["state"] for t in results["trials"]]
-    scope = f", searching {', '.join(cfg['methods'])}" if section != "minilm" else ""
+    # sections of other searches say what they searched, and their key: two may search the same methods
+    scope = f", searching {', '.join(cfg['methods'])} ({section})" if section != "minilm" else ""
     lines = [f"## all-MiniLM-L6-v2 on STS-B: objective latency on onnxruntime, budget 1%{scope}", "",
              f"- date: {bench['date_start']} (search ended {bench['date_search_end']}; run ended {bench['date_end']})",
              f"- command: `{cmd}` (from the repository root); wall time {bench['wall_s'] / 60:.1f} min: search "
