@@ -28,7 +28,7 @@ from typing import Any
 from sizewise.core.errors import ConfigError, SizewiseError
 from sizewise.core.optional import require
 from sizewise.core.serialize import to_dict, write_json_atomic
-from sizewise.pipeline.config import ShrinkConfig, resolve_methods
+from sizewise.pipeline.config import SLOTS, ShrinkConfig, resolve_methods
 from sizewise.pipeline.executors import make_executor
 from sizewise.pipeline.results import (
     Chosen,
@@ -354,7 +354,7 @@ def line_search(study, candidates, allowed: float) -> list[tuple[dict, str]]:
         if trial is None:
             continue
         direction = 1 if c.meets_budget else -1 if is_near_miss(c, allowed) else 0
-        for slot in ("structure", "cluster"):
+        for slot, _families in SLOTS:  # a method with no declared strength (quantization) has no line to search
             name = trial.params.get(slot)
             if direction and name not in (None, NONE) and get_method(name).stronger:
                 params = stepped(trial.params, trial.distributions, name, direction)
