@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/llm_prune.py --blocks 10 --kd-paragraphs 1500   # writes results/llm_prune.{md,json}
     .venv/bin/python benchmarks/llm_prune.py --prune ffn --ffn-sparsity 0.46    # width: 46% of every MLP's neurons
+    .venv/bin/python benchmarks/llm_prune.py --prune ffn --generated more.txt   # + text the original sampled itself
 
 What runs: ``DepthPrune(blocks)`` ranks SmolLM2's 30 decoder blocks by block influence on calibration windows of the
 recovery text and removes the least influential, or ``FFNPrune(sparsity)`` removes the MLP neurons of every block with
@@ -68,8 +69,12 @@ def main() -> None:
     parser.add_argument("--model", default=MODEL, help="another causal LM (a smoke test on a tiny one)")
     parser.add_argument("--data", default=str(DATA / "wikitext2"))
     parser.add_argument("--out", default=str(RESULTS), help="folder for llm_prune.{md,json}")
+    parser.add_argument("--generated", default=None,
+                        help="a file of text the original model sampled (`sizewise generate`), one sequence per line: "
+                             "its lines join the recovery text (not the pruning's calibration windows)")
     args = parser.parse_args()
 
+    import numpy as np
     import torch
 
     import sizewise
@@ -86,6 +91,16 @@ def main() -> None:
     data = sizewise.load_dataset(args.data)
     kd_data, pick, split_text = recovery_data(data, args.kd_paragraphs)
     heldout = kd_data.split("validation")
+    recovery_text, generated_lines = kd_data, 0
+    if args.generated:  # more recovery text, written by the original model itself; the held-out paragraphs unchanged
+        from sizewise.data.dataset import Split
+
+        extra = [line for line in Path(args.generated).read_text(encoding="utf-8").splitlines() if line.strip()]
+        generated_lines = len(extra)
+        train = kd_data.split("train")
+        recovery_text = dataclasses.replace(kd_data, splits={
+            **kd_data.splits, "train": Split([*train.inputs, *extra], np.concatenate([train.labels,
+                                                                                      np.zeros(len(extra), int)]))})
 
     def ppl(model, split: str) -> float:
         texts = list((heldout if split == "validation" else data.split(split)).inputs)
@@ -113,7 +128,7 @@ def main() -> None:
     recovery = sizewise.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer="adamw",
                                     schedule="cosine", warmup_epochs=0.05, weight_decay=0.0, precision="auto",
                                     threads=args.threads, seed=0)
-    ctx = StepContext(data=kd_data, train=recovery, teacher=original, recovery_teacher=True,
+    ctx = StepContext(data=recovery_text, train=recovery, teacher=original, recovery_teacher=True,
                       workdir=Path(args.workdir) / "recovery", progress=log)
     started = time.perf_counter()
     history = []
@@ -155,7 +170,9 @@ def main() -> None:
              f"- pruning: `{step!r}`, {importance} on {details['calibration']['windows']} x "
              f"{details['calibration']['tokens_per_window']} tokens of the {details['calibration']['split']} split "
              f"({prune_s:.0f} s); {removed}",
-             f"- recovery: {args.epochs} epoch(s) on {len(pick):,} paragraphs (seeded sample) of {split_text}, AdamW lr "
+             f"- recovery: {args.epochs} epoch(s) on {len(pick):,} paragraphs (seeded sample) of {split_text}"
+             + (f", and {generated_lines:,} sequences the original model sampled (`{args.generated}`)"
+                if generated_lines else "") + ", AdamW lr "
              f"{args.lr:g}, cosine, batch {args.batch_size}, at most {CausalLM(pruned, kd_data).max_length} tokens per "
              "paragraph; "
              f"loss KL(original || pruned) per token at T=2 plus half the cross-entropy; precision "
@@ -167,7 +184,7 @@ def main() -> None:
                                                   "test ppl vs original"]), "", "Goals:", *verdicts, "",
              "Per-epoch validation perplexity of the recovery: "
              + ", ".join(f"{h['val_accuracy']:.2f}" for h in history)]
-    payload = {"meta": meta, "args": vars(args), "rows": rows, "details": details, "history": history,
+    payload = {"meta": meta, "args": vars(args), "generated_lines": generated_lines, "rows": rows, "details": details, "history": history,
                "speed": speed, "prune_seconds": prune_s, "recovery_seconds": recovery_s}
     (Path(args.out) / "llm_prune.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     (Path(args.out) / "llm_prune.md").write_text("\n".join(lines) + "\n")

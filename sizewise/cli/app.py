@@ -13,6 +13,7 @@ from sizewise.cli import (
     estimate_cmd,
     factorize_cmd,
     finetune_cmd,
+    generate_cmd,
     inspect_cmd,
     measure_cmd,
     prune_cmd,
@@ -51,6 +52,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.command("shrink")(shrink_cmd.shrink)
 app.command("demo")(demo_cmd.demo)
 app.command("estimate")(estimate_cmd.estimate)
+app.command("generate")(generate_cmd.generate)
 app.command("report")(report_cmd.report)
 
 

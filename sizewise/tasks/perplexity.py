@@ -127,7 +127,8 @@ def model_max_positions(model: Any) -> int | None:
     return None
 
 
-def _prefix_id(tokenizer: Any) -> tuple[int | None, str | None]:
+def start_token(tokenizer: Any) -> tuple[int | None, str | None]:
+    """The token a text starts from: the tokenizer's beginning-of-text token, else its end-of-text one (GPT-2)."""
     for attr in ("bos_token", "eos_token"):
         token = getattr(tokenizer, attr, None)
         token_id = getattr(tokenizer, f"{attr}_id", None)
@@ -207,7 +208,7 @@ def perplexity(model: Any, tokenizer: Any, texts: list[str], config: PerplexityC
     if not text.strip():
         raise DataError("the text to score is empty", hint="check the split holds text")
     context, stride = resolve_context(model, config)
-    prefix_id, prefix = _prefix_id(tokenizer)
+    prefix_id, prefix = start_token(tokenizer)
     ids, covered, truncated = tokenize_text(tokenizer, text, config.max_tokens)
     stream = ([prefix_id] if prefix_id is not None else []) + ids
     if len(stream) < 2:
