@@ -126,5 +126,6 @@ def generate_text(loaded: Any, out: str | Path, config: GenerateConfig | None = 
             os.replace(tmp, side)
             if on_batch is not None:
                 on_batch(done, total)
-    lines = sum(1 for _ in open(path, encoding="utf-8"))
+    with open(path, encoding="utf-8") as handle:
+        lines = sum(1 for _ in handle)
     return GenerateResult(str(path), lines, new_tokens, time.perf_counter() - t0, resumed)
