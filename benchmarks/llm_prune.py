@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval-tokens", type=int, default=8192)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="the recovery's precision (TrainConfig.precision; fp32 to compare with an fp32 run)")
     parser.add_argument("--compare-seconds", type=float, default=20.0)
     parser.add_argument("--workdir", default="/tmp/llm-prune")
     parser.add_argument("--model", default=MODEL, help="another causal LM (a smoke test on a tiny one)")
@@ -126,7 +128,7 @@ def main() -> None:
                                    "validation_ppl": ppl(pruned, "validation")}
     log(f"pruned: {rows['pruned, no recovery']}, {removed}")
     recovery = sizewise.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer="adamw",
-                                    schedule="cosine", warmup_epochs=0.05, weight_decay=0.0, precision="auto",
+                                    schedule="cosine", warmup_epochs=0.05, weight_decay=0.0, precision=args.precision,
                                     threads=args.threads, seed=0)
     ctx = StepContext(data=recovery_text, train=recovery, teacher=original, recovery_teacher=True,
                       workdir=Path(args.workdir) / "recovery", progress=log)
