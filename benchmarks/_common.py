@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
 import importlib.metadata
 import json
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,64 @@ def cached(path: Path, compute: Callable[[], dict[str, Any]], *, indent: int = 2
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=indent, default=str))
     return result
+
+
+# --------------------------------------------------------------------------------------------- run records
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    """A finished ``sizewise train`` run directory, as its own ``card.json`` describes it: the one reader the
+    scripts that start from a trained base (pruning, shrink, the baseline's write-up) share, so none assumes."""
+
+    run_dir: Path
+    card: dict[str, Any]
+    step: dict[str, Any]  # the card's ``train`` step: config, validation metrics, seconds, details
+
+    @classmethod
+    def read(cls, run_dir: Path) -> TrainRecord | None:
+        """The record, or None where the directory has no card with a ``train`` step (a base saved another way)."""
+        card_path = Path(run_dir) / "card.json"
+        if not card_path.is_file():
+            return None
+        card = json.loads(card_path.read_text())
+        step = next((s for s in card.get("steps", []) if s["method"] == "train"), None)
+        return None if step is None else cls(Path(run_dir), card, step)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.step["config"]
+
+    @property
+    def training(self) -> dict[str, Any]:
+        return self.step["details"]["training"]
+
+    @property
+    def epochs(self) -> list[dict[str, Any]]:
+        return self.training["epochs"]
+
+    @property
+    def epoch_seconds(self) -> float:
+        return sum(e["seconds"] for e in self.epochs)
+
+    @property
+    def test_metrics(self) -> dict[str, Any]:
+        return self.card["after"]["metrics"]
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        """The final run's environment; older cards wrote its flag and library dicts as their ``repr``."""
+        env = dict(self.card["after"].get("environment", {}))
+        for key in ("cpu_flags", "libraries"):
+            if isinstance(env.get(key), str):
+                env[key] = ast.literal_eval(env[key])
+        return env
+
+    @property
+    def written(self) -> str:
+        """When the card was written (the last epoch's end), UTC."""
+        stamp = os.path.getmtime(self.run_dir / "card.json")
+        return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------------------------- markdown

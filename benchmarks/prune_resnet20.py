@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import prune_common as pc  # noqa: E402
+from _common import TrainRecord  # noqa: E402
 
 BATCH_N = 32
 RAMP = 0.5  # gradual: ramp over the first half of fine-tuning (as in prune_lenet.py), recover in the second half
@@ -56,21 +57,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def base_from_run(run_dir: Path) -> dict:
     """What a finished ``sizewise train`` run directory says about itself (its ``card.json``): nothing assumed."""
-    card = json.loads((run_dir / "card.json").read_text())
-    step = next(s for s in card["steps"] if s["method"] == "train")
-    training = step["details"]["training"]
+    record = TrainRecord.read(run_dir)
+    if record is None:
+        raise SystemExit(f"--base {run_dir}: no card.json with a train step (give a `sizewise train --out` folder)")
+    training = record.training
     hist = [{"epoch": e["epoch"], "train_loss": e["train_loss"], "train_accuracy": e["train_accuracy"],
-             "val_metric": e["val_accuracy"], "lr_end": e["lr"], "seconds": e["seconds"]} for e in training["epochs"]]
-    after = card["after"]
+             "val_metric": e["val_accuracy"], "lr_end": e["lr"], "seconds": e["seconds"]} for e in record.epochs]
+    card, env = record.card, record.environment
     return {"source": "run_dir", "run_dir": str(run_dir), "command": card.get("command"), "model": card.get("model"),
-            "config": step["config"], "history": hist, "epoch_seconds": sum(e["seconds"] for e in hist),
-            "train_seconds": training.get("seconds"), "step_seconds": step["seconds"],
+            "config": record.config, "history": hist, "epoch_seconds": record.epoch_seconds,
+            "train_seconds": training.get("seconds"), "step_seconds": record.step["seconds"],
             "resumed_from_epoch": training.get("resumed_from_epoch", 0), "best_epoch": training.get("best_epoch"),
             "stopped_early": training.get("stopped_early"),
             "precision_used": training.get("precision_used"), "precision_reason": training.get("precision_reason"),
             "augment_used": training.get("augment_used"), "augment_reason": training.get("augment_reason"),
-            "validation": step["metrics"], "test_metrics": after["metrics"],
-            "environment": {k: after.get("environment", {}).get(k) for k in ("cpu", "threads", "libraries")},
+            "validation": record.step["metrics"], "test_metrics": record.test_metrics,
+            "environment": {k: env.get(k) for k in ("cpu", "threads", "libraries")},
             "data_splits": card.get("data") and {k: card["data"].get(k) for k in
                                                  ("sizes", "reported", "decisions", "validation_source")},
             "card_mtime": os.path.getmtime(run_dir / "card.json")}

@@ -27,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import DATA, RESULTS, benchmark_edits, command, git_head, log, machine, versions
+from _common import DATA, RESULTS, TrainRecord, benchmark_edits, command, git_head, log, machine, versions
 from shrink_common import chosen_card, comparison, replace_section, trials_table
 
 CIFAR = DATA / "cifar10"
@@ -47,22 +47,18 @@ def train_base(base: Path, epochs: int) -> None:
 
 def describe_base(base: Path, trained_here: dict | None) -> str:
     """What the base is, from its own record where it has one; never assumed."""
-    card_path = base / "card.json"
-    if card_path.is_file():
-        card = json.loads(card_path.read_text())
-        step = next((s for s in card.get("steps", []) if s["method"] == "train"), None)
-        if step is not None:
-            cfg, tr = step["config"], step["details"]["training"]
-            epochs = tr["epochs"]
-            secs = sum(e["seconds"] for e in epochs)
-            own = card["after"]["metrics"]
-            warm = f", {cfg['warmup_epochs']:g} warm-up epoch(s)" if cfg.get("warmup_epochs") else ""
-            return (f"a `sizewise train` run, recorded as `{card.get('command')}`: {len(epochs)} epochs, "
-                    f"{cfg['optimizer']} lr {cfg['lr']:g}, {cfg['schedule']}{warm}, batch {cfg['batch_size']}, weight "
-                    f"decay {cfg['weight_decay']:g}; augmentation that ran: {tr.get('augment_reason') or '?'}; "
-                    f"precision that ran: {tr.get('precision_reason') or '?'}; {secs / 60:.1f} min of epochs "
-                    f"({secs / max(1, len(epochs)):.0f} s each on average); its own record gives "
-                    f"{own['accuracy']:.2%} on {int(own['examples']):,} {own.get('split', 'test')} images")
+    record = TrainRecord.read(base)
+    if record is not None:
+        cfg, tr, epochs = record.config, record.training, record.epochs
+        secs = record.epoch_seconds
+        own = record.test_metrics
+        warm = f", {cfg['warmup_epochs']:g} warm-up epoch(s)" if cfg.get("warmup_epochs") else ""
+        return (f"a `sizewise train` run, recorded as `{record.card.get('command')}`: {len(epochs)} epochs, "
+                f"{cfg['optimizer']} lr {cfg['lr']:g}, {cfg['schedule']}{warm}, batch {cfg['batch_size']}, weight "
+                f"decay {cfg['weight_decay']:g}; augmentation that ran: {tr.get('augment_reason') or '?'}; "
+                f"precision that ran: {tr.get('precision_reason') or '?'}; {secs / 60:.1f} min of epochs "
+                f"({secs / max(1, len(epochs)):.0f} s each on average); its own record gives "
+                f"{own['accuracy']:.2%} on {int(own['examples']):,} {own.get('split', 'test')} images")
     if trained_here:
         return (f"trained by this script: {trained_here['epochs']} CPU epochs, {trained_here['optimizer']} lr "
                 f"{trained_here['lr']:g}, batch {trained_here['batch_size']}, no augmentation (augment "

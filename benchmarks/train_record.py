@@ -8,26 +8,22 @@ assumed. For baselines trained by hand (a long CPU training resumed across days)
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
 import statistics
-from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import md_table
+from _common import TrainRecord, md_table
 
 
 def render(run_dir: Path, title: str, notes: list[str]) -> str:
-    card = json.loads((run_dir / "card.json").read_text())
-    step = next(s for s in card["steps"] if s["method"] == "train")
-    training = step["details"]["training"]
-    epochs = training["epochs"]
-    env = card["after"]["environment"]
-    flags = env["cpu_flags"] if isinstance(env["cpu_flags"], dict) else ast.literal_eval(env["cpu_flags"])
-    libs = env["libraries"] if isinstance(env["libraries"], dict) else ast.literal_eval(env["libraries"])
+    record = TrainRecord.read(run_dir)
+    if record is None:
+        raise SystemExit(f"{run_dir}: no card.json with a train step (a `sizewise train --out` folder is expected)")
+    card, step, training, epochs = record.card, record.step, record.training, record.epochs
+    env = record.environment
+    flags, libs = env["cpu_flags"], env["libraries"]
     seconds = [e["seconds"] for e in epochs]
-    written = datetime.fromtimestamp(os.path.getmtime(run_dir / "card.json"), timezone.utc).isoformat(timespec="seconds")
+    written = record.written
     data = card["data"]
     rows = [[e["epoch"], f"{e['lr']:.4f}", f"{e['train_loss']:.3f}", f"{e['train_accuracy']:.2%}",
              f"{e['val_accuracy']:.2%}", f"{e['seconds']:.0f}"]

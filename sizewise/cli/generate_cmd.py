@@ -27,8 +27,7 @@ def generate(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's own)."),
 ) -> None:
     """Sample text from a causal LM: more text to distil a pruned or quantized copy of it on than the user has."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from sizewise.core.progress import bar
     from sizewise.models.loader import load
     from sizewise.tasks.generate import GenerateConfig, generate_text
     from sizewise.train.loop import torch_threads
@@ -36,12 +35,8 @@ def generate(
     config = GenerateConfig(sequences=sequences, tokens=tokens, batch_size=batch_size, temperature=temperature,
                             top_p=top_p, seed=seed)
     loaded = load(model)
-    bar = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
-                   TimeRemainingColumn(), console=console, transient=True)
-    with torch_threads(threads), bar:
-        task = bar.add_task("sampling", total=None)
-        result = generate_text(loaded, out, config, on_batch=lambda done, total: bar.update(task, completed=done,
-                                                                                            total=total))
+    with torch_threads(threads), bar(True, "sampling", None, unit="batches") as batches:
+        result = generate_text(loaded, out, config, on_batch=batches.update)
     resumed = f" (resumed after {result.resumed_batches} batch(es) already written)" if result.resumed_batches else ""
     rate = f", {result.new_tokens / result.seconds:,.0f} tokens/s" if result.seconds > 0 and result.new_tokens else ""
     console.print(f"wrote {result.sequences:,} sequences to {result.path}: {result.new_tokens:,} new tokens in "

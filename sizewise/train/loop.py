@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sizewise.core import progress
 from sizewise.core.errors import ConfigError, DataError
 from sizewise.data.dataset import Dataset, Split
 from sizewise.models.loaded import LoadedModel
@@ -262,33 +263,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _progress(enabled: bool, description: str, total: int):
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=True)
-    return _ProgressHandle(progress, description, total)
-
-
-class _ProgressHandle:
-    def __init__(self, progress, description: str, total: int):
-        self.progress, self.description, self.total = progress, description, total
-
-    def __enter__(self):
-        self.progress.__enter__()
-        self.task = self.progress.add_task(self.description, total=self.total, status="")
-        return self
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
-
-    def advance(self, status: str = "") -> None:
-        self.progress.update(self.task, advance=1, status=status)
-
-
 def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = None, *, out: str | Path | None = None,
           resume: bool = False, on_epoch: Callable[[EpochStats], None] | None = None,
           after_step: Callable[[int], None] | None = None, bar: bool = False,
@@ -336,7 +310,7 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
 
     started, stopped_early, step = time.perf_counter(), False, start_epoch * steps_per_epoch
-    with torch_threads(config.threads), _progress(bar, "training", (config.epochs - start_epoch) * steps_per_epoch) \
+    with torch_threads(config.threads), progress.bar(bar, "training", (config.epochs - start_epoch) * steps_per_epoch) \
             as bar:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             module.train()

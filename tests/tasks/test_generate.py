@@ -19,9 +19,14 @@ from kill_harness import tiny_causal_lm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
+def tiny_lm_dir(tmp_path_factory) -> Path:
     model_dir, _ = tiny_causal_lm(tmp_path_factory.mktemp("lm"))
-    return sizewise.load(str(model_dir))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_lm_dir):
+    return sizewise.load(str(tiny_lm_dir))
 
 
 CONFIG = GenerateConfig(sequences=12, tokens=12, batch_size=5, seed=5)  # 3 batches, the last one short
@@ -73,3 +78,17 @@ def test_only_a_causal_lm_writes_text_and_bad_settings_are_refused(tmp_path):
     for bad in ({"sequences": 0}, {"temperature": 0.0}, {"top_p": 1.5}):
         with pytest.raises(ConfigError):
             GenerateConfig(**bad)
+
+
+def test_the_command_writes_the_file_the_function_writes(tiny_lm, tiny_lm_dir, tmp_path):
+    """`sizewise generate` end to end: its progress bar is fed by each batch, and its file is the function's."""
+    from typer.testing import CliRunner
+
+    from sizewise.cli.app import app
+
+    generate_text(tiny_lm, tmp_path / "direct.txt", CONFIG)
+    result = CliRunner().invoke(app, ["generate", str(tiny_lm_dir), "--out", str(tmp_path / "cli.txt"),
+                                      "--sequences", "12", "--tokens", "12", "--batch-size", "5", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "sequences" in result.output
+    assert (tmp_path / "cli.txt").read_bytes() == (tmp_path / "direct.txt").read_bytes()
