@@ -87,6 +87,7 @@ def main() -> None:
     from sizewise.train.objectives import CausalLM
 
     torch.set_num_threads(args.threads)
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # before hours of recovery, not after
     meta = new_meta()
     log(f"loading {args.model} and {args.data}")
     original = sizewise.load(args.model)
@@ -133,11 +134,12 @@ def main() -> None:
     ctx = StepContext(data=recovery_text, train=recovery, teacher=original, recovery_teacher=True,
                       workdir=Path(args.workdir) / "recovery", progress=log)
     started = time.perf_counter()
-    history = []
     # the product's recovery path (what DepthPrune runs after pruning when its step has a TrainConfig)
-    result = ctx.fit(pruned, recovery, on_epoch=lambda e: (history.append(dataclasses.asdict(e)), log(f"epoch {e}")))
+    result = ctx.fit(pruned, recovery, on_epoch=lambda e: log(f"epoch {e}"))
     assert ctx.learned_from_teacher
-    recovery_s = time.perf_counter() - started
+    # from the run's own history, so epochs a killed invocation trained (and this one resumed after) count too
+    history = [dataclasses.asdict(e) for e in result.epochs]
+    recovery_s = sum(e.seconds for e in result.epochs) if result.resumed_from_epoch else time.perf_counter() - started
     rows["pruned + distilled"] = {"params": params(pruned), "test_ppl": ppl(pruned, "test"),
                                   "validation_ppl": ppl(pruned, "validation")}
     log(f"recovered: {rows['pruned + distilled']}")
@@ -178,7 +180,10 @@ def main() -> None:
              f"{args.lr:g}, cosine, batch {args.batch_size}, at most {CausalLM(pruned, kd_data).max_length} tokens per "
              "paragraph; "
              f"loss KL(original || pruned) per token at T=2 plus half the cross-entropy; precision "
-             f"{result.precision_reason}; {recovery_s / 60:.1f} min",
+             f"{result.precision_reason}; {recovery_s / 60:.1f} min"
+             + (f" (the sum of its epochs' times: {result.resumed_from_epoch} epoch(s) were trained by an earlier "
+                f"invocation with the same --workdir and resumed from its checkpoint)" if result.resumed_from_epoch
+                else ""),
              f"- splits ({args.data}): nothing decided on data; the held-out validation paragraphs are scored per "
              f"epoch and in the table, the test split (WikiText-2: wiki.test.raw) is reported, perplexity on the "
              f"first {args.eval_tokens:,} tokens of each (the same ids for every row)", "",
@@ -186,8 +191,9 @@ def main() -> None:
                                                   "test ppl vs original"]), "", "Goals:", *verdicts, "",
              "Per-epoch validation perplexity of the recovery: "
              + ", ".join(f"{h['val_accuracy']:.2f}" for h in history)]
-    payload = {"meta": meta, "args": vars(args), "generated_lines": generated_lines, "rows": rows, "details": details, "history": history,
-               "speed": speed, "prune_seconds": prune_s, "recovery_seconds": recovery_s}
+    payload = {"meta": meta, "args": vars(args), "generated_lines": generated_lines, "rows": rows, "details": details,
+               "history": history, "resumed_from_epoch": result.resumed_from_epoch, "speed": speed,
+               "prune_seconds": prune_s, "recovery_seconds": recovery_s}
     (Path(args.out) / "llm_prune.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     (Path(args.out) / "llm_prune.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
