@@ -52,6 +52,17 @@ def recovery_data(data, paragraphs: int):
     return kd_data, pick, split_text
 
 
+def pruned_copy(original, method: str, step, kd_data):
+    """A pruned copy of ``original`` by the registered ``method`` (the original stays the teacher): deterministic,
+    calibrated on ``kd_data``. Returns (the copy, the method's details)."""
+    from sizewise.compress.registry import StepContext, get_method
+
+    pruned = copy.copy(original)
+    pruned.module = copy.deepcopy(original.module)
+    details = get_method(method).apply(pruned, step, StepContext(data=kd_data))
+    return pruned, details
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prune", choices=("depth", "ffn"), default="depth")
@@ -81,7 +92,7 @@ def main() -> None:
 
     import sizewise
     from sizewise.compress.prune import DepthPrune, FFNPrune
-    from sizewise.compress.registry import StepContext, get_method
+    from sizewise.compress.registry import StepContext
     from sizewise.measure.compare import CompareConfig, compare
     from sizewise.tasks.perplexity import PerplexityConfig, perplexity
     from sizewise.train.objectives import CausalLM
@@ -117,11 +128,9 @@ def main() -> None:
     rows = {"original": {"params": params(original), "test_ppl": ppl(original, "test"),
                          "validation_ppl": ppl(original, "validation")}}
     log(f"original: {rows['original']}")
-    pruned = copy.copy(original)
-    pruned.module = copy.deepcopy(original.module)
     started = time.perf_counter()
     step = DepthPrune(args.blocks) if args.prune == "depth" else FFNPrune(args.ffn_sparsity)
-    details = get_method(args.prune).apply(pruned, step, StepContext(data=kd_data))
+    pruned, details = pruned_copy(original, args.prune, step, kd_data)
     prune_s = time.perf_counter() - started
     removed = (f"blocks removed: {details['blocks_removed']}" if args.prune == "depth" else
                f"MLP neurons kept per block: {details['intermediate_after']} of {details['intermediate_before']}")

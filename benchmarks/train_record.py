@@ -44,7 +44,7 @@ def render(run_dir: Path, title: str, notes: list[str]) -> str:
              f"({data['validation_source']}), test {data['sizes']['test']:,}; decisions on {data['decisions']} "
              f"(none here: the last epoch's weights are kept), reported on {data['reported']}",
              *(f"- data note: {n}" for n in data.get("notes", [])), "",
-             f"**Test accuracy: {card['after']['metrics']['accuracy']:.2%}** on {int(card['after']['metrics']['examples']):,} "
+             f"**Test accuracy: {record.test_metrics['accuracy']:.2%}** on {int(record.test_metrics['examples']):,} "
              f"test images (validation {step['metrics']['accuracy']:.2%} on {int(step['metrics']['examples']):,}).", "",
              *md_table(rows, "rrrrrr", columns=["epoch", "lr (end)", "train loss", "train accuracy (augmented)",
                                                 "validation accuracy", "seconds"])]

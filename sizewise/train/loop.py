@@ -232,7 +232,7 @@ def _plain_float_model(loaded: LoadedModel) -> tuple[bool, str]:
     return True, f"the model is a float32 conv/linear {what} model"
 
 
-def _read_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: Path) -> dict:
     """A checkpoint this loop wrote: tensors, numbers, strings and containers only. A run folder can come from someone
     else, so anything else in it (a pickled object, whose loading would run its code) is refused, not executed."""
     import pickle
@@ -297,7 +297,7 @@ def train(loaded: LoadedModel, dataset: Dataset, config: TrainConfig | None = No
     start_epoch = 0
     torch.manual_seed(config.seed)
     if resume and checkpoint and checkpoint.exists():
-        state = _read_checkpoint(checkpoint)
+        state = read_checkpoint(checkpoint)
         module.load_state_dict(state["model"])
         objective.load_state_dict(state.get("objective", {}))
         optimizer.load_state_dict(state["optimizer"])
