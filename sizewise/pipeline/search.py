@@ -227,6 +227,34 @@ def _baseline_sensitivity(out: Path, dataset, runtime: str, progress) -> list[di
     return data
 
 
+def same_plan_run(job: TrialJob, finished: list[TrialOutcome]) -> TrialOutcome | None:
+    """The finished trial (complete or stopped early) that ran exactly ``job``'s plan, if any. Running it again would
+    spend one of the few trials on a result the search already has (every step is seeded by its plan), and would let
+    a second timing of the same model win on noise alone."""
+    def what_runs(plan: dict | None):  # a plan's name is its trial's ("trial 3"), not part of what it does
+        return plan and {k: v for k, v in plan.items() if k != "name"}
+
+    plan = what_runs(job.plan.to_dict() if job.plan else None)
+    return next((o for o in finished if o.state in ("complete", "pruned") and what_runs(o.plan) == plan), None)
+
+
+def _tell_repeat(study, trial, job: TrialJob, earlier: TrialOutcome) -> None:
+    """Not run and not counted as a trial: the sampler is told the earlier trial's result, so it learns the plan's
+    worth without paying for it again (a repeat told as pruned would teach it that a good plan is bad)."""
+    from optuna.trial import TrialState
+
+    what = "no compression" if job.plan is None else job.plan.describe()
+    skip = TrialOutcome(job.number, earlier.plan, what, "skipped",
+                        message=f"not run: the same plan as trial {earlier.number}",
+                        origin=trial.user_attrs.get(ORIGIN, SAMPLED))
+    trial.set_user_attr("outcome", to_dict(skip))
+    if earlier.state == "complete":
+        told = next(t for t in study.get_trials(deepcopy=False) if t.number == earlier.number)
+        study.tell(trial, told.values)
+    else:
+        study.tell(trial, state=TrialState.PRUNED)
+
+
 def _outcome_from_trial(frozen) -> TrialOutcome | None:
     """A finished trial's outcome. A trial still RUNNING has none, even when its outcome was stored: a process killed
     between storing the outcome and telling the study leaves exactly that, and the trial is then run again."""
@@ -520,9 +548,14 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
             for trial in batch:
                 trial.set_user_attr(WORKER, _this_worker())
             jobs = [TrialJob(t.number, sample_plan(t, slots, space, recovery, student, unlabeled)) for t in batch]
-            dropped = hopeless()
+            dropped, finished = hopeless(), outcomes()
             keep = []
             for trial, job in zip(batch, jobs, strict=True):
+                earlier = same_plan_run(job, finished)
+                if earlier is not None:
+                    _tell_repeat(study, trial, job, earlier)
+                    skips += 1
+                    continue
                 bad = sorted(m.method for m in (job.plan.steps if job.plan else ()) if m.method in dropped)
                 if not bad:
                     keep.append((trial, job))
@@ -536,7 +569,8 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 study.tell(trial, state=TrialState.PRUNED)
                 skips += 1
             if skips >= MAX_SKIPS_IN_A_ROW:
-                step(f"stopping: the sampler keeps proposing methods that failed here ({', '.join(sorted(dropped))})")
+                step("stopping: the sampler keeps proposing plans that already ran"
+                     + (f" or methods that failed here ({', '.join(sorted(dropped))})" if dropped else ""))
                 break
             if not keep:
                 continue

@@ -221,12 +221,14 @@ def test_the_uncompressed_baseline_is_a_point_of_the_front():
 
 def test_a_budget_nothing_meets_returns_the_closest_with_a_verdict(trained_digits_dir, tmp_path, monkeypatch):
     # 99% of every layer's weights removed and no recovery: no candidate can keep the accuracy, so the outcome is
-    # certain; the second trial is far outside the budget on the proxy subset and stops there.
+    # certain; the second trial is far outside the budget on the proxy subset and stops there. (Each trial prunes a
+    # little differently: a plan that already ran is not run again.)
     from sizewise.compress.prune import MagnitudePrune
 
     magnitude = get_method("magnitude")
     monkeypatch.setitem(METHODS._items, "magnitude", dataclasses.replace(
-        magnitude, search=lambda trial, space: MagnitudePrune(0.99, scope="layer")))
+        magnitude, search=lambda trial, space: MagnitudePrune(
+            trial.suggest_float("magnitude.sparsity", 0.985, 0.995), scope="layer")))
     config = ShrinkConfig(**{**FAST, "methods": ("magnitude",), "trials": 2, "finetune_epochs": 0},
                           max_drop=Budget(0.0, absolute=True))
     results = shrink(str(trained_digits_dir), "digits", tmp_path, config, command="test")
@@ -250,6 +252,23 @@ def test_every_selected_family_completes_a_trial(trained_digits_dir, tmp_path):
     assert covered >= {"prune", "distill", "factorize", "quantize"}
     distilled = next(t for t in results.trials if "distill" in _families(t))
     assert distilled["plan"]["steps"][0]["train"]["epochs"] == 1  # a student trains; its epochs come from the config
+
+
+def test_a_plan_that_already_ran_is_not_run_again(trained_digits_dir, tmp_path):
+    # one method without parameters: the space holds two plans (fp16, no compression), fewer than --trials
+    config = ShrinkConfig(**{**FAST, "methods": ("fp16",), "trials": 4})
+    results = shrink(str(trained_digits_dir), "digits", tmp_path, config, command="test")
+    ran = [t for t in results.trials if t["state"] in ("complete", "pruned")]
+    plans = [json.dumps(t["plan"] and t["plan"]["steps"]) for t in ran]
+    assert len(plans) == len(set(plans)) <= 2  # each plan ran once; the search stopped instead of repeating
+    assert [t["state"] for t in ran if t["plan"]] == ["complete"]
+    repeats = [t for t in results.trials if t["state"] == "skipped"]
+    assert repeats
+    by_number = {t["number"]: t for t in ran}
+    for repeat in repeats:
+        earlier = int(repeat["message"].removeprefix("not run: the same plan as trial "))
+        assert by_number[earlier]["plan"] == repeat["plan"]  # the repeat records the plan that ran
+    assert results.chosen is not None
 
 
 def test_initial_design_tries_each_family_once_at_the_middle_of_its_space():
