@@ -30,6 +30,7 @@ from sizewise.core.optional import require
 from sizewise.core.serialize import to_dict, write_json_atomic
 from sizewise.pipeline.config import SLOTS, ShrinkConfig, resolve_methods
 from sizewise.pipeline.executors import make_executor
+from sizewise.pipeline.repeats import same_plan_run, tell_repeat
 from sizewise.pipeline.results import (
     Chosen,
     ShrinkResults,
@@ -225,34 +226,6 @@ def _baseline_sensitivity(out: Path, dataset, runtime: str, progress) -> list[di
     data = to_dict(rows)
     write_json_atomic(cache, data)
     return data
-
-
-def same_plan_run(job: TrialJob, finished: list[TrialOutcome]) -> TrialOutcome | None:
-    """The finished trial (complete or stopped early) that ran exactly ``job``'s plan, if any. Running it again would
-    spend one of the few trials on a result the search already has (every step is seeded by its plan), and would let
-    a second timing of the same model win on noise alone."""
-    def what_runs(plan: dict | None):  # a plan's name is its trial's ("trial 3"), not part of what it does
-        return plan and {k: v for k, v in plan.items() if k != "name"}
-
-    plan = what_runs(job.plan.to_dict() if job.plan else None)
-    return next((o for o in finished if o.state in ("complete", "pruned") and what_runs(o.plan) == plan), None)
-
-
-def _tell_repeat(study, trial, job: TrialJob, earlier: TrialOutcome) -> None:
-    """Not run and not counted as a trial: the sampler is told the earlier trial's result, so it learns the plan's
-    worth without paying for it again (a repeat told as pruned would teach it that a good plan is bad)."""
-    from optuna.trial import TrialState
-
-    what = "no compression" if job.plan is None else job.plan.describe()
-    skip = TrialOutcome(job.number, earlier.plan, what, "skipped",
-                        message=f"not run: the same plan as trial {earlier.number}",
-                        origin=trial.user_attrs.get(ORIGIN, SAMPLED))
-    trial.set_user_attr("outcome", to_dict(skip))
-    if earlier.state == "complete":
-        told = next(t for t in study.get_trials(deepcopy=False) if t.number == earlier.number)
-        study.tell(trial, told.values)
-    else:
-        study.tell(trial, state=TrialState.PRUNED)
 
 
 def _outcome_from_trial(frozen) -> TrialOutcome | None:
@@ -553,7 +526,7 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
             for trial, job in zip(batch, jobs, strict=True):
                 earlier = same_plan_run(job, finished)
                 if earlier is not None:
-                    _tell_repeat(study, trial, job, earlier)
+                    tell_repeat(study, trial, job, earlier, trial.user_attrs.get(ORIGIN, SAMPLED))
                     skips += 1
                     continue
                 bad = sorted(m.method for m in (job.plan.steps if job.plan else ()) if m.method in dropped)
