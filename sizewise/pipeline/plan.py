@@ -76,14 +76,20 @@ class Plan:
         return cls(tuple(c if isinstance(c, Step) else Step.of(c) for c in configs), name=name)
 
     def fingerprint(self) -> str:
-        text = json.dumps([s.to_dict() for s in self.steps], sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return steps_fingerprint([s.to_dict() for s in self.steps])
 
     def describe(self) -> str:
         return " → ".join(s.describe() for s in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "steps": [s.to_dict() for s in self.steps]}
+
+
+def steps_fingerprint(steps: list[dict[str, Any]]) -> str:
+    """What a plan does, as a short hash of its steps (``Step.to_dict()``): not its name or source, and the same for a
+    plan's steps read back from JSON (tuples come back as lists and dump alike)."""
+    text = json.dumps(steps, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _defaults(cls: type) -> dict[str, Any]:

@@ -4,6 +4,7 @@ twice would spend a trial on a result the search already has."""
 from __future__ import annotations
 
 from sizewise.core.serialize import to_dict
+from sizewise.pipeline.plan import steps_fingerprint
 from sizewise.pipeline.trial import TrialJob, TrialOutcome
 
 
@@ -11,11 +12,11 @@ def same_plan_run(job: TrialJob, finished: list[TrialOutcome]) -> TrialOutcome |
     """The finished trial (complete or stopped early) that ran exactly ``job``'s plan, if any. Running it again would
     spend one of the few trials on a result the search already has (every step is seeded by its plan), and would let
     a second timing of the same model win on noise alone."""
-    def what_runs(plan: dict | None):  # a plan's name is its trial's ("trial 3"), not part of what it does
-        return plan and {k: v for k, v in plan.items() if k != "name"}
+    def what_runs(plan: dict | None) -> str | None:  # None: the no-compression plan
+        return plan and steps_fingerprint(plan["steps"])
 
-    plan = what_runs(job.plan.to_dict() if job.plan else None)
-    return next((o for o in finished if o.state in ("complete", "pruned") and what_runs(o.plan) == plan), None)
+    wanted = job.plan and job.plan.fingerprint()
+    return next((o for o in finished if o.state in ("complete", "pruned") and what_runs(o.plan) == wanted), None)
 
 
 def tell_repeat(study, trial, job: TrialJob, earlier: TrialOutcome, origin: str) -> None:
