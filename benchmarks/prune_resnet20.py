@@ -78,6 +78,15 @@ def base_from_run(run_dir: Path) -> dict:
             "card_mtime": os.path.getmtime(run_dir / "card.json")}
 
 
+def finetune_config(epochs: int, lr: float, threads: int):
+    """The fine-tuning recipe of every variant on a ``--base`` (also ``prune_resnet20_controls.py``'s)."""
+    import sizewise
+
+    return sizewise.TrainConfig(epochs=epochs, lr=lr, batch_size=128, optimizer="sgd", momentum=0.9,
+                                weight_decay=5e-4, schedule="cosine", augment="crop+flip", precision="auto",
+                                threads=threads, seed=0)
+
+
 def ort_compare(before_ref: str, after_ref: str, batch: int) -> dict:
     """Before vs after on onnxruntime, interleaved (``sizewise compare``'s loop and statistics), 1 thread."""
     import sizewise
@@ -286,9 +295,7 @@ def main() -> None:
         # a stronger base trained elsewhere: fine-tune with what the training loop offers, and learn from the base
         base_ref = str(Path(args.base).resolve())
         baseline = base_from_run(Path(base_ref))
-        ft_cfg = sizewise.TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, batch_size=128, optimizer="sgd",
-                                      momentum=0.9, weight_decay=5e-4, schedule="cosine", augment="crop+flip",
-                                      precision="auto", threads=args.ft_threads, seed=0)
+        ft_cfg = finetune_config(args.ft_epochs, args.ft_lr, args.ft_threads)
         teacher = True
     else:
         base_cfg = sizewise.TrainConfig(epochs=args.base_epochs, lr=0.1, batch_size=128, optimizer="sgd",
