@@ -30,7 +30,7 @@ from sizewise.core.optional import require
 from sizewise.core.serialize import to_dict, write_json_atomic
 from sizewise.pipeline.config import SLOTS, ShrinkConfig, resolve_methods
 from sizewise.pipeline.executors import make_executor
-from sizewise.pipeline.repeats import same_plan_run, tell_repeat
+from sizewise.pipeline.repeats import same_plan_run, tell_repeat, tell_skipped
 from sizewise.pipeline.results import (
     Chosen,
     ShrinkResults,
@@ -533,13 +533,9 @@ def shrink(model: str, data: str, out: str | Path, config: ShrinkConfig | None =
                 if not bad:
                     keep.append((trial, job))
                     continue
-                # Not run: told to the study as pruned (so the sampler learns to avoid it), not counted as a trial.
-                skip = TrialOutcome(job.number, job.plan.to_dict(), job.plan.describe(), "skipped",
-                                    message=f"not run: {', '.join(bad)} failed the budget in "
-                                            f"{', '.join(str(dropped[b]) for b in bad)} trial(s) already",
-                                    origin=trial.user_attrs.get(ORIGIN, SAMPLED))
-                trial.set_user_attr("outcome", to_dict(skip))
-                study.tell(trial, state=TrialState.PRUNED)
+                tell_skipped(study, trial, job, f"not run: {', '.join(bad)} failed the budget in "
+                             f"{', '.join(str(dropped[b]) for b in bad)} trial(s) already",
+                             trial.user_attrs.get(ORIGIN, SAMPLED))  # told pruned: the sampler learns to avoid it
                 skips += 1
             if skips >= MAX_SKIPS_IN_A_ROW:
                 step("stopping: the sampler keeps proposing plans that already ran"
