@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--ft-threads", type=int, default=2)
     parser.add_argument("--sparsity", type=float, action="append", default=None,
                         help="extra sparsity levels to run (repeatable; default 0.8)")
+    parser.add_argument("--no-dense", action="store_true", help="leave the dense control out (e.g. to write the "
+                        "pruned levels while it still runs; its checkpoint resumes on the next full invocation)")
     parser.add_argument("--render", action="store_true", help="only rebuild the markdown from the saved JSON")
     parser.add_argument("--note", action="append", default=None, help="with --render: a reading (repeatable)")
     args = pc.parse_args(parser)
@@ -96,7 +98,7 @@ def main() -> None:
     dataset = sizewise.load_dataset(str(pc.DATA / "cifar10"))
     ft_cfg = r20.finetune_config(args.ft_epochs, args.ft_lr, args.ft_threads)
     # the sparsity levels first (the question), the 90% run (usually reused from its cache), the dense control last
-    levels = [*sorted(set(args.sparsity or [0.8]) - {0.9}), 0.9, 0.0]
+    levels = [*sorted(set(args.sparsity or [0.8]) - {0.9}), 0.9] + ([] if args.no_dense else [0.0])
     variants = {}
     for s in levels:
         name = "dense" if s == 0 else sparsity_name(s)
