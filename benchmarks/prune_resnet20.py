@@ -424,9 +424,8 @@ def finetune_lines(p: dict, runs: list) -> list[str]:
             "channels once, then fine-tunes.",
             "- Caveat on the <= 1 pp comparisons: each pruned model gets "
             f"{u['finetune']['epochs']} more epochs of training (with the baseline as teacher) that the baseline did "
-            "not get; the baseline's cosine schedule had ended at lr 0, but a dense model fine-tuned the same way was "
-            "not run (time budget), so how much of the pruned models' accuracy those epochs alone would give the "
-            "dense model is not measured."]
+            "not get (the baseline's cosine schedule had ended at lr 0). A dense model fine-tuned the same way is "
+            "not run by this script: `prune_resnet20_controls.py` runs it (`prune_resnet20_controls.md`)."]
 
 
 def markdown(p: dict, runs: list) -> str:
