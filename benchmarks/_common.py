@@ -104,7 +104,7 @@ def now_utc() -> str:
 def new_meta(names: tuple[str, ...] = VERSIONED) -> dict[str, Any]:
     """Start of a run: finish it with :func:`finish_meta`, show it with :func:`header_lines`."""
     return {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
-            "cpu_flags": cpu_flags(), "versions": versions(names), "git": git_head(), "command": command(),
+            "cpu_flags": cpu_flags(), "versions": versions(names), "git": git_state(), "command": command(),
             "load_before": os.getloadavg()[0], "t0": time.perf_counter()}
 
 
@@ -336,6 +336,12 @@ def interleaved(module_a, module_b, inputs: dict, *, pairs: int = 40, seconds: f
     return {"pairs": len(ta), "threads": threads, "before_p50_ms": float(np.median(ta)),
             "after_p50_ms": float(np.median(tb)), "ratio_median": median, "ratio_ci95": ci,
             "other_cores": load.others_cores}
+
+
+def git_state() -> str:
+    """The commit a run is at, and the benchmark scripts edited since (a result must say they were)."""
+    edits = benchmark_edits()
+    return git_head() + (f"; benchmark files edited and uncommitted at run time: {', '.join(edits)}" if edits else "")
 
 
 def benchmark_edits() -> list[str]:

@@ -282,10 +282,7 @@ def main() -> None:
 
     torch.set_num_threads(pc.TIMING_THREADS)  # evaluation too: see the header of prune.md on 2-thread contention
     pc.log(f"sizewise imported from {sizewise.__file__}")
-    meta = pc.new_meta()
-    edits = pc._common.benchmark_edits()
-    if edits:
-        meta["git"] += f"; benchmark files edited and uncommitted at run time: {', '.join(edits)}"
+    meta = pc.new_meta()  # its git line names benchmark scripts edited since the commit
     meta["package_path"] = str(Path(sizewise.__file__).parent)
     meta["work_dir"] = str(pc.WORK / "resnet20")
     work = pc.WORK / "resnet20"

@@ -89,10 +89,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(pc.TIMING_THREADS)
-    meta = pc.new_meta()
-    edits = pc._common.benchmark_edits()
-    if edits:
-        meta["git"] += f"; benchmark files edited and uncommitted at run time: {', '.join(edits)}"
+    meta = pc.new_meta()  # its git line names benchmark scripts edited since the commit
     meta["work_dir"] = str(pc.WORK / "resnet20")
     base_ref = str(Path(args.base).resolve())
     dataset = sizewise.load_dataset(str(pc.DATA / "cifar10"))
@@ -131,8 +128,7 @@ def markdown(p: dict) -> str:
         sparsity = r["details"].get("weight_sparsity", 0.0)
         label = ("dense, fine-tuned the same way" if name == "dense" else
                  f"{r['sparsity_goal']:.0%} unstructured (gradual, global)")
-        rows.append([label + (" *(prune_resnet20.py's run, reused)*" if r.get("reused") and name == "unstructured-90"
-                              else ""),
+        rows.append([label + (" *(reused from its cached run)*" if r.get("reused") else ""),
                      f"{r['after']['nonzero']:,} ({sparsity:.2%} zero)", f"{acc:.2f}%", f"{acc - base_acc:+.2f} pp",
                      "-" if dense_acc is None or name == "dense" else f"{acc - dense_acc:+.2f} pp",
                      f"{pc.pct(hist[-1]['val_metric'])} (last 12: {min(e['val_metric'] for e in last):.2%}-"

@@ -27,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import DATA, RESULTS, TrainRecord, benchmark_edits, command, git_head, log, machine, versions
+from _common import DATA, RESULTS, TrainRecord, command, git_state, log, machine, versions
 from shrink_common import chosen_card, comparison, replace_section, trials_table
 
 CIFAR = DATA / "cifar10"
@@ -165,9 +165,7 @@ def main() -> None:
                               methods=METHODS, trials=args.trials, finetune_epochs=1, finetune_lr=args.finetune_lr,
                               finetune_samples=args.samples, threads=1, batch_size=1, latency_seconds=0.5)
         recovery, _ = _training(config, True)
-        edits = benchmark_edits()
-        git = git_head() + (f"; benchmark files edited and uncommitted at run time: {', '.join(edits)}"
-                            if edits else "")
+        git = git_state()
         load_before = os.getloadavg()[0]
         started = time.time()
         sizewise.shrink(str(base), str(CIFAR), str(out), config, command=command())
