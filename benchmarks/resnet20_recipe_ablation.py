@@ -15,7 +15,12 @@ retrains the same recipe, read from the baseline's own record, at ``--epochs`` w
   must exceed before it is read as an effect;
 - ``fp32``: fp32 instead of bf16 autocast;
 - ``no-smoothing``: label smoothing 0;
-- ``wd-1e-4``: the paper's weight decay (only with ``--arms``).
+- ``wd-1e-4``: the paper's weight decay (only with ``--arms``);
+- ``jpeg-q50``: the data, not the recipe: every image (train, validation and test) re-encoded once more, at JPEG
+  quality 50 with 4:2:0 chroma, the copy's own subsampling (only with ``--arms``). No lossless CIFAR-10 is here to
+  train on, so how much the copy's own JPEG generation costs cannot be measured; how much one more, harsher generation
+  costs this recipe can, and the result gives each re-encoding's PSNR against the copy (q75 and q50) to say how hard
+  it is.
 
 Each arm is a real ``sizewise train`` run (its own ``card.json``, resumable with ``--resume``) under
 ``RECIPE_BENCH_DIR``; an arm whose run finished is read, not rerun. The validation split is the baseline's (carved
@@ -28,11 +33,13 @@ Writes ``results/resnet20_recipe_ablation.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,7 +56,10 @@ ARMS = {
     "no-smoothing": ("label smoothing 0 instead of 0.1", {"label_smoothing": 0.0}),
     "reference-seed1": ("seed 1: the run-to-run spread", {"seed": 1}),
     "wd-1e-4": ("weight decay 1e-4 instead of 5e-4", {"weight_decay": 1e-4}),
+    "jpeg-q50": ("images re-encoded at JPEG quality 50, 4:2:0", {"jpeg_quality": 50}),
 }
+PSNR_QUALITIES = (75, 50)
+REUSED: list[str] = []  # arms whose finished run was read, not rerun, by this invocation  # re-encodings whose pixel change against the copy the result states
 DEFAULT_ARMS = ("reference", "fp32", "no-smoothing", "reference-seed1")
 # the recipe options a train command takes, in the baseline record's names
 RECIPE_OPTIONS = ("lr", "batch_size", "optimizer", "schedule", "warmup_epochs", "weight_decay", "augment",
@@ -65,8 +75,54 @@ def train_command(recipe: dict, out: Path, data: Path, threads: int) -> list[str
     cmd = [str(bench.ROOT / ".venv" / "bin" / "sizewise"), "train", "zoo:resnet20", "--data", str(data),
            "--out", str(out), "--threads", str(threads), "--no-memory", "--resume"]
     for key, value in recipe.items():
-        cmd += ["--" + key.replace("_", "-"), str(value)]
+        if key != "jpeg_quality":  # a change of the data, made by reencoded_copy, not a train option
+            cmd += ["--" + key.replace("_", "-"), str(value)]
     return cmd
+
+
+def reencode(jpeg: bytes, quality: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).convert("RGB").save(out, "JPEG", quality=quality, subsampling=2)  # 2: 4:2:0
+    return out.getvalue()
+
+
+def reencoded_copy(data: Path, quality: int) -> Path:
+    """``data``'s train.zip and test.zip with every image re-encoded at ``quality``, same names (so the same carved
+    validation split), built once under RUNS."""
+    out = RUNS / "data" / f"{data.name}-jpeg-q{quality}"
+    if all((out / f"{split}.zip").is_file() for split in ("train", "test")):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        tmp = out / f"{split}.zip.tmp"
+        with zipfile.ZipFile(data / f"{split}.zip") as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
+            for name in src.namelist():
+                dst.writestr(name, reencode(src.read(name), quality) if name.lower().endswith(".jpg")
+                             else src.read(name))
+        os.replace(tmp, out / f"{split}.zip")
+    bench.log(f"re-encoded {data} at JPEG quality {quality} into {out}")
+    return out
+
+
+def psnr_of_reencoding(data: Path, quality: int) -> dict:
+    """PSNR (dB, 8-bit RGB, from the mean squared error over all pixels) of the test images re-encoded at ``quality``
+    against the copy's own pixels, and the share of images that come back pixel-identical."""
+    import numpy as np
+    from PIL import Image
+
+    def pixels(jpeg: bytes):
+        return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.float64)
+
+    errors = []
+    with zipfile.ZipFile(data / "test.zip") as src:
+        for name in (n for n in src.namelist() if n.lower().endswith(".jpg")):
+            jpeg = src.read(name)
+            errors.append(np.mean((pixels(jpeg) - pixels(reencode(jpeg, quality))) ** 2))
+    mse = float(np.mean(errors))
+    return {"psnr_db": float(10 * np.log10(255.0 ** 2 / mse)) if mse > 0 else float("inf"),
+            "identical_share": float(np.mean(np.asarray(errors) == 0)), "images": len(errors)}
 
 
 def finished(run_dir: Path, epochs: int) -> bench.TrainRecord | None:
@@ -76,9 +132,12 @@ def finished(run_dir: Path, epochs: int) -> bench.TrainRecord | None:
 
 def run_arm(arm: str, recipe: dict, data: Path, threads: int) -> bench.TrainRecord:
     out = RUNS / arm
+    if "jpeg_quality" in recipe:
+        data = reencoded_copy(data, recipe["jpeg_quality"])
     record = finished(out, recipe["epochs"])
     if record is not None:
         bench.log(f"{arm}: finished run in {out}, read not rerun")
+        REUSED.append(arm)
         return record
     cmd = train_command(recipe, out, data, threads)
     bench.log(f"{arm}: {' '.join(cmd)}")
@@ -94,6 +153,7 @@ def run_arm(arm: str, recipe: dict, data: Path, threads: int) -> bench.TrainReco
 def arm_row(arm: str, record: bench.TrainRecord) -> dict:
     training = record.training
     return {"arm": arm, "changed": ARMS[arm][0], "run_dir": str(record.run_dir), "command": record.card["command"],
+            "data": record.card["data"]["source"],
             "config": record.config, "precision_used": training["precision_used"],
             "precision_reason": training["precision_reason"], "augment_used": training["augment_used"],
             "epochs": len(record.epochs), "median_epoch_s": statistics.median(e["seconds"] for e in record.epochs),
@@ -132,6 +192,11 @@ def render(result: dict, notes: list[str]) -> str:
                       f"{abs(spread['validation_accuracy'] - ref['validation_accuracy']) * 100:.2f} pp on validation, "
                       f"{abs(spread['test_accuracy'] - ref['test_accuracy']) * 100:.2f} pp on test. A difference "
                       "no larger than this is not read as an effect."]
+    if result.get("reencoding_vs_copy"):
+        lines += ["", "How hard a re-encoding is: the test images re-encoded (4:2:0) against the copy's own pixels, "
+                      "PSNR over all pixels: " + "; ".join(
+                          f"quality {q} {p['psnr_db']:.1f} dB ({p['identical_share']:.1%} of {p['images']:,} images "
+                          "pixel-identical)" for q, p in result["reencoding_vs_copy"].items()) + "."]
     if notes:
         lines += ["", "## Reading", "", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"
@@ -161,12 +226,16 @@ def main() -> None:
     meta = bench.new_meta()
     records = {arm: run_arm(arm, arm_recipe(base.config, arm, args.epochs), data, args.threads) for arm in arms}
     card_data = base.card["data"]
+    if REUSED:
+        meta["resumed"] = f"arms read from runs an earlier invocation finished: {', '.join(REUSED)}"
     result = {"meta": bench.finish_meta(meta), "epochs": args.epochs, "threads": args.threads,
               "base": {"run_dir": str(args.base), "config": base.config, "epochs": len(base.epochs),
                        "test_accuracy": base.test_metrics["accuracy"]},
               "splits": f"train {card_data['sizes']['train']:,}, validation {card_data['sizes']['validation']:,} "
                         f"({card_data['validation_source']}), test {card_data['sizes']['test']:,}",
               "data_note": card_data["notes"][0], "arms": [arm_row(a, r) for a, r in records.items()]}
+    if any("jpeg_quality" in ARMS[a][1] for a in arms):
+        result["reencoding_vs_copy"] = {str(q): psnr_of_reencoding(data, q) for q in PSNR_QUALITIES}
     json_path.write_text(json.dumps(result, indent=2, default=str))
     md_path.write_text(render(result, args.note))
     bench.log(f"wrote {md_path}")
