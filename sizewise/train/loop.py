@@ -10,12 +10,15 @@ and torch's RNG state travels in the checkpoint.
 
 What makes a strong baseline rather than a merely trained model: weight decay on weight matrices only (decaying a
 BatchNorm scale or a bias pulls it towards zero for no regularising gain) and bf16 autocast where the CPU computes
-bf16 natively (``precision="auto"``: about twice as fast for a CIFAR ResNet-20 on AMX, with fp32's accuracy) are on
-by default; augmentation chosen per dataset (``augment="auto"``, see ``augment.py``) is what ``sizewise train``
-uses, but not the library default, because the loop's other users run short recoveries and fine-tunes (1-5 epochs),
-where augmentation's regularisation costs accuracy before it pays (digits-cnn, two seeds: 4 epochs, test accuracy
-0.92-0.94 without crops, 0.82-0.84 with; 20 epochs, 0.98 without, 0.98-0.99 with). Label smoothing, warm-up and
-the one-cycle schedule are there to ask for. Each result says which augmentation and precision ran, and why.
+bf16 natively (``precision="auto"``) are on by default. bf16 is a trade, not free: a CIFAR ResNet-20 trains about
+twice as fast on AMX and 1.6-1.9x on AVX512-BF16 without AMX, and in a paired 15-epoch run fp32 ended 0.48 pp higher
+on validation than bf16 with the same seed, against 0.16 pp between two bf16 seeds
+(``benchmarks/results/resnet20_recipe_ablation.md``); ``precision="fp32"`` buys that back at the speed. Augmentation
+chosen per dataset (``augment="auto"``, see ``augment.py``) is what ``sizewise train`` uses, but not the library
+default, because the loop's other users run short recoveries and fine-tunes (1-5 epochs), where augmentation's
+regularisation costs accuracy before it pays (digits-cnn, two seeds: 4 epochs, test accuracy 0.92-0.94 without
+crops, 0.82-0.84 with; 20 epochs, 0.98 without, 0.98-0.99 with). Label smoothing, warm-up and the one-cycle schedule
+are there to ask for. Each result says which augmentation and precision ran, and why.
 """
 
 from __future__ import annotations
