@@ -58,8 +58,7 @@ ARMS = {
     "wd-1e-4": ("weight decay 1e-4 instead of 5e-4", {"weight_decay": 1e-4}),
     "jpeg-q50": ("images re-encoded at JPEG quality 50, 4:2:0", {"jpeg_quality": 50}),
 }
-PSNR_QUALITIES = (75, 50)
-REUSED: list[str] = []  # arms whose finished run was read, not rerun, by this invocation  # re-encodings whose pixel change against the copy the result states
+PSNR_QUALITIES = (75, 50)  # re-encodings whose pixel change against the copy the result states
 DEFAULT_ARMS = ("reference", "fp32", "no-smoothing", "reference-seed1")
 # the recipe options a train command takes, in the baseline record's names
 RECIPE_OPTIONS = ("lr", "batch_size", "optimizer", "schedule", "warmup_epochs", "weight_decay", "augment",
@@ -130,15 +129,15 @@ def finished(run_dir: Path, epochs: int) -> bench.TrainRecord | None:
     return record if record is not None and len(record.epochs) == epochs else None
 
 
-def run_arm(arm: str, recipe: dict, data: Path, threads: int) -> bench.TrainRecord:
+def run_arm(arm: str, recipe: dict, data: Path, threads: int) -> tuple[bench.TrainRecord, bool]:
+    """The arm's finished run record, and whether it was read from an earlier invocation rather than run now."""
     out = RUNS / arm
     if "jpeg_quality" in recipe:
         data = reencoded_copy(data, recipe["jpeg_quality"])
     record = finished(out, recipe["epochs"])
     if record is not None:
         bench.log(f"{arm}: finished run in {out}, read not rerun")
-        REUSED.append(arm)
-        return record
+        return record, True
     cmd = train_command(recipe, out, data, threads)
     bench.log(f"{arm}: {' '.join(cmd)}")
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -147,7 +146,7 @@ def run_arm(arm: str, recipe: dict, data: Path, threads: int) -> bench.TrainReco
     record = finished(out, recipe["epochs"])
     if record is None:
         raise SystemExit(f"{arm}: the run in {out} did not finish {recipe['epochs']} epochs (see {RUNS / arm}.log)")
-    return record
+    return record, False
 
 
 def arm_row(arm: str, record: bench.TrainRecord) -> dict:
@@ -224,10 +223,12 @@ def main() -> None:
         raise SystemExit(f"{args.base}: no `sizewise train` run record (card.json with a train step)")
     data = Path(base.card["data"]["source"])
     meta = bench.new_meta()
-    records = {arm: run_arm(arm, arm_recipe(base.config, arm, args.epochs), data, args.threads) for arm in arms}
+    runs = {arm: run_arm(arm, arm_recipe(base.config, arm, args.epochs), data, args.threads) for arm in arms}
+    records = {arm: record for arm, (record, _) in runs.items()}
+    reused = [arm for arm, (_, was_reused) in runs.items() if was_reused]
     card_data = base.card["data"]
-    if REUSED:
-        meta["resumed"] = f"arms read from runs an earlier invocation finished: {', '.join(REUSED)}"
+    if reused:
+        meta["resumed"] = f"arms read from runs an earlier invocation finished: {', '.join(reused)}"
     result = {"meta": bench.finish_meta(meta), "epochs": args.epochs, "threads": args.threads,
               "base": {"run_dir": str(args.base), "config": base.config, "epochs": len(base.epochs),
                        "test_accuracy": base.test_metrics["accuracy"]},
