@@ -10,9 +10,9 @@ and torch's RNG state travels in the checkpoint.
 
 What makes a strong baseline rather than a merely trained model: weight decay on weight matrices only (decaying a
 BatchNorm scale or a bias pulls it towards zero for no regularising gain) and bf16 autocast where the CPU computes
-bf16 natively (``precision="auto"``) are on by default. bf16 is a trade, not free: a CIFAR ResNet-20 trains about
-twice as fast on AMX and 1.6-1.9x on AVX512-BF16 without AMX, and in a paired 15-epoch run fp32 ended 0.48 pp higher
-on validation than bf16 with the same seed, against 0.16 pp between two bf16 seeds
+bf16 natively (``precision="auto"``) are on by default. bf16 is a trade, not free: a CIFAR ResNet-20 trains 1.6-1.9x
+faster on AVX512-BF16 without AMX (no committed run measured it on AMX), and in a paired 15-epoch run fp32 ended
+0.48 pp higher on validation than bf16 with the same seed, against 0.16 pp between two bf16 seeds
 (``benchmarks/results/resnet20_recipe_ablation.md``); ``precision="fp32"`` buys that back at the speed. Augmentation
 chosen per dataset (``augment="auto"``, see ``augment.py``) is what ``sizewise train`` uses, but not the library
 default, because the loop's other users run short recoveries and fine-tunes (1-5 epochs), where augmentation's
