@@ -70,8 +70,8 @@ def arm_recipe(base_config: dict, arm: str, epochs: int) -> dict:
     return recipe | ARMS[arm][1]
 
 
-def train_command(recipe: dict, out: Path, data: Path, threads: int) -> list[str]:
-    cmd = [str(bench.ROOT / ".venv" / "bin" / "sizewise"), "train", "zoo:resnet20", "--data", str(data),
+def train_command(recipe: dict, out: Path, data: Path, threads: int, model: str = "zoo:resnet20") -> list[str]:
+    cmd = [str(bench.ROOT / ".venv" / "bin" / "sizewise"), "train", model, "--data", str(data),
            "--out", str(out), "--threads", str(threads), "--no-memory", "--resume"]
     for key, value in recipe.items():
         if key != "jpeg_quality":  # a change of the data, made by reencoded_copy, not a train option
@@ -129,8 +129,10 @@ def finished(run_dir: Path, epochs: int) -> bench.TrainRecord | None:
     return record if record is not None and len(record.epochs) == epochs else None
 
 
-def run_arm(arm: str, recipe: dict, data: Path, threads: int) -> tuple[bench.TrainRecord, bool]:
-    """The arm's finished run record, and whether it was read from an earlier invocation rather than run now."""
+def run_arm(arm: str, recipe: dict, data: Path, threads: int,
+            model: str = "zoo:resnet20") -> tuple[bench.TrainRecord, bool]:
+    """The arm's finished run record (run directory RUNS/arm), and whether it was read from an earlier invocation
+    rather than run now."""
     out = RUNS / arm
     if "jpeg_quality" in recipe:
         data = reencoded_copy(data, recipe["jpeg_quality"])
@@ -138,7 +140,7 @@ def run_arm(arm: str, recipe: dict, data: Path, threads: int) -> tuple[bench.Tra
     if record is not None:
         bench.log(f"{arm}: finished run in {out}, read not rerun")
         return record, True
-    cmd = train_command(recipe, out, data, threads)
+    cmd = train_command(recipe, out, data, threads, model)
     bench.log(f"{arm}: {' '.join(cmd)}")
     RUNS.mkdir(parents=True, exist_ok=True)
     with open(RUNS / f"{arm}.log", "a") as log:
@@ -147,6 +149,13 @@ def run_arm(arm: str, recipe: dict, data: Path, threads: int) -> tuple[bench.Tra
     if record is None:
         raise SystemExit(f"{arm}: the run in {out} did not finish {recipe['epochs']} epochs (see {RUNS / arm}.log)")
     return record, False
+
+
+def splits_text(card_data: dict) -> str:
+    """A run card's data splits in words."""
+    sizes = card_data["sizes"]
+    return (f"train {sizes['train']:,}, validation {sizes['validation']:,} ({card_data['validation_source']}), "
+            f"test {sizes['test']:,}")
 
 
 def arm_row(arm: str, record: bench.TrainRecord) -> dict:
@@ -232,8 +241,7 @@ def main() -> None:
     result = {"meta": bench.finish_meta(meta), "epochs": args.epochs, "threads": args.threads,
               "base": {"run_dir": str(args.base), "config": base.config, "epochs": len(base.epochs),
                        "test_accuracy": base.test_metrics["accuracy"]},
-              "splits": f"train {card_data['sizes']['train']:,}, validation {card_data['sizes']['validation']:,} "
-                        f"({card_data['validation_source']}), test {card_data['sizes']['test']:,}",
+              "splits": splits_text(card_data),
               "data_note": card_data["notes"][0], "arms": [arm_row(a, r) for a, r in records.items()]}
     if any("jpeg_quality" in ARMS[a][1] for a in arms):
         result["reencoding_vs_copy"] = {str(q): psnr_of_reencoding(data, q) for q in PSNR_QUALITIES}
