@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,14 +50,22 @@ import _common as bench  # noqa: E402
 
 NAME = "resnet20_recipe_ablation"
 RUNS = Path(os.environ.get("RECIPE_BENCH_DIR", bench.ROOT.parent / "runs" / "recipe-ablation"))
-# arm -> (what changed, the option values that differ from the baseline's recipe)
+
+
+@dataclass(frozen=True)
+class Arm:
+    changed: str  # in words, for the table
+    recipe: dict = field(default_factory=dict)  # the train options that differ from the baseline's recipe
+    jpeg_quality: int | None = None  # the data, not the recipe: every image re-encoded at this quality
+
+
 ARMS = {
-    "reference": ("nothing (the baseline's recipe)", {}),
-    "fp32": ("fp32 instead of bf16 autocast", {"precision": "fp32"}),
-    "no-smoothing": ("label smoothing 0 instead of 0.1", {"label_smoothing": 0.0}),
-    "reference-seed1": ("seed 1: the run-to-run spread", {"seed": 1}),
-    "wd-1e-4": ("weight decay 1e-4 instead of 5e-4", {"weight_decay": 1e-4}),
-    "jpeg-q50": ("images re-encoded at JPEG quality 50, 4:2:0", {"jpeg_quality": 50}),
+    "reference": Arm("nothing (the baseline's recipe)"),
+    "fp32": Arm("fp32 instead of bf16 autocast", {"precision": "fp32"}),
+    "no-smoothing": Arm("label smoothing 0 instead of 0.1", {"label_smoothing": 0.0}),
+    "reference-seed1": Arm("seed 1: the run-to-run spread", {"seed": 1}),
+    "wd-1e-4": Arm("weight decay 1e-4 instead of 5e-4", {"weight_decay": 1e-4}),
+    "jpeg-q50": Arm("images re-encoded at JPEG quality 50, 4:2:0", jpeg_quality=50),
 }
 PSNR_QUALITIES = (75, 50)  # re-encodings whose pixel change against the copy the result states
 DEFAULT_ARMS = ("reference", "fp32", "no-smoothing", "reference-seed1")
@@ -67,16 +76,21 @@ RECIPE_OPTIONS = ("lr", "batch_size", "optimizer", "schedule", "warmup_epochs", 
 
 def arm_recipe(base_config: dict, arm: str, epochs: int) -> dict:
     recipe = {k: base_config[k] for k in RECIPE_OPTIONS} | {"epochs": epochs}
-    return recipe | ARMS[arm][1]
+    return recipe | ARMS[arm].recipe
 
 
 def train_command(recipe: dict, out: Path, data: Path, threads: int, model: str = "zoo:resnet20") -> list[str]:
     cmd = [str(bench.ROOT / ".venv" / "bin" / "sizewise"), "train", model, "--data", str(data),
            "--out", str(out), "--threads", str(threads), "--no-memory", "--resume"]
     for key, value in recipe.items():
-        if key != "jpeg_quality":  # a change of the data, made by reencoded_copy, not a train option
-            cmd += ["--" + key.replace("_", "-"), str(value)]
+        cmd += ["--" + key.replace("_", "-"), str(value)]
     return cmd
+
+
+def arm_data(arm: str, data: Path) -> Path:
+    """The data an arm trains on: ``data`` itself, or its re-encoded copy."""
+    quality = ARMS[arm].jpeg_quality
+    return data if quality is None else reencoded_copy(data, quality)
 
 
 def reencode(jpeg: bytes, quality: int) -> bytes:
@@ -134,8 +148,6 @@ def run_arm(arm: str, recipe: dict, data: Path, threads: int,
     """The arm's finished run record (run directory RUNS/arm), and whether it was read from an earlier invocation
     rather than run now."""
     out = RUNS / arm
-    if "jpeg_quality" in recipe:
-        data = reencoded_copy(data, recipe["jpeg_quality"])
     record = finished(out, recipe["epochs"])
     if record is not None:
         bench.log(f"{arm}: finished run in {out}, read not rerun")
@@ -160,7 +172,7 @@ def splits_text(card_data: dict) -> str:
 
 def arm_row(arm: str, record: bench.TrainRecord) -> dict:
     training = record.training
-    return {"arm": arm, "changed": ARMS[arm][0], "run_dir": str(record.run_dir), "command": record.card["command"],
+    return {"arm": arm, "changed": ARMS[arm].changed, "run_dir": str(record.run_dir), "command": record.card["command"],
             "data": record.card["data"]["source"],
             "config": record.config, "precision_used": training["precision_used"],
             "precision_reason": training["precision_reason"], "augment_used": training["augment_used"],
@@ -232,7 +244,8 @@ def main() -> None:
         raise SystemExit(f"{args.base}: no `sizewise train` run record (card.json with a train step)")
     data = Path(base.card["data"]["source"])
     meta = bench.new_meta()
-    runs = {arm: run_arm(arm, arm_recipe(base.config, arm, args.epochs), data, args.threads) for arm in arms}
+    runs = {arm: run_arm(arm, arm_recipe(base.config, arm, args.epochs), arm_data(arm, data), args.threads)
+            for arm in arms}
     records = {arm: record for arm, (record, _) in runs.items()}
     reused = [arm for arm, (_, was_reused) in runs.items() if was_reused]
     card_data = base.card["data"]
@@ -243,7 +256,7 @@ def main() -> None:
                        "test_accuracy": base.test_metrics["accuracy"]},
               "splits": splits_text(card_data),
               "data_note": card_data["notes"][0], "arms": [arm_row(a, r) for a, r in records.items()]}
-    if any("jpeg_quality" in ARMS[a][1] for a in arms):
+    if any(ARMS[a].jpeg_quality is not None for a in arms):
         result["reencoding_vs_copy"] = {str(q): psnr_of_reencoding(data, q) for q in PSNR_QUALITIES}
     json_path.write_text(json.dumps(result, indent=2, default=str))
     md_path.write_text(render(result, args.note))
