@@ -125,16 +125,11 @@ def render(result: dict, notes: list[str]) -> str:
             rows.append(row("16/32/64 from scratch", full, f"{epochs} epochs, the recipe", None))
         rows.append(row("**16/16/16 from scratch (the control)**", scratch,
                         f"{epochs} epochs, the recipe, fresh weights", full))
-        if epochs == result["base_epochs"]:  # the baseline is this schedule's 16/32/64 run
-            rows.append(row("16/16/16 channel-pruned from it, fine-tuned", pruned,
-                            f"{pruned['config']['type']} {pruned['config']['sparsity']}, round to "
-                            f"{pruned['config']['round_to']}, then {ft['epochs']} epochs, lr {ft['lr']:g}, KD from "
-                            "the 16/32/64 model", full))
-    if all(s["epochs"] != result["base_epochs"] for s in result["schedules"]):
-        rows.append(row("16/16/16 channel-pruned from the baseline, fine-tuned", pruned,
-                        f"the {result['base_epochs']}-epoch baseline ({result['base_test_accuracy']:.2%}) pruned, "
-                        f"then {ft['epochs']} epochs, lr {ft['lr']:g}, KD from the baseline",
-                        {"test_accuracy": result["base_test_accuracy"]}))
+    rows.append(row("16/16/16 channel-pruned from the baseline, fine-tuned", pruned,
+                    f"the {result['base_epochs']}-epoch baseline ({result['base_test_accuracy']:.2%}) pruned "
+                    f"({pruned['config']['type']} {pruned['config']['sparsity']}, round to "
+                    f"{pruned['config']['round_to']}), then {ft['epochs']} epochs, lr {ft['lr']:g}, KD from the "
+                    "baseline", {"test_accuracy": result["base_test_accuracy"]}))
     table = bench.md_table(rows, "lrlrrr", columns=["model", "parameters", "how it was made",
                                                    "validation (last epoch)", "test", "vs 16/32/64"])
     control = result["control_model"]
@@ -186,7 +181,7 @@ def main() -> None:
         reused += [str(epochs)] if was_reused else []
     if reused:
         meta["resumed"] = f"control runs read from an earlier invocation: {', '.join(reused)} epochs"
-    recipe = {k: v for k, v in ablation.arm_recipe(base.config, "reference", 0).items() if k != "epochs"}
+    recipe = {k: base.config[k] for k in ablation.RECIPE_OPTIONS}
     result = {"meta": bench.finish_meta(meta), "recipe": recipe, "control_model": control,
               "base_epochs": len(base.epochs), "base_test_accuracy": base.test_metrics["accuracy"],
               "splits": ablation.splits_text(base.card["data"]),
