@@ -14,6 +14,7 @@ retrains the same recipe, read from the baseline's own record, at ``--epochs`` w
 - ``reference-seed1``: the same with seed 1 (initial weights, data order, crops): the run-to-run spread a difference
   must exceed before it is read as an effect;
 - ``fp32``: fp32 instead of bf16 autocast;
+- ``fp32-seed1``: fp32 with seed 1, to read bf16's cost from two seeds on each side (only with ``--arms``);
 - ``no-smoothing``: label smoothing 0;
 - ``wd-1e-4``: the paper's weight decay (only with ``--arms``);
 - ``jpeg-q50``: the data, not the recipe: every image (train, validation and test) re-encoded once more, at JPEG
@@ -64,6 +65,7 @@ ARMS = {
     "fp32": Arm("fp32 instead of bf16 autocast", {"precision": "fp32"}),
     "no-smoothing": Arm("label smoothing 0 instead of 0.1", {"label_smoothing": 0.0}),
     "reference-seed1": Arm("seed 1: the run-to-run spread", {"seed": 1}),
+    "fp32-seed1": Arm("fp32, seed 1: a second fp32 run", {"precision": "fp32", "seed": 1}),
     "wd-1e-4": Arm("weight decay 1e-4 instead of 5e-4", {"weight_decay": 1e-4}),
     "jpeg-q50": Arm("images re-encoded at JPEG quality 50, 4:2:0", jpeg_quality=50),
 }
@@ -182,6 +184,11 @@ def arm_row(arm: str, record: bench.TrainRecord) -> dict:
             "environment": {k: record.environment.get(k) for k in ("cpu", "logical_cores", "cpu_flags")}}
 
 
+def mean_difference(rows: dict, arms: tuple[str, ...], against: tuple[str, ...], key: str) -> float:
+    """Mean of ``key`` over ``arms`` minus its mean over ``against``, in percentage points."""
+    return (statistics.mean(rows[a][key] for a in arms) - statistics.mean(rows[a][key] for a in against)) * 100
+
+
 def render(result: dict, notes: list[str]) -> str:
     rows = {r["arm"]: r for r in result["arms"]}
     ref = rows.get("reference")
@@ -212,6 +219,12 @@ def render(result: dict, notes: list[str]) -> str:
                       f"{abs(spread['validation_accuracy'] - ref['validation_accuracy']) * 100:.2f} pp on validation, "
                       f"{abs(spread['test_accuracy'] - ref['test_accuracy']) * 100:.2f} pp on test. A difference "
                       "no larger than this is not read as an effect."]
+    if {"fp32", "fp32-seed1"} <= rows.keys() and "reference-seed1" in rows and ref:
+        fp32, bf16 = ("fp32", "fp32-seed1"), ("reference", "reference-seed1")
+        lines += ["", "bf16 autocast's cost from two seeds each (mean of fp32 seeds 0 and 1 minus mean of bf16 seeds 0 "
+                      "and 1): " + ", ".join(f"{split} {mean_difference(rows, fp32, bf16, key):+.2f} pp" for split, key
+                                             in (("validation", "validation_accuracy"), ("test", "test_accuracy")))
+                  + "."]
     if result.get("reencoding_vs_copy"):
         lines += ["", "How hard a re-encoding is: the test images re-encoded (4:2:0) against the copy's own pixels, "
                       "PSNR over all pixels: " + "; ".join(
