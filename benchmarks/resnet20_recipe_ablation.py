@@ -71,6 +71,7 @@ ARMS = {
 }
 PSNR_QUALITIES = (75, 50)  # re-encodings whose pixel change against the copy the result states
 DEFAULT_ARMS = ("reference", "fp32", "no-smoothing", "reference-seed1")
+SEED_PAIRS = (("reference", "reference-seed1"), ("fp32", "fp32-seed1"))  # one recipe, seeds 0 and 1
 # the recipe options a train command takes, in the baseline record's names
 RECIPE_OPTIONS = ("lr", "batch_size", "optimizer", "schedule", "warmup_epochs", "weight_decay", "augment",
                   "label_smoothing", "precision", "seed")
@@ -184,6 +185,11 @@ def arm_row(arm: str, record: bench.TrainRecord) -> dict:
             "environment": {k: record.environment.get(k) for k in ("cpu", "logical_cores", "cpu_flags")}}
 
 
+def spread(rows: dict, arm: str, other: str, key: str) -> float:
+    """How far apart two runs of one recipe ended, in percentage points."""
+    return abs(rows[arm][key] - rows[other][key]) * 100
+
+
 def mean_difference(rows: dict, arms: tuple[str, ...], against: tuple[str, ...], key: str) -> float:
     """Mean of ``key`` over ``arms`` minus its mean over ``against``, in percentage points."""
     return (statistics.mean(rows[a][key] for a in arms) - statistics.mean(rows[a][key] for a in against)) * 100
@@ -213,18 +219,18 @@ def render(result: dict, notes: list[str]) -> str:
              *bench.md_table(table, "lllrrrrrrrr", columns=[
                  "arm", "what changed", "precision", "label smoothing", "weight decay", "seed", "s / epoch (median)",
                  "validation (last epoch)", "vs reference", "test", "vs reference"])]
-    if "reference-seed1" in rows and ref:
-        spread = rows["reference-seed1"]
-        lines += ["", f"Run-to-run spread (seed 0 vs seed 1, same recipe): "
-                      f"{abs(spread['validation_accuracy'] - ref['validation_accuracy']) * 100:.2f} pp on validation, "
-                      f"{abs(spread['test_accuracy'] - ref['test_accuracy']) * 100:.2f} pp on test. A difference "
-                      "no larger than this is not read as an effect."]
-    if {"fp32", "fp32-seed1"} <= rows.keys() and "reference-seed1" in rows and ref:
-        fp32, bf16 = ("fp32", "fp32-seed1"), ("reference", "reference-seed1")
+    pairs = [pair for pair in SEED_PAIRS if set(pair) <= rows.keys()]
+    if pairs:
+        lines += ["", "Run-to-run spread (seed 0 vs seed 1, same recipe): " + "; ".join(
+            f"{rows[a]['precision_used']} {spread(rows, a, b, 'validation_accuracy'):.2f} pp on validation, "
+            f"{spread(rows, a, b, 'test_accuracy'):.2f} pp on test" for a, b in pairs)
+            + ". A difference no larger than this is not read as an effect."]
+    if len(pairs) == len(SEED_PAIRS):
+        bf16_pair, fp32_pair = SEED_PAIRS
         lines += ["", "bf16 autocast's cost from two seeds each (mean of fp32 seeds 0 and 1 minus mean of bf16 seeds 0 "
-                      "and 1): " + ", ".join(f"{split} {mean_difference(rows, fp32, bf16, key):+.2f} pp" for split, key
-                                             in (("validation", "validation_accuracy"), ("test", "test_accuracy")))
-                  + "."]
+                      "and 1): " + ", ".join(f"{split} {mean_difference(rows, fp32_pair, bf16_pair, key):+.2f} pp"
+                                             for split, key in (("validation", "validation_accuracy"),
+                                                                ("test", "test_accuracy"))) + "."]
     if result.get("reencoding_vs_copy"):
         lines += ["", "How hard a re-encoding is: the test images re-encoded (4:2:0) against the copy's own pixels, "
                       "PSNR over all pixels: " + "; ".join(
