@@ -10,10 +10,10 @@ and torch's RNG state travels in the checkpoint.
 
 What makes a strong baseline rather than a merely trained model: weight decay on weight matrices only (decaying a
 BatchNorm scale or a bias pulls it towards zero for no regularising gain) and bf16 autocast where the CPU computes
-bf16 natively (``precision="auto"``) are on by default. bf16 is a trade, not free: a CIFAR ResNet-20 trains 1.6-1.9x
-faster on AVX512-BF16 without AMX (no committed run measured it on AMX), and in a paired 15-epoch run fp32 ended
-0.48 pp higher on validation than bf16 with the same seed, against 0.16 pp between two bf16 seeds
-(``benchmarks/results/resnet20_recipe_ablation.md``); ``precision="fp32"`` buys that back at the speed. Augmentation
+bf16 natively (``precision="auto"``) are on by default. bf16 is faster and close to free: a CIFAR ResNet-20 trains
+1.5-1.9x faster on AVX512-BF16 without AMX (no committed run measured it on AMX), and at 15 epochs fp32 ended 0.24 pp
+higher on validation than bf16 (means of two seeds each), no more than two fp32 seeds differ from each other
+(``benchmarks/results/resnet20_recipe_ablation.md``); ``precision="fp32"`` is there for whoever wants it. Augmentation
 chosen per dataset (``augment="auto"``, see ``augment.py``) is what ``sizewise train`` uses, but not the library
 default, because the loop's other users run short recoveries and fine-tunes (1-5 epochs), where augmentation's
 regularisation costs accuracy before it pays (digits-cnn, two seeds: 4 epochs, test accuracy 0.92-0.94 without
