@@ -225,8 +225,9 @@ def render(result: dict, notes: list[str]) -> str:
             f"{rows[a]['precision_used']} {spread(rows, a, b, 'validation_accuracy'):.2f} pp on validation, "
             f"{spread(rows, a, b, 'test_accuracy'):.2f} pp on test" for a, b in pairs)
             + ". A difference no larger than this is not read as an effect."]
-    if len(pairs) == len(SEED_PAIRS):
-        bf16_pair, fp32_pair = SEED_PAIRS
+    bf16_pair, fp32_pair = SEED_PAIRS
+    # "auto" resolves to fp32 on a CPU without native bf16: then both pairs are fp32 and there is no cost to state
+    if len(pairs) == len(SEED_PAIRS) and all(rows[a]["precision_used"] == "bf16" for a in bf16_pair):
         lines += ["", "bf16 autocast's cost from two seeds each (mean of fp32 seeds 0 and 1 minus mean of bf16 seeds 0 "
                       "and 1): " + ", ".join(f"{split} {mean_difference(rows, fp32_pair, bf16_pair, key):+.2f} pp"
                                              for split, key in (("validation", "validation_accuracy"),
