@@ -224,6 +224,16 @@ class TrainRecord:
 _RULE = {"l": "---", "r": "---:", "c": ":---:"}
 
 
+def write_with_readings(result: dict[str, Any], notes: Sequence[str], json_path: Path, md_path: Path,
+                        render: Callable[[dict[str, Any], list[str]], str]) -> None:
+    """Save ``result`` and its Markdown. The readings (``--note``) travel in the JSON: given ones replace what it held,
+    none keep it, so ``--render`` to fix one line of a table does not drop the readings written earlier."""
+    if notes:
+        result["notes"] = list(notes)
+    json_path.write_text(json.dumps(result, indent=2, default=str))
+    md_path.write_text(render(result, result.get("notes", [])))
+
+
 def md_table(rows: Sequence[Mapping[str, Any] | Sequence[Any]], align: str = "",
              columns: Sequence[str] | None = None) -> list[str]:
     """Markdown table lines. Columns are the first row's keys unless given; ``align`` has one letter per column,

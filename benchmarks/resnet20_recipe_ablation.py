@@ -249,12 +249,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON")
-    parser.add_argument("--note", action="append", default=[], help="a reading, printed under the table")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a reading, printed under the table (repeatable; replaces the saved ones)")
     args = bench.parse_args(parser)
     json_path, md_path = bench.RESULTS / f"{NAME}.json", bench.RESULTS / f"{NAME}.md"
     if args.render:
-        md_path.write_text(render(json.loads(json_path.read_text()), args.note))
-        return
+        return bench.write_with_readings(json.loads(json_path.read_text()), args.note, json_path, md_path, render)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -278,8 +278,7 @@ def main() -> None:
               "data_note": card_data["notes"][0], "arms": [arm_row(a, r) for a, r in records.items()]}
     if any(ARMS[a].jpeg_quality is not None for a in arms):
         result["reencoding_vs_copy"] = {str(q): psnr_of_reencoding(data, q) for q in PSNR_QUALITIES}
-    json_path.write_text(json.dumps(result, indent=2, default=str))
-    md_path.write_text(render(result, args.note))
+    bench.write_with_readings(result, args.note, json_path, md_path, render)
     bench.log(f"wrote {md_path}")
 
 

@@ -157,12 +157,12 @@ def main() -> None:
                         help="comma-separated schedules, shortest first (default: the baseline's own epoch count)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON")
-    parser.add_argument("--note", action="append", default=[], help="a reading, printed under the table")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a reading, printed under the table (repeatable; replaces the saved ones)")
     args = bench.parse_args(parser)
     json_path, md_path = bench.RESULTS / f"{NAME}.json", bench.RESULTS / f"{NAME}.md"
     if args.render:
-        md_path.write_text(render(json.loads(json_path.read_text()), args.note))
-        return
+        return bench.write_with_readings(json.loads(json_path.read_text()), args.note, json_path, md_path, render)
     base = bench.TrainRecord.read(args.base)
     if base is None:
         raise SystemExit(f"{args.base}: no `sizewise train` run record (card.json with a train step)")
@@ -186,8 +186,7 @@ def main() -> None:
               "base_epochs": len(base.epochs), "base_test_accuracy": base.test_metrics["accuracy"],
               "splits": ablation.splits_text(base.card["data"]),
               "data_note": base.card["data"]["notes"][0], "schedules": rows, "pruned": pruned_row(args.pruned)}
-    json_path.write_text(json.dumps(result, indent=2, default=str))
-    md_path.write_text(render(result, args.note))
+    bench.write_with_readings(result, args.note, json_path, md_path, render)
     bench.log(f"wrote {md_path}")
 
 
